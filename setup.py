@@ -10,9 +10,4 @@ setup(
     # Runtime requirements live in requirements.txt; detectron2 comes from
     # scripts/install_detectron2.py (it is not on the registry under its own name).
     install_requires=["torch>=2.0", "torchvision", "numpy", "pillow", "scipy", "tqdm"],
-    entry_points={
-        "console_scripts": [
-            "clump-train=clump_d2.engine.launcher:train_main",
-        ]
-    },
 )

@@ -1,0 +1,70 @@
+"""Every configuration key clump_d2 adds to Detectron2's, in one place.
+
+Call ``add_clump_config(cfg)`` on ``detectron2.config.get_cfg()`` *before*
+``merge_from_file``. Detectron2's global defaults are never changed.
+Each area owns a section below (data, backbone, evaluation, training, inference).
+"""
+from detectron2.config import CfgNode as CN
+
+
+def add_clump_config(cfg: CN) -> CN:
+    """Add clump_d2's keys (with their defaults) to ``cfg`` in place and return it."""
+    _add_data_config(cfg)
+    _add_backbone_config(cfg)
+    _add_evaluation_config(cfg)
+    _add_training_config(cfg)
+    return cfg
+
+
+# --- data ------------------------------------------------------------------------------------
+def _add_data_config(cfg: CN) -> None:
+    cfg.INPUT.AUG = CN()
+    # Sky orientation is arbitrary, so flips and 90-degree rotations are free augmentations.
+    cfg.INPUT.AUG.HFLIP = True  # random horizontal flip (p=0.5) in training
+    cfg.INPUT.AUG.VFLIP = True  # random vertical flip (p=0.5) in training
+    cfg.INPUT.AUG.ROT90 = True  # random rotation by k*90 degrees, k uniform in 0..3, in training
+
+    cfg.DATASETS.SYNTHETIC = CN()
+    # Generate the registered clumpsim_* datasets on first use if their files are missing.
+    cfg.DATASETS.SYNTHETIC.AUTO_GENERATE = True
+    cfg.DATASETS.SYNTHETIC.NUM_TRAIN = 600  # galaxies in clumpsim_train
+    cfg.DATASETS.SYNTHETIC.NUM_VAL = 150  # galaxies in clumpsim_val
+    cfg.DATASETS.SYNTHETIC.SEED = 0  # seed of the generator (same seed, same bytes)
+    cfg.DATASETS.SYNTHETIC.IMAGE_SIZE = 200  # pixels, square (the paper's 200x200 crop)
+
+
+# --- backbone --------------------------------------------------------------------------------
+def _add_backbone_config(cfg: CN) -> None:
+    cfg.MODEL.ZOOBOT = CN()
+    # timm architecture of the Zoobot encoder (e.g. convnext_nano, efficientnet_b0, resnet50).
+    cfg.MODEL.ZOOBOT.ARCH = "convnext_nano"
+    # Encoder weights: "" (random), "hf_hub:mwalmsley/zoobot-encoder-<arch>", a hub-layout
+    # directory, a .safetensors/.pth/.pt file, or a Zoobot Lightning .ckpt.
+    cfg.MODEL.ZOOBOT.WEIGHTS = ""
+    # Which timm feature levels feed the FPN, named res2..res5 (strides 4..32).
+    cfg.MODEL.ZOOBOT.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
+    # Number of leading encoder stages frozen (0: train everything; 5: all stages frozen).
+    cfg.MODEL.ZOOBOT.FREEZE_AT = 0
+    # Normalisation layers of the encoder: "FrozenBN" keeps BN statistics fixed, "" trains them.
+    cfg.MODEL.ZOOBOT.NORM = ""
+
+
+# --- evaluation ------------------------------------------------------------------------------
+def _add_evaluation_config(cfg: CN) -> None:
+    cfg.MODEL.CLUMP_EVAL = CN()
+    # Operating score threshold for completeness/purity (independent of
+    # ROI_HEADS.SCORE_THRESH_TEST, which only bounds what the model outputs).
+    cfg.MODEL.CLUMP_EVAL.SCORE_THRESH = 0.5
+    # Matching criterion: "iou" (IoU >= IOU_THRESH) or "distance" (centre distance <=
+    # DISTANCE_FACTOR x the true box's half side, i.e. x 1.25 PSF FWHM for Clump Scout boxes).
+    cfg.MODEL.CLUMP_EVAL.MATCH = "iou"
+    cfg.MODEL.CLUMP_EVAL.IOU_THRESH = 0.5  # IoU threshold of the "iou" criterion
+    cfg.MODEL.CLUMP_EVAL.DISTANCE_FACTOR = 1.0  # factor of the "distance" criterion
+
+
+# --- training --------------------------------------------------------------------------------
+def _add_training_config(cfg: CN) -> None:
+    cfg.SOLVER.BEST_CHECKPOINT = CN()
+    # Metric that picks the best checkpoint (saved as model_best.pth); "" disables it.
+    cfg.SOLVER.BEST_CHECKPOINT.METRIC = "clumps/F1"
+    cfg.SOLVER.BEST_CHECKPOINT.MODE = "max"  # "max" or "min"

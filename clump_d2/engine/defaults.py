@@ -1,0 +1,58 @@
+"""Set-up steps shared by the command-line tools (kept here so tests can reach them)."""
+from __future__ import annotations
+
+import logging
+
+import torch
+from detectron2.config import get_cfg
+from detectron2.utils import comm
+
+from clump_d2.config import add_clump_config
+from clump_d2.data.datasets import builtin
+
+logger = logging.getLogger(__name__)
+
+
+def build_config(config_file: str = "", opts=None, freeze: bool = True):
+    """``get_cfg()`` + clump keys + YAML + ``KEY VALUE`` overrides, device resolved."""
+    cfg = get_cfg()
+    add_clump_config(cfg)
+    if config_file:
+        cfg.merge_from_file(config_file)
+    cfg.merge_from_list(list(opts or []))
+    resolve_device(cfg)
+    if freeze:
+        cfg.freeze()
+    return cfg
+
+
+def resolve_device(cfg) -> str:
+    """Fall back to the CPU, with a warning, when the config asks for CUDA and none exists."""
+    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
+        logging.getLogger("clump_d2").warning(
+            "MODEL.DEVICE is %r but CUDA is not available: running on the CPU",
+            cfg.MODEL.DEVICE)
+        cfg.MODEL.DEVICE = "cpu"
+    return cfg.MODEL.DEVICE
+
+
+def prepare_datasets(cfg) -> None:
+    """Generate the synthetic dataset if a config uses it and its files are missing.
+
+    Runs on the main process only; the others wait, so no two processes write one file.
+    """
+    from clump_d2.data.synthetic import SyntheticParams, make_split
+
+    names = list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST)
+    wanted = {n.split("_", 1)[1] for n in names if n.startswith(builtin.SYNTHETIC_NAME + "_")}
+    syn = cfg.DATASETS.SYNTHETIC
+    if wanted and comm.is_main_process() and syn.AUTO_GENERATE:
+        root = builtin.datasets_root() / builtin.SYNTHETIC_NAME
+        counts = {"train": syn.NUM_TRAIN, "val": syn.NUM_VAL}
+        for split in sorted(wanted):
+            if not (root / "annotations" / f"{split}.json").exists():
+                logger.info("generating synthetic %s split (%d galaxies) in %s", split,
+                            counts[split], root)
+                make_split(root, split, counts[split], seed=syn.SEED,
+                           params=SyntheticParams(image_size=syn.IMAGE_SIZE))
+    comm.synchronize()

@@ -1,0 +1,51 @@
+#!/usr/bin/env python
+"""Train or evaluate a clump detector.
+
+    python tools/train_net.py --config-file configs/quickstart.yaml [KEY VALUE ...]
+    python tools/train_net.py --config-file ... --eval-only MODEL.WEIGHTS output/model_final.pth
+    python tools/train_net.py --config-file ... --num-gpus 8
+"""
+import clump_d2  # noqa: F401  (fills detectron2 0.6's gaps before detectron2 is used)
+import clump_d2.data  # noqa: F401  (registers the clump datasets)
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.engine import default_argument_parser, default_setup, launch
+from detectron2.evaluation import verify_results
+from detectron2.utils import comm
+
+from clump_d2.engine import ClumpTrainer, build_config, prepare_datasets
+
+
+def setup(args):
+    cfg = build_config(args.config_file, args.opts)
+    default_setup(cfg, args)
+    return cfg
+
+
+def main(args):
+    cfg = setup(args)
+    prepare_datasets(cfg)
+    if args.eval_only:
+        model = ClumpTrainer.build_model(cfg)
+        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
+            cfg.MODEL.WEIGHTS, resume=args.resume
+        )
+        results = ClumpTrainer.test(cfg, model)
+        if comm.is_main_process():
+            verify_results(cfg, results)
+        return results
+    trainer = ClumpTrainer(cfg)
+    trainer.resume_or_load(resume=args.resume)
+    return trainer.train()
+
+
+if __name__ == "__main__":
+    args = default_argument_parser().parse_args()
+    print("Command Line Args:", args)
+    launch(
+        main,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+    )
