@@ -1,0 +1,66 @@
+"""Shared fixtures: a tiny synthetic dataset, a tiny model config, the real-data folder."""
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+import clump_d2  # noqa: F401  (compat layer first)
+
+REPO = Path(__file__).resolve().parents[1]
+# Tests share the 2 cores of the CI machine with the data-loader workers.
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    """``../shared`` beside the repository (``$CLUMP_D2_SHARED`` overrides); skips if absent,
+    as on a user's own clone."""
+    path = Path(os.environ.get("CLUMP_D2_SHARED", REPO.parent / "shared"))
+    if not (path / "realdata").is_dir():
+        pytest.skip(f"real data folder {path}/realdata is not present (it sits beside the "
+                    "repository in the project's CI only)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def realdata(shared_dir) -> Path:
+    return shared_dir / "realdata"
+
+
+@pytest.fixture(scope="session")
+def tiny_synthetic(tmp_path_factory):
+    """A tiny synthetic clump dataset (12 train, 6 val galaxies of 96 px), registered as
+    ``tinysim_train`` / ``tinysim_val``; returns its root."""
+    from clump_d2.data.datasets import register_clump_dataset
+    from clump_d2.data.synthetic import SyntheticParams, make_split
+
+    root = tmp_path_factory.mktemp("tinysim")
+    params = SyntheticParams(image_size=96, disc_re=(8.0, 16.0))
+    for split, n in (("train", 12), ("val", 6)):
+        make_split(root, split, n, seed=1, params=params, show_progress=False)
+        register_clump_dataset(f"tinysim_{split}", root / "annotations" / f"{split}.json",
+                               root / "images")
+    return root
+
+
+@pytest.fixture
+def tiny_model_opts():
+    """``tiny_model_opts(output_dir)``: config overrides for a tiny, fast Faster R-CNN on
+    ``tinysim_*`` (for end-to-end tests)."""
+    return _tiny_model_opts
+
+
+def _tiny_model_opts(output_dir) -> list:
+    return [
+        "MODEL.DEVICE", "cpu",
+        "MODEL.RESNETS.DEPTH", "18", "MODEL.RESNETS.RES2_OUT_CHANNELS", "64",
+        "MODEL.RESNETS.NORM", "BN", "MODEL.FPN.OUT_CHANNELS", "32",
+        "MODEL.ROI_BOX_HEAD.FC_DIM", "64", "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "32",
+        "MODEL.RPN.POST_NMS_TOPK_TRAIN", "50", "MODEL.RPN.POST_NMS_TOPK_TEST", "50",
+        "DATASETS.TRAIN", "('tinysim_train',)", "DATASETS.TEST", "('tinysim_val',)",
+        "SOLVER.IMS_PER_BATCH", "2", "SOLVER.MAX_ITER", "4", "SOLVER.BASE_LR", "0.005",
+        "SOLVER.WARMUP_ITERS", "1", "SOLVER.STEPS", "()", "SOLVER.CHECKPOINT_PERIOD", "1000",
+        "DATALOADER.NUM_WORKERS", "0", "TEST.EVAL_PERIOD", "0",
+        "OUTPUT_DIR", str(output_dir),
+    ]
