@@ -148,6 +148,7 @@ def _make_pkg_resources_shim() -> types.ModuleType:
     shim = types.ModuleType(
         "pkg_resources", "minimal stand-in installed by clump_d2.compat for detectron2 0.6"
     )
+    shim.__spec__ = importlib.machinery.ModuleSpec("pkg_resources", loader=None)
     shim.CLUMP_D2_SHIM = True
 
     def resource_filename(package: str, resource: str) -> str:
@@ -221,6 +222,11 @@ def apply() -> None:
     global _APPLIED, USING_C_SHIM
     if _APPLIED:
         return
+    import warnings
+
+    # detectron2 0.6 scripts a few helpers at import time; torch 2.14 warns on each.
+    warnings.filterwarnings("ignore", message=r"`torch.jit.script` is deprecated",
+                            category=FutureWarning)
     from PIL import Image
 
     if not hasattr(Image, "LINEAR"):

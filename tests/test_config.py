@@ -1,0 +1,55 @@
+"""add_clump_config and the shipped YAML configs."""
+from pathlib import Path
+
+import pytest
+from detectron2.config import get_cfg
+
+from clump_d2.config import add_clump_config
+from clump_d2.engine import build_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_add_clump_config_adds_keys_without_touching_global_defaults():
+    cfg = add_clump_config(get_cfg())
+    assert cfg.MODEL.CLUMP_EVAL.SCORE_THRESH == 0.5
+    assert cfg.INPUT.AUG.ROT90 is True
+    assert cfg.DATASETS.SYNTHETIC.NUM_TRAIN > 0
+    fresh = get_cfg()
+    assert "CLUMP_EVAL" not in fresh.MODEL and "AUG" not in fresh.INPUT
+
+
+def test_base_config_is_sized_for_clumps():
+    cfg = build_config(str(REPO / "configs" / "Base-ClumpRCNN-FPN.yaml"))
+    sizes = [s for level in cfg.MODEL.ANCHOR_GENERATOR.SIZES for s in level]
+    # Clump boxes are 4-48 px: the smallest anchor must be below detectron2's 32 px.
+    assert min(sizes) <= 8
+    assert cfg.MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS == [[1.0]]
+    assert cfg.MODEL.ROI_HEADS.NUM_CLASSES == 2
+    assert cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS is False
+    assert cfg.INPUT.AUG.HFLIP and cfg.INPUT.AUG.VFLIP and cfg.INPUT.AUG.ROT90
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs").rglob("*.yaml")), ids=str)
+def test_every_config_merges(path):
+    cfg = build_config(str(path))
+    assert cfg.MODEL.ROI_HEADS.NUM_CLASSES == 2
+    assert cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS is False
+
+
+def test_quickstart_uses_synthetic_data_and_overrides_apply():
+    cfg = build_config(str(REPO / "configs" / "quickstart.yaml"), ["SOLVER.MAX_ITER", "7"])
+    assert cfg.DATASETS.TRAIN == ("clumpsim_train",)
+    assert cfg.DATASETS.TEST == ("clumpsim_val",)
+    assert cfg.SOLVER.MAX_ITER == 7
+
+
+def test_device_falls_back_to_cpu_with_warning(monkeypatch, caplog):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with caplog.at_level("WARNING"):
+        cfg = build_config(str(REPO / "configs" / "Base-ClumpRCNN-FPN.yaml"),
+                           ["MODEL.DEVICE", "cuda"])
+    assert cfg.MODEL.DEVICE == "cpu"
+    assert "CUDA is not available" in caplog.text
