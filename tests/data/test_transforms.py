@@ -1,4 +1,6 @@
 """Flips and 90-degree rotations are exact on pixels and boxes."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 from detectron2.data import transforms as T
@@ -33,11 +35,10 @@ def test_random_rot90_draws_all_four_turns():
 
 
 def test_augmentation_list_has_no_colour_jitter():
+    from clump_d2.data.transforms import build_clump_augmentations
     from clump_d2.engine import build_config
 
-    from clump_d2.data.transforms import build_clump_augmentations
-
-    cfg = build_config("configs/Base-ClumpRCNN-FPN.yaml")
+    cfg = build_config(str(Path(__file__).resolve().parents[2] / "configs" / "Base-ClumpRCNN-FPN.yaml"))
     augs = build_clump_augmentations(cfg, is_train=True)
     names = [type(a).__name__ for a in augs]
     assert names == ["RandomFlip", "RandomFlip", "RandomRot90"]
