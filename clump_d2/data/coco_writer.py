@@ -53,7 +53,8 @@ class Tally:
         self.kept += n
 
     def drop(self, reason: str, n: int = 1) -> None:
-        self.dropped[reason] += n
+        if n:
+            self.dropped[reason] += n
 
     def note(self, what: str, n: int = 1) -> None:
         self.notes[what] += n
