@@ -13,6 +13,7 @@ def add_clump_config(cfg: CN) -> CN:
     _add_backbone_config(cfg)
     _add_evaluation_config(cfg)
     _add_training_config(cfg)
+    _add_inference_config(cfg)
     return cfg
 
 
@@ -68,3 +69,31 @@ def _add_training_config(cfg: CN) -> None:
     # Metric that picks the best checkpoint (saved as model_best.pth); "" disables it.
     cfg.SOLVER.BEST_CHECKPOINT.METRIC = "clumps/F1"
     cfg.SOLVER.BEST_CHECKPOINT.MODE = "max"  # "max" or "min"
+
+# --- inference -------------------------------------------------------------------------------
+def _add_inference_config(cfg: CN) -> None:
+    cfg.INFERENCE = CN()
+    # Score threshold of the catalogue; < 0 uses MODEL.CLUMP_EVAL.SCORE_THRESH (the operating
+    # point the evaluation reports completeness/purity at).
+    cfg.INFERENCE.SCORE_THRESH = -1.0
+    # Class-agnostic NMS IoU threshold (a clump found as both clump and odd_clump is one
+    # clump); 0 disables it.
+    cfg.INFERENCE.NMS_THRESH = 0.5
+    # Merge detections whose centres are closer than this x PSF FWHM (the brighter one is
+    # kept); 0 disables it.
+    cfg.INFERENCE.MERGE_FWHM = 1.0
+    # Flag detections whose centre is within this x PSF FWHM of the galaxy centre (the bulge).
+    cfg.INFERENCE.BULGE_FWHM = 1.0
+    cfg.INFERENCE.DROP_BULGE = False  # drop flagged bulge detections instead of flagging them
+    # PSF FWHM in pixels when the input gives none (psf_fwhm_px column); 0 estimates it per
+    # detection as box side / 2.5 (Clump Scout boxes are 2.5 x FWHM).
+    cfg.INFERENCE.PSF_FWHM_PX = 0.0
+    cfg.INFERENCE.BATCH_SIZE = 8  # images per forward pass
+    cfg.INFERENCE.SHARD_SIZE = 1000  # galaxies per shard (the unit of resuming)
+    cfg.INFERENCE.SKY = CN()
+    # Orientation of images without a WCS, given RA/Dec of the image centre and a pixel scale.
+    # "Up" is towards the first row of the stored array (the top of a PNG/JPEG).
+    cfg.INFERENCE.SKY.NORTH_UP = True  # north towards the first row (SDSS cutouts: True)
+    cfg.INFERENCE.SKY.EAST_LEFT = True  # east towards the first column (SDSS cutouts: True)
+    # Position angle of "up", degrees from north through east (0: north is up).
+    cfg.INFERENCE.SKY.ROTATION_DEG = 0.0
