@@ -36,18 +36,31 @@ def _add_data_config(cfg: CN) -> None:
 
 # --- backbone --------------------------------------------------------------------------------
 def _add_backbone_config(cfg: CN) -> None:
+    # Used by the Zoobot backbones: MODEL.BACKBONE.NAME "build_zoobot_fpn_backbone" (FPN,
+    # outputs p2..p6) or "build_zoobot_backbone" (the encoder alone). Input channels are
+    # len(MODEL.PIXEL_MEAN). Zoobot encoders expect RGB in [0, 1]: PIXEL_MEAN [0, 0, 0],
+    # PIXEL_STD [255, 255, 255], INPUT.FORMAT "RGB".
     cfg.MODEL.ZOOBOT = CN()
-    # timm architecture of the Zoobot encoder (e.g. convnext_nano, efficientnet_b0, resnet50).
+    # timm architecture of the encoder (e.g. convnext_nano, convnext_tiny, efficientnet_b0,
+    # resnet50); anything timm builds with features_only=True.
     cfg.MODEL.ZOOBOT.ARCH = "convnext_nano"
     # Encoder weights: "" (random), "hf_hub:mwalmsley/zoobot-encoder-<arch>", a hub-layout
-    # directory, a .safetensors/.pth/.pt file, or a Zoobot Lightning .ckpt.
+    # directory (config.json + model.safetensors), a .safetensors/.pth/.pt file, a Zoobot
+    # Lightning .ckpt (encoder.* keys) or a Zoobot 1.x torchvision-layout ResNet checkpoint.
+    # Loaded when the model is built, before MODEL.WEIGHTS (which, if set, overrides them).
     cfg.MODEL.ZOOBOT.WEIGHTS = ""
-    # Which timm feature levels feed the FPN, named res2..res5 (strides 4..32).
+    # Which timm feature levels to output, named by stride: res2..res5 = strides 4..32.
     cfg.MODEL.ZOOBOT.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
-    # Number of leading encoder stages frozen (0: train everything; 5: all stages frozen).
+    # Leading encoder stages frozen, in the order stem, res2, res3, res4, res5 (as
+    # MODEL.BACKBONE.FREEZE_AT for detectron2's ResNet): 0 trains everything, 2 trains
+    # res3..res5 (the paper's "3 trainable layers"), 5 freezes the whole encoder.
     cfg.MODEL.ZOOBOT.FREEZE_AT = 0
-    # Normalisation layers of the encoder: "FrozenBN" keeps BN statistics fixed, "" trains them.
+    # BatchNorm of the trained stages: "FrozenBN" (fixed statistics and affine), "" or "BN"
+    # (trained), "SyncBN" (across GPUs). Frozen stages always get frozen BN.
     cfg.MODEL.ZOOBOT.NORM = ""
+    # Skip (with a warning) checkpoint tensors whose shape differs from the model's instead of
+    # failing. The stem is inflated to N bands regardless (mean kernel x 3/N).
+    cfg.MODEL.ZOOBOT.ALLOW_SHAPE_MISMATCH = False
 
 
 # --- evaluation ------------------------------------------------------------------------------

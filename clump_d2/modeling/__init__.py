@@ -1,0 +1,15 @@
+"""Models: importing this package registers the Zoobot/timm backbones in Detectron2's
+``BACKBONE_REGISTRY`` (``build_zoobot_backbone``, ``build_zoobot_fpn_backbone``)."""
+from .backbone import (
+    ZoobotEncoder,
+    build_zoobot_backbone,
+    build_zoobot_fpn_backbone,
+    load_encoder_weights,
+)
+
+__all__ = [
+    "ZoobotEncoder",
+    "build_zoobot_backbone",
+    "build_zoobot_fpn_backbone",
+    "load_encoder_weights",
+]
