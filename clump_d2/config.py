@@ -74,14 +74,37 @@ def _add_evaluation_config(cfg: CN) -> None:
     cfg.MODEL.CLUMP_EVAL.MATCH = "iou"
     cfg.MODEL.CLUMP_EVAL.IOU_THRESH = 0.5  # IoU threshold of the "iou" criterion
     cfg.MODEL.CLUMP_EVAL.DISTANCE_FACTOR = 1.0  # factor of the "distance" criterion
+    cfg.MODEL.CLUMP_EVAL.CURVE_POINTS = 101  # score thresholds of the sweep, evenly in [0, 1]
+    cfg.MODEL.CLUMP_EVAL.NUM_BINS = 5  # equal-count bins per attribute for binned completeness
+    # Attributes of the true clumps to bin by; empty: every numeric one present (+ box_size).
+    cfg.MODEL.CLUMP_EVAL.BIN_ATTRIBUTES = []
+    # Explicit bin edges overriding the equal-count bins, e.g. ["flux_frac:0.03,0.1,0.35"].
+    cfg.MODEL.CLUMP_EVAL.BIN_EDGES = []
+    cfg.MODEL.CLUMP_EVAL.PLOTS = True  # write the PNG plots next to clump_metrics.json
 
 
 # --- training --------------------------------------------------------------------------------
 def _add_training_config(cfg: CN) -> None:
     cfg.SOLVER.BEST_CHECKPOINT = CN()
-    # Metric that picks the best checkpoint (saved as model_best.pth); "" disables it.
+    # Metric that picks the best checkpoint (saved as model_best.pth); "" disables it. With
+    # several test datasets the name carries the dataset, e.g. "clumpsim_val/clumps/F1".
     cfg.SOLVER.BEST_CHECKPOINT.METRIC = "clumps/F1"
     cfg.SOLVER.BEST_CHECKPOINT.MODE = "max"  # "max" or "min"
+
+    cfg.SOLVER.EARLY_STOPPING = CN()
+    cfg.SOLVER.EARLY_STOPPING.ENABLED = False  # stop when the metric stops improving
+    cfg.SOLVER.EARLY_STOPPING.METRIC = ""  # metric to watch; "" = SOLVER.BEST_CHECKPOINT.METRIC
+    cfg.SOLVER.EARLY_STOPPING.MODE = "max"  # "max" or "min"
+    # Evaluations (every TEST.EVAL_PERIOD) without an improvement > MIN_DELTA before stopping.
+    cfg.SOLVER.EARLY_STOPPING.PATIENCE = 5
+    cfg.SOLVER.EARLY_STOPPING.MIN_DELTA = 0.0  # smallest change that counts as an improvement
+
+    # Validation loss over all batches of the validation datasets every this many
+    # iterations (0 = off); logged as validation/loss and validation/<loss term>.
+    cfg.TEST.VAL_LOSS_PERIOD = 0
+    # Datasets of the validation loss; empty = DATASETS.TEST.
+    cfg.TEST.VAL_LOSS_DATASETS = ()
+
 
 # --- inference -------------------------------------------------------------------------------
 def _add_inference_config(cfg: CN) -> None:

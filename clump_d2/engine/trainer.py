@@ -5,11 +5,14 @@ import logging
 import os
 
 from detectron2.data import build_detection_test_loader, build_detection_train_loader
-from detectron2.engine import DefaultTrainer
+from detectron2.engine import DefaultTrainer, hooks
 from detectron2.evaluation import COCOEvaluator, DatasetEvaluators
+from detectron2.utils import comm
 
 from clump_d2.data.mapper import ClumpDatasetMapper
 from clump_d2.evaluation import ClumpEvaluator
+
+from .hooks import EarlyStop, EarlyStopping, ValidationLoss
 
 logger = logging.getLogger(__name__)
 
@@ -36,3 +39,51 @@ class ClumpTrainer(DefaultTrainer):
             COCOEvaluator(dataset_name, output_dir=output_folder, use_fast_impl=False),
             ClumpEvaluator(cfg, dataset_name, output_dir=output_folder),
         ])
+
+    @classmethod
+    def build_validation_loader(cls, cfg, dataset_name):
+        """Loader for the validation loss: annotations kept (as in training) but no random
+        augmentation (as in testing), one image per batch, all images split across
+        processes."""
+        kwargs = ClumpDatasetMapper.from_config(cfg, is_train=True)
+        kwargs["augmentations"] = ClumpDatasetMapper.from_config(cfg, is_train=False)[
+            "augmentations"]
+        return build_detection_test_loader(cfg, dataset_name, mapper=ClumpDatasetMapper(**kwargs))
+
+    def build_hooks(self):
+        """DefaultTrainer's hooks plus, right after its ``EvalHook`` (so that they see its
+        metrics and the writers record theirs): validation loss (``TEST.VAL_LOSS_PERIOD``),
+        best checkpoint by ``SOLVER.BEST_CHECKPOINT.METRIC`` (when ``TEST.EVAL_PERIOD`` > 0;
+        otherwise the only evaluation is the final one and ``model_final.pth`` is the best)
+        and optional early stopping (``SOLVER.EARLY_STOPPING``)."""
+        ret = super().build_hooks()
+        cfg = self.cfg
+        extra = []
+        if cfg.TEST.VAL_LOSS_PERIOD > 0:
+            names = list(cfg.TEST.VAL_LOSS_DATASETS) or list(cfg.DATASETS.TEST)
+            loaders = {n: self.build_validation_loader(cfg, n) for n in names}
+            extra.append(ValidationLoss(cfg.TEST.VAL_LOSS_PERIOD, loaders, seed=cfg.SEED))
+        best = cfg.SOLVER.BEST_CHECKPOINT
+        if best.METRIC and cfg.TEST.EVAL_PERIOD > 0 and comm.is_main_process():
+            extra.append(hooks.BestCheckpointer(cfg.TEST.EVAL_PERIOD, self.checkpointer,
+                                                best.METRIC, mode=best.MODE))
+        stop = cfg.SOLVER.EARLY_STOPPING
+        if stop.ENABLED:
+            if cfg.TEST.EVAL_PERIOD <= 0:
+                logger.warning("SOLVER.EARLY_STOPPING.ENABLED needs TEST.EVAL_PERIOD > 0; "
+                               "early stopping is off")
+            else:
+                extra.append(EarlyStopping(cfg.TEST.EVAL_PERIOD, stop.METRIC or best.METRIC,
+                                           stop.MODE, stop.PATIENCE, stop.MIN_DELTA))
+        at = next((i + 1 for i, h in enumerate(ret) if isinstance(h, hooks.EvalHook)), len(ret))
+        return ret[:at] + extra + ret[at:]
+
+    def train(self):
+        """DefaultTrainer.train, ending quietly when early stopping fires."""
+        try:
+            return super().train()
+        except EarlyStop as stop:
+            logger.info("training stopped early after iteration %s; the best checkpoint is "
+                        "model_best.pth in %s", stop.args[0] if stop.args else "?",
+                        self.cfg.OUTPUT_DIR)
+            return getattr(self, "_last_eval_results", None)

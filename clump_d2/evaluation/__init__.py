@@ -1,4 +1,22 @@
-from .clump_evaluation import ClumpEvaluator
-from .matching import MatchCounts, box_iou_xyxy, count_matches, match_boxes
+"""Completeness / purity evaluation of clump detections (evaluator, matching, metrics, plots,
+batch jobs)."""
+from .clump_evaluation import ClumpEvaluator, truth_from_dicts
+from .matching import (
+    MatchCounts,
+    MatchCriterion,
+    box_centre_distance,
+    box_iou_xyxy,
+    count_matches,
+    match_boxes,
+)
 
-__all__ = ["ClumpEvaluator", "MatchCounts", "box_iou_xyxy", "count_matches", "match_boxes"]
+__all__ = [
+    "ClumpEvaluator",
+    "MatchCounts",
+    "MatchCriterion",
+    "box_centre_distance",
+    "box_iou_xyxy",
+    "count_matches",
+    "match_boxes",
+    "truth_from_dicts",
+]

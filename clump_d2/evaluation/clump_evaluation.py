@@ -1,12 +1,14 @@
 """Completeness and purity of clump detections as a Detectron2 ``DatasetEvaluator``."""
 from __future__ import annotations
 
+import csv
 import itertools
 import json
 import logging
+import math
 import os
 from collections import OrderedDict
-from typing import Dict, List, Optional
+from typing import Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 from detectron2.config import configurable
@@ -15,38 +17,144 @@ from detectron2.evaluation import DatasetEvaluator
 from detectron2.structures import BoxMode
 from detectron2.utils import comm
 
-from .matching import MatchCounts, count_matches
+from . import metrics as M
+from . import plots
+from .matching import MatchCriterion
 
 logger = logging.getLogger(__name__)
 
+#: Annotation keys that are not clump attributes (never binned).
+_NON_ATTRIBUTES = {"bbox", "bbox_mode", "category_id", "iscrowd", "segmentation", "keypoints",
+                   "id", "image_id", "area"}
+#: Derived attribute: side of the true box, sqrt(width x height) in pixels.
+BOX_SIZE = "box_size"
+METRICS_FILE = "clump_metrics.json"
+CURVE_FILE = "clump_curve.csv"
+
+
+def parse_bin_edges(specs: Sequence[str]) -> Dict[str, List[float]]:
+    """``["flux_frac:0.03,0.1,0.35", ...]`` -> ``{"flux_frac": [0.03, 0.1, 0.35]}``."""
+    out = {}
+    for spec in specs:
+        name, sep, values = spec.partition(":")
+        if not sep:
+            raise ValueError(f"bin edges {spec!r}: expected 'attribute:e1,e2,...'")
+        edges = sorted(float(v) for v in values.split(",") if v.strip())
+        if len(edges) < 2:
+            raise ValueError(f"bin edges {spec!r}: need at least two edges")
+        out[name.strip()] = edges
+    return out
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
+        value, (bool, np.bool_))
+
+
+def truth_from_dicts(dataset_dicts: Sequence[Mapping]) -> Dict[int, Dict]:
+    """Dataset dicts -> {image_id: {"boxes" XYXY, "classes", "attributes": {name: array}}}.
+
+    Every numeric per-clump key becomes an attribute (NaN where a clump lacks it), plus the
+    derived ``box_size`` (sqrt of the box area, px).
+    """
+    truth = {}
+    names = sorted({k for d in dataset_dicts for a in d.get("annotations", [])
+                    for k, v in a.items() if k not in _NON_ATTRIBUTES and _is_number(v)})
+    for record in dataset_dicts:
+        annos = [a for a in record.get("annotations", []) if not a.get("iscrowd", 0)]
+        boxes = np.asarray([BoxMode.convert(list(a["bbox"]), a["bbox_mode"], BoxMode.XYXY_ABS)
+                            for a in annos], dtype=np.float64).reshape(-1, 4)
+        attrs = {n: np.asarray([a[n] if _is_number(a.get(n)) else np.nan for a in annos],
+                               dtype=np.float64) for n in names}
+        attrs[BOX_SIZE] = np.sqrt((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))
+        truth[record["image_id"]] = {
+            "boxes": boxes,
+            "classes": np.asarray([a["category_id"] for a in annos], dtype=np.int64),
+            "attributes": attrs,
+        }
+    return truth
+
+
+def _clean(value):
+    """NaN/inf -> None and numpy scalars -> Python, recursively (strict JSON)."""
+    if isinstance(value, Mapping):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [_clean(v) for v in value]
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    return value
+
 
 class ClumpEvaluator(DatasetEvaluator):
-    """Completeness, purity and F1 at an operating score threshold.
+    """Completeness, purity and F1 of clump detections, at an operating score threshold and
+    swept over thresholds, class-agnostic and per class, binned by clump attributes.
 
-    For each image, detections with score >= ``score_thresh`` are matched one-to-one to the
-    true clumps (``clump_d2.evaluation.matching.match_boxes``); class-agnostic (a clump found
-    as the wrong class is found). Images without true clumps count: all their detections
-    are false positives. Predictions are gathered from all processes before counting.
+    Matching is one-to-one and optimal (:mod:`clump_d2.evaluation.matching`); images without
+    true clumps count (all their detections are false positives); ratios are computed from
+    counts summed over all images of all processes (predictions are gathered to the main
+    process with ``detectron2.utils.comm``, so N processes give the numbers of one).
+
+    ``evaluate()`` returns ``{"clumps": {name: float}}`` on the main process (``{}`` on the
+    others), flat so that ``EvalHook`` stores it as ``clumps/completeness``,
+    ``clumps/purity``, ``clumps/F1``, ...; per-class figures are named ``completeness-clump``
+    etc. (hidden from the copy-paste summary, like COCO's ``AP-<class>``). Undefined values
+    (purity with no detections) are NaN. With ``output_dir`` it also writes
+    ``clump_metrics.json``, ``clump_curve.csv`` and PNG plots there.
     """
 
     @configurable
     def __init__(self, dataset_name: str, *, score_thresh: float = 0.5,
-                 iou_thresh: float = 0.5, output_dir: Optional[str] = None,
+                 match: str = "iou", iou_thresh: float = 0.5, distance_factor: float = 1.0,
+                 curve_points: int = 101, num_bins: int = 5,
+                 bin_attributes: Sequence[str] = (), bin_edges: Optional[Mapping] = None,
+                 plot: bool = True, output_dir: Optional[str] = None,
                  distributed: bool = True):
+        """
+        Args:
+            dataset_name: a registered dataset with clump annotations.
+            score_thresh: operating score threshold (detections with score >= it count).
+            match, iou_thresh, distance_factor: the :class:`MatchCriterion`.
+            curve_points: number of evenly spaced thresholds in [0, 1] of the sweep.
+            num_bins: bins per attribute (equal counts) where no edges are given.
+            bin_attributes: attributes to bin by; empty: every numeric attribute present.
+            bin_edges: {attribute: edges} overriding the equal-count bins.
+            plot: write the PNG plots (with ``output_dir``).
+            output_dir: where to write metrics, curve and plots (None: nothing written).
+            distributed: gather predictions from all processes before evaluating.
+        """
         self.dataset_name = dataset_name
-        self.score_thresh = score_thresh
-        self.iou_thresh = iou_thresh
+        self.score_thresh = float(score_thresh)
+        self.criterion = MatchCriterion(match, iou_thresh=iou_thresh,
+                                        distance_factor=distance_factor)
+        self.thresholds = np.linspace(0.0, 1.0, int(curve_points))
+        self.num_bins = int(num_bins)
+        self.bin_attributes = list(bin_attributes)
+        self.bin_edges = dict(bin_edges or {})
+        self.plot = plot
         self.output_dir = output_dir
         self.distributed = distributed
+        meta = MetadataCatalog.get(dataset_name)
+        self.class_names = list(getattr(meta, "thing_classes", None) or ["clump", "odd_clump"])
         self._predictions: List[Dict] = []
 
     @classmethod
     def from_config(cls, cfg, dataset_name: str, output_dir: Optional[str] = None,
                     distributed: bool = True):
+        ev = cfg.MODEL.CLUMP_EVAL
         return {
             "dataset_name": dataset_name,
-            "score_thresh": cfg.MODEL.CLUMP_EVAL.SCORE_THRESH,
-            "iou_thresh": cfg.MODEL.CLUMP_EVAL.IOU_THRESH,
+            "score_thresh": ev.SCORE_THRESH,
+            "match": ev.MATCH,
+            "iou_thresh": ev.IOU_THRESH,
+            "distance_factor": ev.DISTANCE_FACTOR,
+            "curve_points": ev.CURVE_POINTS,
+            "num_bins": ev.NUM_BINS,
+            "bin_attributes": list(ev.BIN_ATTRIBUTES),
+            "bin_edges": parse_bin_edges(ev.BIN_EDGES),
+            "plot": ev.PLOTS,
             "output_dir": output_dir,
             "distributed": distributed,
         }
@@ -64,13 +172,7 @@ class ClumpEvaluator(DatasetEvaluator):
                 "classes": instances.pred_classes.numpy().astype(np.int64),
             })
 
-    def _true_boxes_by_image(self) -> Dict[int, np.ndarray]:
-        truth = {}
-        for record in DatasetCatalog.get(self.dataset_name):
-            boxes = [BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS)
-                     for a in record.get("annotations", [])]
-            truth[record["image_id"]] = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-        return truth
+    # --- evaluation ---------------------------------------------------------------------------
 
     def evaluate(self):
         predictions = self._predictions
@@ -79,30 +181,160 @@ class ClumpEvaluator(DatasetEvaluator):
             predictions = list(itertools.chain(*comm.gather(predictions, dst=0)))
             if not comm.is_main_process():
                 return {}
-        truth = self._true_boxes_by_image()
-        seen = {p["image_id"] for p in predictions}
-        missing = set(truth) - seen
+        report = self.compute(predictions, DatasetCatalog.get(self.dataset_name))
+        if self.output_dir:
+            self.write(report, self.output_dir)
+        m = report["operating"]["all"]
+        logger.info("clumps on %s at score >= %.2f, %s: completeness %.3f, purity %.3f, "
+                    "F1 %.3f (%d true, %d detected, %d matched)", self.dataset_name,
+                    self.score_thresh, self.criterion.describe(), m["completeness"],
+                    m["purity"], m["F1"], m["n_true"], m["n_detections"], m["n_matched"])
+        return OrderedDict(clumps=report["metrics"])
+
+    def compute(self, predictions: Sequence[Mapping], dataset_dicts: Sequence[Mapping]) -> Dict:
+        """All numbers from predictions (dicts with image_id, boxes XYXY, scores, classes)
+        and the dataset's dicts; pure (no I/O), so tests can call it directly."""
+        truth = truth_from_dicts(dataset_dicts)
+        by_image = {}
+        for p in predictions:  # sorted below; a repeated image (padded sampler) counts once
+            by_image.setdefault(p["image_id"], p)
+        unknown = set(by_image) - set(truth)
+        if unknown:
+            logger.warning("%d predicted images are not in %s; they are ignored",
+                           len(unknown), self.dataset_name)
+        missing = set(truth) - set(by_image)
         if missing:
             logger.warning("%d images of %s had no prediction; their clumps count as missed",
                            len(missing), self.dataset_name)
-        counts = MatchCounts()
-        for pred in predictions:
-            keep = pred["scores"] >= self.score_thresh
-            counts += count_matches(truth.get(pred["image_id"], np.zeros((0, 4))),
-                                    pred["boxes"][keep], self.iou_thresh)
-        for image_id in missing:
-            counts += MatchCounts(n_true=len(truth[image_id]))
-        metrics = OrderedDict(
-            completeness=counts.completeness, purity=counts.purity, F1=counts.f1,
-            n_true=counts.n_true, n_detections=counts.n_det, n_matched=counts.n_matched,
-            score_thresh=self.score_thresh, iou_thresh=self.iou_thresh,
-        )
-        logger.info("clumps on %s at score >= %.2f, IoU >= %.2f: completeness %.3f, "
-                    "purity %.3f (%d true, %d detected, %d matched)", self.dataset_name,
-                    self.score_thresh, self.iou_thresh, counts.completeness, counts.purity,
-                    counts.n_true, counts.n_det, counts.n_matched)
-        if self.output_dir:
-            os.makedirs(self.output_dir, exist_ok=True)
-            with open(os.path.join(self.output_dir, "clump_metrics.json"), "w") as f:
-                json.dump({"dataset": self.dataset_name, **metrics}, f, indent=2)
-        return OrderedDict(clumps=metrics)
+        thresholds = np.concatenate([[self.score_thresh], self.thresholds])
+        n_cls = len(self.class_names)
+        counts = np.zeros((len(thresholds), 1 + n_cls, 3), dtype=np.int64)
+        found, attrs = [], {}
+        empty = {"boxes": np.zeros((0, 4)), "scores": np.zeros(0), "classes": np.zeros(0, int)}
+        for image_id in sorted(truth):
+            t, p = truth[image_id], by_image.get(image_id, empty)
+            counts += M.sweep_image(t["boxes"], t["classes"], p["boxes"], p["scores"],
+                                    p["classes"], thresholds, self.criterion, n_cls)
+            found.append(M.matched_true_mask(t["boxes"], p["boxes"], p["scores"],
+                                             self.score_thresh, self.criterion))
+            for name, values in t["attributes"].items():
+                attrs.setdefault(name, []).append(values)
+        found = np.concatenate(found) if found else np.zeros(0, bool)
+        attrs = {k: np.concatenate(v) for k, v in attrs.items()}
+        return self._report(counts, thresholds, found, attrs, len(truth))
+
+    def _report(self, counts, thresholds, found, attrs, n_images) -> Dict:
+        scopes = ["all"] + self.class_names
+        r = M.ratios(counts)
+        operating, summary, curves = {}, {}, {}
+        for s, scope in enumerate(scopes):
+            operating[scope] = {
+                "completeness": float(r["completeness"][0, s]),
+                "purity": float(r["purity"][0, s]),
+                "F1": float(r["F1"][0, s]),
+                "n_true": int(counts[0, s, M.N_TRUE]),
+                "n_detections": int(counts[0, s, M.N_DET]),
+                "n_matched": int(counts[0, s, M.N_MATCHED]),
+            }
+            curves[scope] = {k: r[k][1:, s] for k in ("completeness", "purity", "F1")}
+            curves[scope].update(n_true=counts[1:, s, M.N_TRUE], n_detections=counts[1:, s, M.N_DET],
+                                 n_matched=counts[1:, s, M.N_MATCHED])
+            eq_t, eq_v = M.equal_point(self.thresholds, curves[scope]["completeness"],
+                                       curves[scope]["purity"])
+            f1_t, f1_v = M.f1_peak(self.thresholds, curves[scope]["F1"])
+            summary[scope] = {"equal_CP_thresh": eq_t, "equal_CP_value": eq_v,
+                              "F1_max": f1_v, "F1_max_thresh": f1_t}
+        binned = {}
+        wanted = self.bin_attributes or sorted(attrs)
+        for name in wanted:
+            if name not in attrs:
+                logger.warning("cannot bin by %r: no such numeric attribute in %s (have %s)",
+                               name, self.dataset_name, sorted(attrs))
+                continue
+            values = attrs[name]
+            if not np.isfinite(values).any():
+                continue
+            edges = np.asarray(self.bin_edges[name]) if name in self.bin_edges else \
+                M.quantile_edges(values, self.num_bins)
+            binned[name] = {"edges": edges.tolist(),
+                            "n_without_value": int((~np.isfinite(values)).sum()),
+                            "bins": M.bin_completeness(values, found, edges)}
+        flat = OrderedDict()
+        for key in ("completeness", "purity", "F1", "n_true", "n_detections", "n_matched"):
+            flat[key] = operating["all"][key]
+        flat["score_thresh"] = self.score_thresh
+        flat.update(summary["all"])
+        for scope in self.class_names:
+            for key in ("completeness", "purity", "F1"):
+                flat[f"{key}-{scope}"] = operating[scope][key]
+            flat[f"F1_max-{scope}"] = summary[scope]["F1_max"]
+            flat[f"equal_CP_value-{scope}"] = summary[scope]["equal_CP_value"]
+        return {
+            "dataset": self.dataset_name,
+            "n_images": n_images,
+            "match": {"criterion": self.criterion.kind, "iou_thresh": self.criterion.iou_thresh,
+                      "distance_factor": self.criterion.distance_factor,
+                      "rule": self.criterion.describe()},
+            "score_thresh": self.score_thresh,
+            "operating": operating,
+            "curve_summary": summary,
+            "binned": binned,
+            "thresholds": self.thresholds,
+            "curves": curves,
+            "metrics": {k: float(v) for k, v in flat.items()},
+        }
+
+    # --- output -------------------------------------------------------------------------------
+
+    def write(self, report: Dict, output_dir: str) -> Dict[str, str]:
+        """Write clump_metrics.json, clump_curve.csv and the PNG plots; returns their paths."""
+        os.makedirs(output_dir, exist_ok=True)
+        paths = {"metrics": os.path.join(output_dir, METRICS_FILE),
+                 "curve": os.path.join(output_dir, CURVE_FILE)}
+        with open(paths["metrics"], "w") as f:
+            # The flat metrics (as in EventStorage) first, then the details.
+            body = {"dataset": report["dataset"], **report["metrics"]}
+            body.update((k, v) for k, v in report.items() if k not in ("curves", "metrics"))
+            json.dump(_clean(body), f, indent=2)
+        write_curve_csv(paths["curve"], report["thresholds"], report["curves"])
+        if self.plot:
+            paths.update(self._plot(report, output_dir))
+        return paths
+
+    def _plot(self, report: Dict, output_dir: str) -> Dict[str, str]:
+        title = f"{self.dataset_name}: {self.criterion.describe()}"
+        curves = report["curves"]
+        op = {s: (v["completeness"], v["purity"]) for s, v in report["operating"].items()}
+        eq = report["curve_summary"]["all"]
+        out = {
+            "vs_threshold": plots.plot_vs_threshold(
+                os.path.join(output_dir, "completeness_purity_vs_threshold.png"),
+                report["thresholds"], curves, self.score_thresh,
+                (eq["equal_CP_thresh"], eq["equal_CP_value"]), title),
+            "purity_vs_completeness": plots.plot_purity_vs_completeness(
+                os.path.join(output_dir, "purity_vs_completeness.png"), curves, op,
+                self.score_thresh, title),
+        }
+        for name, b in report["binned"].items():
+            out[f"completeness_vs_{name}"] = plots.plot_binned_completeness(
+                os.path.join(output_dir, f"completeness_vs_{name}.png"), name, b["bins"],
+                self.score_thresh, f"{self.dataset_name} ({self.criterion.describe()})")
+        return out
+
+
+def write_curve_csv(path: str, thresholds, curves: Mapping[str, Mapping]) -> None:
+    """One row per threshold; columns per scope (class-agnostic unsuffixed, classes as
+    ``_<class>``); undefined values written as ``nan``."""
+    keys = ("completeness", "purity", "F1", "n_true", "n_detections", "n_matched")
+    header = ["score_thresh"]
+    for scope in curves:
+        header += [k if scope == "all" else f"{k}_{scope}" for k in keys]
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        for i, t in enumerate(thresholds):
+            row = [f"{t:.4f}"]
+            for scope, c in curves.items():
+                row += [f"{float(c[k][i]):.6g}" if k in ("completeness", "purity", "F1")
+                        else int(c[k][i]) for k in keys]
+            writer.writerow(row)

@@ -1,19 +1,45 @@
 """One-to-one matching of detections to true clumps, and the counts it yields.
 
 Pure functions (numpy in, numbers out) so that tests can pin the maths down.
+
+Matching rule (the reference for the README):
+
+1. A (true clump, detection) pair is *admissible* under the criterion:
+   ``"iou"``: IoU >= ``iou_thresh``; ``"distance"``: the distance between the box centres is
+   <= ``distance_factor`` x the true box's half side (half of its longer side, so a box
+   clipped at the image edge keeps its size; for Clump Scout boxes the half side is
+   1.25 x PSF FWHM).
+2. Among all one-to-one assignments using admissible pairs only, the one with the **most
+   pairs** wins (a maximum bipartite matching: a detection claims at most one clump and
+   vice versa, so a duplicate detection is a false positive, and no greedy order can lose
+   a match that an optimal assignment would make).
+3. Tie rule: among those, the largest total match quality wins (sum of IoU, or of
+   ``1 - distance / limit``); totals that differ by less than 1e-6 are ties, resolved in
+   favour of higher-scoring detections; remaining exact ties (e.g. one detection exactly
+   between two clumps) are resolved by taking true clumps in image order (top to bottom,
+   then left to right) and detections by decreasing score. The result depends only on the
+   boxes and scores, never on the order in which they are listed. Ties never change the
+   counts (the number of pairs is fixed by step 2), only which clump is called found.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import List, Optional, Tuple
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+MATCH_CRITERIA = ("iou", "distance")
+
+
+def as_boxes(boxes) -> np.ndarray:
+    """Any (N, 4) array-like (or empty) -> float64 array of shape (N, 4)."""
+    return np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+
 
 def box_iou_xyxy(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU matrix (len(a), len(b)) of boxes in XYXY."""
-    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
-    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
+    """IoU matrix (len(a), len(b)) of boxes in XYXY (0 where a union is empty)."""
+    a, b = as_boxes(a), as_boxes(b)
     ix1 = np.maximum(a[:, None, 0], b[None, :, 0])
     iy1 = np.maximum(a[:, None, 1], b[None, :, 1])
     ix2 = np.minimum(a[:, None, 2], b[None, :, 2])
@@ -25,26 +51,135 @@ def box_iou_xyxy(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
 
 
-def match_boxes(true_boxes: np.ndarray, det_boxes: np.ndarray, iou_thresh: float = 0.5):
-    """Optimal one-to-one matching under IoU >= ``iou_thresh``.
+def box_centre_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Euclidean distance matrix (len(a), len(b)) between the centres of XYXY boxes."""
+    a, b = as_boxes(a), as_boxes(b)
+    ca = (a[:, :2] + a[:, 2:]) / 2
+    cb = (b[:, :2] + b[:, 2:]) / 2
+    return np.hypot(ca[:, None, 0] - cb[None, :, 0], ca[:, None, 1] - cb[None, :, 1])
 
-    Maximises the number of matched pairs, then their total IoU (Hungarian assignment on
-    IoU over admissible pairs). A detection can claim at most one true clump and vice
-    versa, so a duplicate detection of one clump is a false positive.
+
+def box_half_side(boxes: np.ndarray) -> np.ndarray:
+    """Half of the longer side of each XYXY box (the unclipped half side of a square box
+    cut by one image edge)."""
+    boxes = as_boxes(boxes)
+    return np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) / 2
+
+
+@dataclass(frozen=True)
+class MatchCriterion:
+    """When a detection may match a true clump, and how good the match is.
+
+    Attributes:
+        kind: ``"iou"`` or ``"distance"``.
+        iou_thresh: a pair is admissible if IoU >= this (``kind="iou"``).
+        distance_factor: a pair is admissible if the centre distance <= this x the true
+            box's half side (``kind="distance"``).
+    """
+
+    kind: str = "iou"
+    iou_thresh: float = 0.5
+    distance_factor: float = 1.0
+
+    def __post_init__(self):
+        if self.kind not in MATCH_CRITERIA:
+            raise ValueError(f"unknown match criterion {self.kind!r}; expected one of "
+                             f"{MATCH_CRITERIA}")
+
+    def describe(self) -> str:
+        """Short human-readable form, e.g. for plot titles."""
+        if self.kind == "iou":
+            return f"IoU >= {self.iou_thresh:g}"
+        return f"centre distance <= {self.distance_factor:g} x box half side"
+
+    def quality(self, true_boxes, det_boxes) -> Tuple[np.ndarray, np.ndarray]:
+        """(admissible, quality) matrices of shape (n_true, n_det); quality in [0, 1]."""
+        true_boxes, det_boxes = as_boxes(true_boxes), as_boxes(det_boxes)
+        if self.kind == "iou":
+            iou = box_iou_xyxy(true_boxes, det_boxes)
+            return iou >= self.iou_thresh, iou
+        limit = self.distance_factor * box_half_side(true_boxes)[:, None]
+        dist = box_centre_distance(true_boxes, det_boxes)
+        admissible = dist <= limit
+        quality = np.where(limit > 0, 1.0 - dist / np.where(limit > 0, limit, 1.0), 0.0)
+        return admissible, np.clip(quality, 0.0, 1.0)
+
+
+def image_order(boxes: np.ndarray, scores: Optional[np.ndarray] = None) -> np.ndarray:
+    """Canonical order of boxes: by decreasing score (if given), then top edge, left edge,
+    bottom edge, right edge. A permutation of the inputs permutes the result alike."""
+    boxes = as_boxes(boxes)
+    keys = [boxes[:, 2], boxes[:, 3], boxes[:, 0], boxes[:, 1]]
+    if scores is not None:
+        keys.append(-np.asarray(scores, dtype=np.float64))
+    return np.lexsort(keys)
+
+
+def assign(admissible: np.ndarray, quality: np.ndarray, true_boxes, det_boxes,
+           det_scores: Optional[np.ndarray] = None) -> List[Tuple[int, int]]:
+    """Optimal one-to-one assignment on precomputed (admissible, quality) matrices.
+
+    Implements steps 2 and 3 of the module's matching rule with one
+    ``linear_sum_assignment`` whose weights order the objectives: every admissible pair is
+    worth more than all quality terms together (so the number of pairs is maximised
+    first), then quality, then a bonus for high-scoring detections below 1e-6 in total.
+    Rows and columns are put in canonical order first (true clumps in image order,
+    detections by decreasing score), which fixes the remaining exact ties independently of
+    the order of the inputs.
 
     Returns:
-        list of (true_index, det_index) pairs.
+        sorted list of (true_index, det_index) pairs, indices into the inputs.
     """
-    true_boxes = np.asarray(true_boxes, dtype=np.float64).reshape(-1, 4)
-    det_boxes = np.asarray(det_boxes, dtype=np.float64).reshape(-1, 4)
+    n_true, n_det = admissible.shape
+    if n_true == 0 or n_det == 0 or not admissible.any():
+        return []
+    t_perm = image_order(true_boxes)
+    d_perm = image_order(det_boxes, np.zeros(n_det) if det_scores is None else det_scores)
+    adm = admissible[np.ix_(t_perm, d_perm)]
+    k = min(n_true, n_det)
+    # Quality is in [0, 1] per pair and at most k pairs exist, so a base of k + 1 per pair
+    # makes "one more pair" beat any quality total; the rank bonus sums to < 1e-6.
+    rank_bonus = (1e-6 / (k + 1)) * (1.0 - np.arange(n_det) / n_det)
+    weight = (k + 1.0) + quality[np.ix_(t_perm, d_perm)] + rank_bonus[None, :]
+    weight = np.where(adm, weight, 0.0)
+    rows, cols = linear_sum_assignment(weight, maximize=True)
+    return sorted((int(t_perm[r]), int(d_perm[c])) for r, c in zip(rows, cols) if adm[r, c])
+
+
+def match_boxes(true_boxes, det_boxes, iou_thresh: float = 0.5, *, det_scores=None,
+                criterion: Optional[MatchCriterion] = None) -> List[Tuple[int, int]]:
+    """Optimal one-to-one matching of detections to true boxes (XYXY).
+
+    Args:
+        true_boxes: (N, 4) true clump boxes.
+        det_boxes: (M, 4) detected boxes.
+        iou_thresh: IoU threshold, used when ``criterion`` is None.
+        det_scores: (M,) detection scores, used only to break ties.
+        criterion: the matching criterion (default: IoU >= ``iou_thresh``).
+
+    Returns:
+        sorted list of (true_index, det_index) pairs.
+    """
+    criterion = criterion or MatchCriterion("iou", iou_thresh=iou_thresh)
+    true_boxes, det_boxes = as_boxes(true_boxes), as_boxes(det_boxes)
     if len(true_boxes) == 0 or len(det_boxes) == 0:
         return []
-    iou = box_iou_xyxy(true_boxes, det_boxes)
-    admissible = iou >= iou_thresh
-    # A large bonus per admissible pair makes "more matches" dominate "higher IoU".
-    weight = np.where(admissible, 1.0 + iou, 0.0)
-    rows, cols = linear_sum_assignment(weight, maximize=True)
-    return [(int(r), int(c)) for r, c in zip(rows, cols) if admissible[r, c]]
+    admissible, quality = criterion.quality(true_boxes, det_boxes)
+    return assign(admissible, quality, true_boxes, det_boxes, det_scores)
+
+
+def safe_ratio(num: float, den: float) -> float:
+    """num / den, or NaN (undefined) when den is 0."""
+    return float(num) / float(den) if den else float("nan")
+
+
+def f1_score(completeness: float, purity: float) -> float:
+    """Harmonic mean of completeness and purity; NaN if either is undefined, 0 if both 0."""
+    if np.isnan(completeness) or np.isnan(purity):
+        return float("nan")
+    if completeness + purity == 0:
+        return 0.0
+    return 2.0 * completeness * purity / (completeness + purity)
 
 
 @dataclass
@@ -61,25 +196,29 @@ class MatchCounts:
         self.n_matched += other.n_matched
         return self
 
+    def __add__(self, other: "MatchCounts") -> "MatchCounts":
+        return MatchCounts(self.n_true + other.n_true, self.n_det + other.n_det,
+                           self.n_matched + other.n_matched)
+
     @property
     def completeness(self) -> float:
         """matched true clumps / true clumps (NaN when there are no true clumps)."""
-        return self.n_matched / self.n_true if self.n_true else float("nan")
+        return safe_ratio(self.n_matched, self.n_true)
 
     @property
     def purity(self) -> float:
         """matched detections / detections (NaN, i.e. undefined, when nothing is detected)."""
-        return self.n_matched / self.n_det if self.n_det else float("nan")
+        return safe_ratio(self.n_matched, self.n_det)
 
     @property
     def f1(self) -> float:
-        c, p = self.completeness, self.purity
-        if np.isnan(c) or np.isnan(p) or c + p == 0:
-            return float("nan") if (np.isnan(c) or np.isnan(p)) else 0.0
-        return 2 * c * p / (c + p)
+        """F1 of completeness and purity (NaN when either is undefined)."""
+        return f1_score(self.completeness, self.purity)
 
 
-def count_matches(true_boxes, det_boxes, iou_thresh: float = 0.5) -> MatchCounts:
-    pairs = match_boxes(true_boxes, det_boxes, iou_thresh)
-    return MatchCounts(len(np.asarray(true_boxes).reshape(-1, 4)),
-                       len(np.asarray(det_boxes).reshape(-1, 4)), len(pairs))
+def count_matches(true_boxes, det_boxes, iou_thresh: float = 0.5, *, det_scores=None,
+                  criterion: Optional[MatchCriterion] = None) -> MatchCounts:
+    """Counts (true, detected, matched) of one image under :func:`match_boxes`."""
+    pairs = match_boxes(true_boxes, det_boxes, iou_thresh, det_scores=det_scores,
+                        criterion=criterion)
+    return MatchCounts(len(as_boxes(true_boxes)), len(as_boxes(det_boxes)), len(pairs))
