@@ -7,6 +7,7 @@
 """
 import clump_d2  # noqa: F401  (fills detectron2 0.6's gaps before detectron2 is used)
 import clump_d2.data  # noqa: F401  (registers the clump datasets)
+import clump_d2.modeling  # noqa: F401  (registers the Zoobot backbones)
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import default_argument_parser, default_setup, launch
 from detectron2.evaluation import verify_results
