@@ -25,6 +25,26 @@ def _add_data_config(cfg: CN) -> None:
     cfg.INPUT.AUG.VFLIP = True  # random vertical flip (p=0.5) in training
     cfg.INPUT.AUG.ROT90 = True  # random rotation by k*90 degrees, k uniform in 0..3, in training
 
+    # FITS images (per-band files or a cube; see clump_d2/data/fits_io.py and stretch.py).
+    cfg.INPUT.FITS = CN()
+    # Bands in channel order; their count must equal len(MODEL.PIXEL_MEAN).
+    cfg.INPUT.FITS.BANDS = ["g", "r", "i"]
+    # Names of a cube's planes in order ([]: from header BAND<n>/FILTER<n>, else "0", "1"...).
+    cfg.INPUT.FITS.CUBE_BANDS = []
+    cfg.INPUT.FITS.HDU = -1  # HDU holding the image (-1: the first HDU with image data)
+    cfg.INPUT.FITS.STRETCH = "asinh"  # "asinh", "lupton", "zscale" or "linear"
+    cfg.INPUT.FITS.PERCENTILES = (0.5, 99.5)  # per-band clip interval of asinh/linear/lupton
+    cfg.INPUT.FITS.ASINH_A = 0.1  # softening of the asinh stretch (smaller: stronger)
+    cfg.INPUT.FITS.LUPTON_Q = 8.0  # Lupton et al. (2004) asinh softening Q
+    cfg.INPUT.FITS.LUPTON_STRETCH = 0.0  # Lupton linear stretch (0: from the high percentile)
+    # NaN/inf pixels become the band's "median" (~ sky), "zero" or "min" before stretching.
+    cfg.INPUT.FITS.NAN_FILL = "median"
+    # A band with a larger fraction of NaN/inf pixels is an error (not a galaxy image).
+    cfg.INPUT.FITS.MAX_NONFINITE_FRACTION = 0.5
+    # Stretched [0, 1] values are multiplied by this (255: same range as 8-bit PNGs, so the
+    # same PIXEL_MEAN/STD apply; 1.0 for Zoobot-style [0, 1] inputs).
+    cfg.INPUT.FITS.OUTPUT_SCALE = 255.0
+
     cfg.DATASETS.SYNTHETIC = CN()
     # Generate the registered clumpsim_* datasets on first use if their files are missing.
     cfg.DATASETS.SYNTHETIC.AUTO_GENERATE = True

@@ -1,9 +1,21 @@
-"""Dataset mapper: image file -> tensor, with the physics-respecting augmentations."""
+"""Dataset mapper: image file -> tensor, with the physics-respecting augmentations.
+
+Image formats (:meth:`ClumpDatasetMapper.read_image`):
+
+* PNG/JPEG (anything PIL reads): Detectron2's ``read_image`` in ``INPUT.FORMAT``, unchanged;
+* FITS (``.fits``, ``.fit``, ``.fts``, ``.fits.gz``, per-band names with ``{band}``, or a
+  record with ``band_files``): bands chosen and ordered by ``INPUT.FITS.BANDS``, NaN/inf
+  filled and stretched by ``INPUT.FITS`` (see :mod:`clump_d2.data.fits_io`), float32 with
+  ``len(INPUT.FITS.BANDS) == len(MODEL.PIXEL_MEAN)`` channels.
+
+A record with ``crop: [x0, y0, w, h]`` (consensus tables in the 200 px centre crop of the
+400 px PNGs) is cut to that crop after reading, before augmentation.
+"""
 from __future__ import annotations
 
 import copy
 import logging
-from typing import Dict, List
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -12,6 +24,7 @@ from detectron2.data import DatasetMapper
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 
+from .fits_io import FitsReadOptions, is_fits, read_fits_for_network
 from .transforms import build_clump_augmentations
 
 logger = logging.getLogger(__name__)
@@ -26,7 +39,9 @@ class ClumpDatasetMapper(DatasetMapper):
 
     @configurable
     def __init__(self, is_train: bool, *, augmentations: List[T.Augmentation],
-                 image_format: str, **kwargs):
+                 image_format: str, fits_options: Optional[FitsReadOptions] = None, **kwargs):
+        """``fits_options`` (default: ``FitsReadOptions()``) say how FITS files are read."""
+        self.fits_options = fits_options or FitsReadOptions()
         super().__init__(is_train, augmentations=augmentations, image_format=image_format,
                          use_instance_mask=False, use_keypoint=False,
                          recompute_boxes=False, **kwargs)
@@ -37,11 +52,22 @@ class ClumpDatasetMapper(DatasetMapper):
             "is_train": is_train,
             "augmentations": build_clump_augmentations(cfg, is_train),
             "image_format": cfg.INPUT.FORMAT,
+            "fits_options": FitsReadOptions.from_config(cfg),
         }
 
     def read_image(self, dataset_dict: Dict) -> np.ndarray:
-        """(H, W, C) array in ``image_format`` channel order."""
-        return utils.read_image(dataset_dict["file_name"], format=self.image_format)
+        """(H, W, C) array: PNG/JPEG in ``image_format`` channel order, FITS as float32 bands
+        in ``INPUT.FITS.BANDS`` order; cut to the record's ``crop`` if it has one."""
+        file_name = dataset_dict["file_name"]
+        band_files = dataset_dict.get("band_files")
+        if band_files or is_fits(file_name) or "{band}" in file_name:
+            image = read_fits_for_network(file_name, self.fits_options, band_files=band_files)
+        else:
+            image = utils.read_image(file_name, format=self.image_format)
+        crop = dataset_dict.get("crop")
+        if crop:
+            image = crop_image(image, crop, file_name)
+        return image
 
     def __call__(self, dataset_dict: Dict) -> Dict:
         dataset_dict = copy.deepcopy(dataset_dict)
@@ -66,3 +92,13 @@ class ClumpDatasetMapper(DatasetMapper):
         instances = utils.annotations_to_instances(annos, image_shape)
         dataset_dict["instances"] = utils.filter_empty_instances(instances)
         return dataset_dict
+
+
+def crop_image(image: np.ndarray, crop: Sequence[float], file_name: str = "image") -> np.ndarray:
+    """``image[y0:y0+h, x0:x0+w]`` for ``crop = [x0, y0, w, h]`` (integers expected)."""
+    x0, y0, w, h = (int(round(float(v))) for v in crop)
+    height, width = image.shape[:2]
+    if x0 < 0 or y0 < 0 or x0 + w > width or y0 + h > height:
+        raise ValueError(f"{file_name}: crop [{x0}, {y0}, {w}, {h}] does not fit in the "
+                         f"{width}x{height} image")
+    return image[y0:y0 + h, x0:x0 + w]

@@ -3,6 +3,7 @@
 Layout under ``$CLUMP_D2_DATASETS`` (default ``./datasets``)::
 
     <root>/<name>/annotations/<split>.json   COCO JSON (bbox XYWH in image pixels)
+    <root>/<name>/annotations/<split>.report.json   the converter's report (not registered)
     <root>/<name>/images/...                 image files, paths relative to images/
 
 Each ``<split>.json`` is registered as ``<name>_<split>`` (e.g. ``clumpsim_train``).
@@ -65,6 +66,9 @@ def load_clump_json(json_file: str | os.PathLike, image_root: str | os.PathLike,
         if image["id"] in records:
             raise ValueError(f"{json_file}: images[{index}] repeats image id {image['id']}")
         record = {k: v for k, v in image.items() if k not in ("id", "file_name")}
+        if isinstance(image.get("band_files"), dict):  # per-band FITS files
+            record["band_files"] = {b: os.path.join(image_root, f)
+                                    for b, f in image["band_files"].items()}
         record.update(
             file_name=os.path.join(image_root, image["file_name"]),
             image_id=image["id"],
@@ -130,6 +134,8 @@ def register_all_clump_datasets(root: Optional[str | os.PathLike] = None) -> Lis
         names.append(f"{SYNTHETIC_NAME}_{split}")
     if root.is_dir():
         for json_file in sorted(root.glob("*/annotations/*.json")):
+            if json_file.name.endswith(".report.json"):  # a converter's report, not a split
+                continue
             dataset_dir = json_file.parent.parent
             name = f"{dataset_dir.name}_{json_file.stem}"
             if name in names:

@@ -1,0 +1,193 @@
+#!/usr/bin/env python
+"""Turn Clump Scout labels into registered clump datasets (COCO JSON + report).
+
+    python tools/convert_clumpscout.py consensus --table train=imageGroups_train.csv \\
+        --table val=imageGroups_valid.csv --out datasets/clumpscout [--images PNG_DIR]
+    python tools/convert_clumpscout.py export --export classifications.csv \\
+        --subjects subjects.csv --out datasets/myclumps --task T0 [--images DIR]
+    python tools/convert_clumpscout.py catalog --clumps GZH_S82_Clump_Catalog.fits \\
+        --galaxies final_clumpy_sample.fits --images jpegs/ --out datasets/gzh_s82
+    python tools/convert_clumpscout.py split --dataset datasets/gzh_s82 --input all \\
+        --fractions train=0.8 val=0.1 test=0.1 --seed 0
+
+Each writes ``<out>/annotations/<split>.json`` and ``<split>.report.json`` beside it; the
+dataset is then registered as ``<name>_<split>`` (see datasets/README.md).
+"""
+import argparse
+import json
+import logging
+import sys
+
+import clump_d2  # noqa: F401  (compat layer before detectron2)
+from clump_d2.data.aggregation import AggregationParams, SubjectOptions, convert_export
+from clump_d2.data.catalog import CatalogOptions, convert_catalog
+from clump_d2.data.coco_writer import read_coco
+from clump_d2.data.consensus import ConsensusOptions, convert_consensus_tables
+from clump_d2.data.layout import LINK_MODES, annotation_path, place_images, write_split
+from clump_d2.data.splits import split_coco
+from clump_d2.data.zooniverse import ExportOptions
+
+logger = logging.getLogger("clump_d2.convert")
+
+
+def _pairs(values, what, default_key="all"):
+    """``["train=a.csv", "b.csv"]`` -> ``{"train": "a.csv", "all": "b.csv"}``."""
+    out = {}
+    for v in values:
+        key, sep, val = v.partition("=")
+        key, val = (key, val) if sep else (default_key, key)
+        if key in out:
+            raise SystemExit(f"{what}: {key!r} given twice")
+        out[key] = val
+    return out
+
+
+def _size(text):
+    w, _, h = text.lower().partition("x")
+    return int(w), int(h or w)
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(sp):
+        sp.add_argument("--out", required=True, help="dataset folder datasets/<name>")
+        sp.add_argument("--link", choices=LINK_MODES, default="symlink",
+                        help="how images get into <out>/images (default: symlink)")
+        sp.add_argument("--strict", action="store_true",
+                        help="malformed rows raise an error (default: counted drops)")
+        sp.add_argument("-v", "--verbose", action="store_true")
+
+    c = sub.add_parser("consensus", help="consensus tables (x1,x2,y1,y2 boxes per clump)")
+    common(c)
+    c.add_argument("--table", action="append", required=True, metavar="[SPLIT=]FILE",
+                   help="table per split (CSV/TSV/Parquet); repeat for several splits")
+    c.add_argument("--images", help="folder of the PNGs; images not found are dropped")
+    c.add_argument("--subject-column", default="image_id")
+    c.add_argument("--image-key-column", default="local_ids")
+    c.add_argument("--label-column", default="label")
+    c.add_argument("--box-columns", nargs=4, default=["x1", "x2", "y1", "y2"],
+                   metavar=("X1", "X2", "Y1", "Y2"))
+    c.add_argument("--labels", nargs="+", default=["1=clump", "2=odd_clump"],
+                   metavar="VALUE=CLASS")
+    c.add_argument("--file-template", default="{image_key}.png")
+    c.add_argument("--image-size", type=_size, default=(400, 400), metavar="WxH")
+    c.add_argument("--crop-offset", type=float, nargs=2, default=[100.0, 100.0])
+    c.add_argument("--crop-size", type=_size, default=(200, 200), metavar="WxH")
+    c.add_argument("--frame", choices=("crop", "full"), default="crop")
+
+    e = sub.add_parser("export", help="raw Zooniverse classification export -> consensus")
+    common(e)
+    e.add_argument("--export", required=True, help="classification export CSV")
+    e.add_argument("--subjects", help="subject table (CSV/Parquet/FITS): file, PSF, size")
+    e.add_argument("--split", default="all", help="name of the split written (default all)")
+    e.add_argument("--images", help="folder of the subject images; missing ones are dropped")
+    e.add_argument("--workflow-id", type=int)
+    e.add_argument("--task", help="drawing task key, e.g. T0 (default: any point-mark task)")
+    e.add_argument("--subject-id-column", default="subject_id")
+    e.add_argument("--file-key", default="file_name")
+    e.add_argument("--file-template", default="{subject_id}.png")
+    e.add_argument("--psf-key", default="psf_fwhm_px")
+    e.add_argument("--default-psf-fwhm-px", type=float)
+    e.add_argument("--image-size", type=_size, default=(400, 400), metavar="WxH")
+    e.add_argument("--crop", type=float, nargs=4, metavar=("X0", "Y0", "W", "H"))
+    e.add_argument("--min-classifications", type=int, default=1)
+    d = AggregationParams()
+    e.add_argument("--cluster-radius-fwhm", type=float, default=d.cluster_radius_fwhm)
+    e.add_argument("--min-volunteer-fraction", type=float, default=d.min_volunteer_fraction)
+    e.add_argument("--min-volunteers", type=int, default=d.min_volunteers)
+    e.add_argument("--odd-tool-fraction", type=float, default=d.odd_tool_fraction)
+    e.add_argument("--bulge-radius-fwhm", type=float, default=d.bulge_radius_fwhm)
+
+    k = sub.add_parser("catalog", help="sky catalogue (RA/Dec) + galaxy table -> pixel boxes")
+    common(k)
+    k.add_argument("--clumps", required=True, help="clump catalogue (FITS/CSV/Parquet)")
+    k.add_argument("--galaxies", required=True, help="galaxy table (FITS/CSV/Parquet)")
+    k.add_argument("--images", required=True, help="folder of the galaxy images")
+    k.add_argument("--split", default="all")
+    o = CatalogOptions()
+    for name, value in vars(o).items():
+        if name in ("keep_columns", "east_left", "north_up"):
+            continue
+        kind = float if name in ("pixel_scale_factor", "pixel_scale", "psf_fwhm_arcsec") else str
+        k.add_argument("--" + name.replace("_", "-"), type=kind, default=value,
+                       help=f"(default: {value})")
+    k.add_argument("--keep-columns", nargs="*", default=[])
+    k.add_argument("--east-right", action="store_true", help="RA increases to the right")
+    k.add_argument("--south-up", action="store_true", help="Dec increases downwards")
+
+    s = sub.add_parser("split", help="deterministic stratified train/val/test by galaxy")
+    s.add_argument("--dataset", required=True, help="dataset folder datasets/<name>")
+    s.add_argument("--input", default="all", help="split to divide (default: all)")
+    s.add_argument("--fractions", nargs="+", default=["train=0.8", "val=0.1", "test=0.1"])
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--group-key", default="galaxy_id")
+    s.add_argument("-v", "--verbose", action="store_true")
+    return p
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    policy = "error" if getattr(args, "strict", False) else "drop"
+    if args.command == "consensus":
+        x1, x2, y1, y2 = args.box_columns
+        options = ConsensusOptions(
+            subject_column=args.subject_column, image_key_column=args.image_key_column,
+            label_column=args.label_column, x1_column=x1, x2_column=x2, y1_column=y1,
+            y2_column=y2, labels=_pairs(args.labels, "--labels"),
+            file_template=args.file_template, image_size=args.image_size,
+            crop_offset=tuple(args.crop_offset), crop_size=args.crop_size, frame=args.frame,
+            on_bad_row=policy)
+        results = convert_consensus_tables(_pairs(args.table, "--table"), options,
+                                           image_dir=args.images)
+    elif args.command == "export":
+        subjects = SubjectOptions(
+            subject_table=args.subjects, subject_id_column=args.subject_id_column,
+            file_key=args.file_key, file_template=args.file_template, psf_key=args.psf_key,
+            default_psf_fwhm_px=args.default_psf_fwhm_px, default_image_size=args.image_size,
+            crop=tuple(args.crop) if args.crop else None,
+            min_classifications=args.min_classifications)
+        params = AggregationParams(
+            cluster_radius_fwhm=args.cluster_radius_fwhm,
+            min_volunteer_fraction=args.min_volunteer_fraction,
+            min_volunteers=args.min_volunteers, odd_tool_fraction=args.odd_tool_fraction,
+            bulge_radius_fwhm=args.bulge_radius_fwhm)
+        results = {args.split: convert_export(
+            args.export, ExportOptions(workflow_id=args.workflow_id, task=args.task,
+                                       on_bad_row=policy),
+            subjects, params, image_dir=args.images)}
+    elif args.command == "catalog":
+        fields = {n: getattr(args, n) for n in vars(CatalogOptions()) if hasattr(args, n)}
+        fields.update(keep_columns=tuple(args.keep_columns), east_left=not args.east_right,
+                      north_up=not args.south_up)
+        for key, value in fields.items():  # "" or "none" on the command line: no such column
+            if isinstance(value, str) and value.lower() in ("", "none"):
+                fields[key] = None
+        results = {args.split: convert_catalog(args.clumps, args.galaxies, args.images,
+                                               CatalogOptions(**fields))}
+    else:
+        coco = read_coco(annotation_path(args.dataset, args.input))
+        fractions = {k: float(v) for k, v in _pairs(args.fractions, "--fractions").items()}
+        splits, report = split_coco(coco, fractions, seed=args.seed, group_key=args.group_key)
+        report.sources = [str(annotation_path(args.dataset, args.input))]
+        for name, part in splits.items():
+            write_split(args.dataset, name, part, report)
+        print(json.dumps(report.info["splits"], indent=2))
+        return 0
+    for split, (coco, report) in results.items():
+        if getattr(args, "images", None) and args.link != "none":
+            place_images(coco, args.images, args.out, args.link)
+        elif args.link != "none":
+            logger.warning("no --images given: put the images under %s/images yourself",
+                           args.out)
+        write_split(args.out, split, coco, report)
+        report.log_summary()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
