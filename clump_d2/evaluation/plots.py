@@ -12,6 +12,7 @@ from typing import Dict, List, Mapping, Optional, Sequence
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import FormatStrFormatter
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +81,7 @@ def plot_vs_threshold(path: str, thresholds: Sequence[float], curves: Mapping[st
     ax.set(xlabel="detection score threshold (keep score >= threshold)",
            ylabel="fraction (0-1)", xlim=(0, 1), ylim=(0, 1.02), title=title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower left")
+    ax.legend(fontsize=7, loc="best", framealpha=0.85)
     return _save(fig, path)
 
 
@@ -101,7 +102,7 @@ def plot_purity_vs_completeness(path: str, curves: Mapping[str, Dict],
            ylabel="purity (matched detections / detections)", xlim=(0, 1.02), ylim=(0, 1.02),
            title=title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower left")
+    ax.legend(fontsize=8, loc="best", framealpha=0.85)
     return _save(fig, path)
 
 
@@ -126,6 +127,10 @@ def plot_binned_completeness(path: str, attribute: str, bins: List[Dict], score_
                     xytext=(0, 8), ha="center", fontsize=7)
     if log:
         ax.set_xscale("log")
+        # plain numbers (0.03, 0.1, ...) read better than 3 x 10^-2 for flux fractions
+        ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+        ax.xaxis.set_minor_formatter(FormatStrFormatter("%g"))
+        ax.tick_params(axis="x", which="minor", labelsize=7)
     ax.set(xlabel=attribute_label(attribute), ylabel="completeness (matched / true)",
            ylim=(0, 1.12), title=title)
     ax.grid(alpha=0.3)
