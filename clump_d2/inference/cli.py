@@ -1,0 +1,120 @@
+"""Command lines of ``tools/predict_catalog.py``, ``tools/visualize.py`` and
+``tools/export_model.py`` (parsers and mains live here, where tests reach them)."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from typing import Dict, List, Optional
+
+import torch
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
+
+logger = logging.getLogger(__name__)
+
+
+def _common_parser(description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config-file", default="", metavar="FILE", help="path to config file")
+    parser.add_argument("opts", default=None, nargs=argparse.REMAINDER,
+                        help="config overrides as KEY VALUE pairs, e.g. MODEL.WEIGHTS x.pth")
+    return parser
+
+
+def _parse_band_columns(text: str) -> Dict[str, str]:
+    """``"g=file_g,r=file_r"`` -> ``{"g": "file_g", "r": "file_r"}`` (band order kept)."""
+    out: Dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        if "=" not in part:
+            raise argparse.ArgumentTypeError(f"--band-columns: {part!r} is not BAND=COLUMN")
+        band, column = part.split("=", 1)
+        out[band.strip()] = column.strip()
+    return out
+
+
+def predict_parser() -> argparse.ArgumentParser:
+    parser = _common_parser(
+        "Run a clump detector over a folder of images, a COCO JSON or a galaxy catalogue "
+        "(CSV/Parquet/FITS table) and write a clump catalogue (Parquet, CSV or FITS).")
+    parser.add_argument("--input", required=True,
+                        help="folder of images, COCO .json, or catalogue .csv/.parquet/.fits")
+    parser.add_argument("--output", default="",
+                        help="catalogue path: .parquet (default OUTPUT_DIR/clumps.parquet), "
+                             ".csv or .fits")
+    parser.add_argument("--image-root", default=None,
+                        help="folder of relative image paths (default: the JSON's images/ or "
+                             "the catalogue's folder)")
+    parser.add_argument("--id-column", default=None, help="catalogue: galaxy id column")
+    parser.add_argument("--image-column", default=None, help="catalogue: image path column")
+    parser.add_argument("--band-columns", type=_parse_band_columns, default={},
+                        help="catalogue: one FITS file per band, e.g. g=file_g,r=file_r,i=file_i")
+    parser.add_argument("--ra-column", default=None, help="catalogue: RA (deg) of the centre")
+    parser.add_argument("--dec-column", default=None, help="catalogue: Dec (deg) of the centre")
+    parser.add_argument("--pixel-scale-column", default=None,
+                        help="catalogue: pixel scale (arcsec/px, times --pixel-scale-factor)")
+    parser.add_argument("--pixel-scale-factor", type=float, default=1.0,
+                        help="multiplies the pixel-scale column (Galaxy Zoo: 0.02 x PETROR90_R)")
+    parser.add_argument("--psf-column", default=None, help="catalogue: PSF FWHM in pixels")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="discard the shards of an earlier run instead of resuming it")
+    parser.add_argument("--max-shards", type=int, default=None,
+                        help="stop after this many shards per process (resume later)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--verbose", action="store_true",
+                        help="debug logging (tracebacks of unreadable images)")
+    parser.add_argument("--num-gpus", type=int, default=0, help="GPUs per machine")
+    parser.add_argument("--num-workers", type=int, default=1,
+                        help="CPU processes per machine when --num-gpus is 0 (gloo)")
+    parser.add_argument("--num-machines", type=int, default=1, help="total machines")
+    parser.add_argument("--machine-rank", type=int, default=0, help="this machine's rank")
+    parser.add_argument("--dist-url", default="auto",
+                        help="tcp://host:port of the main machine ('auto': a free local port)")
+    return parser
+
+
+def _setup_logging(verbose: bool) -> None:
+    for name in ("clump_d2", "detectron2"):
+        setup_logger(name=name, distributed_rank=comm.get_rank(), abbrev_name=name[:2])
+        # Detectron2's set-up logs DEBUG; tracebacks of single unreadable images are DEBUG,
+        # one line each is WARNING, so a survey's broken files do not flood the console.
+        logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.INFO)
+    # Each shard's loader logs its serialisation; not news.
+    logging.getLogger("detectron2.data.common").setLevel(logging.WARNING)
+
+
+def predict_main(args) -> Optional[Dict]:
+    """Body of ``tools/predict_catalog.py`` in each process; returns the summary (main)."""
+    from clump_d2.engine.defaults import build_config
+
+    from .inputs import CatalogueColumns, load_records
+    from .predict import run_catalogue
+
+    import clump_d2.data  # noqa: F401  (registers the datasets, for class names)
+
+    _setup_logging(args.verbose)
+    cfg = build_config(args.config_file, args.opts)
+    if comm.get_world_size() > 1 and cfg.MODEL.DEVICE == "cpu":
+        # CPU processes share the cores; one thread pool each of the full size oversubscribes.
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // comm.get_local_size()))
+    columns = CatalogueColumns(
+        id=args.id_column, image=args.image_column, band_files=args.band_columns,
+        ra=args.ra_column, dec=args.dec_column, pixel_scale=args.pixel_scale_column,
+        pixel_scale_factor=args.pixel_scale_factor, psf_fwhm_px=args.psf_column,
+        image_root=args.image_root)
+    records = load_records(args.input, image_root=args.image_root, columns=columns)
+    output = args.output or os.path.join(cfg.OUTPUT_DIR, "clumps.parquet")
+    result = run_catalogue(cfg, records, output, overwrite=args.overwrite,
+                           max_shards=args.max_shards, progress=not args.no_progress)
+    return result.summary if comm.is_main_process() else None
+
+
+def run_predict(argv: Optional[List[str]] = None) -> None:
+    """Parse ``argv`` and run :func:`predict_main` in as many processes as asked."""
+    from .launch import launch_inference
+
+    args = predict_parser().parse_args(argv)
+    launch_inference(predict_main, (args,), num_gpus=args.num_gpus,
+                     num_workers=args.num_workers, num_machines=args.num_machines,
+                     machine_rank=args.machine_rank, dist_url=args.dist_url)

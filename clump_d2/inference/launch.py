@@ -1,0 +1,72 @@
+"""Run a function in several processes: GPUs through ``detectron2.engine.launch`` (NCCL), or
+CPU processes through the same pattern on the gloo backend.
+
+Detectron2 0.6's ``launch`` asserts that CUDA is available, so CPU-only machines (and the
+tests) need :func:`launch_cpu`, which mirrors it: ``torch.multiprocessing.spawn``, one
+process group over all machines, a local group per machine for ``comm.get_local_rank``.
+"""
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from detectron2.engine import launch as d2_launch
+from detectron2.engine.launch import _find_free_port
+from detectron2.utils import comm
+
+logger = logging.getLogger(__name__)
+
+#: Ranks wait for each other at the end (the final merge); a survey shard can take long, so the
+#: timeout is far beyond Detectron2's 30 minutes.
+DEFAULT_TIMEOUT = timedelta(hours=12)
+
+
+def launch_cpu(main_func, num_processes: int, num_machines: int = 1, machine_rank: int = 0,
+               dist_url: str = "auto", args=(), timeout: timedelta = DEFAULT_TIMEOUT) -> None:
+    """``main_func(*args)`` in ``num_processes`` CPU processes per machine (gloo backend)."""
+    world_size = num_processes * num_machines
+    if world_size <= 1:
+        main_func(*args)
+        return
+    if dist_url in (None, "", "auto"):
+        if num_machines != 1:
+            raise ValueError("dist_url 'auto' works on one machine only; give tcp://host:port")
+        dist_url = f"tcp://127.0.0.1:{_find_free_port()}"
+    mp.spawn(_cpu_worker, nprocs=num_processes, daemon=False,
+             args=(main_func, world_size, num_processes, machine_rank, dist_url, args, timeout))
+
+
+def _cpu_worker(local_rank, main_func, world_size, num_per_machine, machine_rank, dist_url,
+                args, timeout):
+    global_rank = machine_rank * num_per_machine + local_rank
+    dist.init_process_group(backend="gloo", init_method=dist_url, world_size=world_size,
+                            rank=global_rank, timeout=timeout)
+    num_machines = world_size // num_per_machine
+    for i in range(num_machines):
+        group = dist.new_group(list(range(i * num_per_machine, (i + 1) * num_per_machine)))
+        if i == machine_rank:
+            comm._LOCAL_PROCESS_GROUP = group
+    comm.synchronize()
+    try:
+        main_func(*args)
+    finally:
+        dist.destroy_process_group()
+
+
+def launch_inference(main_func, args=(), num_gpus: int = 0, num_workers: int = 1,
+                     num_machines: int = 1, machine_rank: int = 0, dist_url: str = "auto"
+                     ) -> None:
+    """GPUs if ``num_gpus`` > 0 (Detectron2's ``launch``), else ``num_workers`` CPU processes
+    per machine, else this process."""
+    if num_gpus > 0:
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"--num-gpus {num_gpus} but CUDA is not available; use "
+                               "--num-workers N for CPU processes")
+        d2_launch(main_func, num_gpus, num_machines=num_machines, machine_rank=machine_rank,
+                  dist_url=dist_url, args=args, timeout=DEFAULT_TIMEOUT)
+    else:
+        launch_cpu(main_func, max(1, num_workers), num_machines=num_machines,
+                   machine_rank=machine_rank, dist_url=dist_url, args=args)

@@ -1,0 +1,373 @@
+"""Batch prediction over a galaxy catalogue of any size -> a clump catalogue.
+
+Work plan. The galaxies (in input order) are cut into shards of ``INFERENCE.SHARD_SIZE``.
+Shards depend only on the input, never on the number of processes, and each shard is run
+in fixed batches in input order, so every galaxy meets the same batch whatever the number of
+processes: the catalogue is the same from 1 or N processes. The unfinished shards are dealt
+round-robin to the processes; each finished shard is written atomically to
+``<output>.shards/shard_NNNNNN.parquet``. A re-run of the same command skips the shards
+already written (a ``manifest.json`` guards against resuming with another input, config or
+model), and the main process merges all shards into the catalogue once all exist.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from detectron2.utils import comm
+from tqdm import tqdm
+
+from .catalogue import (
+    STATUS_FAILED,
+    STATUS_NO_CLUMPS,
+    STATUS_OK,
+    STATUS_UNREADABLE,
+    galaxy_rows,
+    galaxy_table,
+    output_format,
+    rows_to_frame,
+    write_table,
+)
+from .mapper import InferenceMapper, build_inference_loader
+from .postprocess import Detections, PostProcessConfig, postprocess
+from .sky import build_sky_transform
+
+logger = logging.getLogger(__name__)
+
+MANIFEST_VERSION = 1
+# Config keys that change how fast a catalogue is made, not what it holds.
+_SPEED_ONLY_KEYS = ("DATALOADER.NUM_WORKERS", "OUTPUT_DIR", "MODEL.DEVICE")
+
+
+def build_inference_model(cfg):
+    """``build_model(cfg)`` in eval mode with ``MODEL.WEIGHTS`` loaded."""
+    import clump_d2.modeling  # noqa: F401  (registers the Zoobot backbones)
+    from detectron2.checkpoint import DetectionCheckpointer
+    from detectron2.modeling import build_model
+
+    model = build_model(cfg)
+    model.eval()
+    if cfg.MODEL.WEIGHTS:
+        DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    else:
+        logger.warning("MODEL.WEIGHTS is empty: predicting with a randomly initialised model")
+    return model
+
+
+def _class_names(cfg) -> List[str]:
+    from detectron2.data import MetadataCatalog
+
+    from clump_d2.data.datasets.builtin import CLUMP_CLASSES
+
+    for name in list(cfg.DATASETS.TEST) + list(cfg.DATASETS.TRAIN):
+        classes = MetadataCatalog.get(name).get("thing_classes", None)
+        if classes:
+            return list(classes)
+    return list(CLUMP_CLASSES)
+
+
+def galaxy_centre(record: Dict):
+    """Galaxy centre (continuous px) for the bulge flag: ``centre_x``/``centre_y`` of the
+    input if given, else the image centre."""
+    if record.get("centre_x") is not None and record.get("centre_y") is not None:
+        return float(record["centre_x"]), float(record["centre_y"])
+    if record.get("width") and record.get("height"):
+        return record["width"] / 2.0, record["height"] / 2.0
+    return None
+
+
+class CataloguePredictor:
+    """Runs a model over galaxy records and turns its outputs into catalogue rows.
+
+    Args:
+        cfg: the config (``INFERENCE`` keys, the test-time mapper, ``DATALOADER.NUM_WORKERS``).
+        model: anything called like Detectron2's ``GeneralizedRCNN`` in eval mode (list of
+            input dicts -> list of ``{"instances": Instances}``); default: built from ``cfg``.
+        class_names: class names by contiguous id; default: from the config's datasets.
+    """
+
+    def __init__(self, cfg, model=None, class_names: Optional[Sequence[str]] = None,
+                 mapper=None):
+        self.cfg = cfg
+        self.model = model if model is not None else build_inference_model(cfg)
+        self.class_names = list(class_names) if class_names else _class_names(cfg)
+        self.options = PostProcessConfig.from_cfg(cfg)
+        self.mapper = mapper if mapper is not None else InferenceMapper.from_cfg(cfg)
+        self.batch_size = int(cfg.INFERENCE.BATCH_SIZE)
+        self.num_workers = int(cfg.DATALOADER.NUM_WORKERS)
+        sky = cfg.INFERENCE.SKY
+        self.sky_options = dict(north_up=sky.NORTH_UP, east_left=sky.EAST_LEFT,
+                                rotation_deg=sky.ROTATION_DEG)
+
+    def _forward(self, inputs: List[Dict]) -> List:
+        """Model outputs for ``inputs``, or the exception per galaxy when the model fails:
+        a failing batch is retried one galaxy at a time, so only the culprit fails."""
+        if not inputs:
+            return []
+        try:
+            return list(self.model(inputs))
+        except Exception as e:  # noqa: BLE001  (isolated below, then reported per galaxy)
+            if len(inputs) == 1:
+                logger.warning("model failed on galaxy %s: %s: %s", inputs[0].get("galaxy_id"),
+                               type(e).__name__, e, exc_info=True)
+                return [e]
+            logger.warning("model failed on a batch of %d (%s); retrying one by one",
+                           len(inputs), e)
+            return [out for item in inputs for out in self._forward([item])]
+
+    def rows_for(self, item: Dict, output) -> List[Dict]:
+        """Catalogue rows of one mapped record and its model output (or exception)."""
+        record = {k: v for k, v in item.items() if k != "image"}
+        if "error" in item:
+            return galaxy_rows(record, f"{STATUS_UNREADABLE}: {item['error']}")
+        if isinstance(output, Exception):
+            return galaxy_rows(record, f"{STATUS_FAILED}: {type(output).__name__}: {output}")
+        instances = output["instances"].to("cpu")
+        det = Detections(instances.pred_boxes.tensor.numpy(), instances.scores.numpy(),
+                         instances.pred_classes.numpy())
+        det = postprocess(det, self.options, centre_xy=galaxy_centre(record),
+                          psf_fwhm_px=record.get("psf_fwhm_px"))
+        sky = build_sky_transform(record, record.get("width"), record.get("height"),
+                                  item.get("wcs_header"), **self.sky_options)
+        status = STATUS_OK if len(det) else STATUS_NO_CLUMPS
+        return galaxy_rows(record, status, det, self.class_names, sky)
+
+    def predict(self, records: Sequence[Dict], progress: Optional[tqdm] = None) -> List[Dict]:
+        """Catalogue rows of ``records`` (every record gets at least one row), in order."""
+        rows: List[Dict] = []
+        loader = build_inference_loader(records, self.mapper, self.batch_size,
+                                        self.num_workers)
+        with torch.inference_mode():
+            for batch in loader:
+                good = [item for item in batch if "error" not in item]
+                outputs = iter(self._forward(good))
+                for item in batch:
+                    rows.extend(self.rows_for(item, None if "error" in item else next(outputs)))
+                if progress is not None:
+                    progress.update(len(batch))
+        return rows
+
+
+# --- shards, resuming, merging ---------------------------------------------------------------
+
+
+def shard_dir_for(output: str | os.PathLike) -> Path:
+    output = Path(output)
+    return output.with_name(output.name + ".shards")
+
+
+def shard_path(shard_dir: Path, index: int) -> Path:
+    return shard_dir / f"shard_{index:06d}.parquet"
+
+
+def _weights_identity(weights: str) -> Dict:
+    if weights and os.path.isfile(weights):
+        st = os.stat(weights)
+        return {"path": os.path.abspath(weights), "size": st.st_size, "mtime": int(st.st_mtime)}
+    return {"path": weights}
+
+
+def run_fingerprint(cfg, records: Sequence[Dict], model_tag: str = "") -> Dict:
+    """What a set of shards was made from: the inputs, the config (less the keys that only
+    change speed), the weights file, and ``model_tag`` (for models not built from cfg)."""
+    cfg = cfg.clone()
+    cfg.defrost()
+    for key in _SPEED_ONLY_KEYS:
+        *parents, leaf = key.split(".")
+        node = cfg
+        for part in parents:
+            node = node[part]
+        node[leaf] = None
+    inputs = hashlib.sha256(json.dumps(
+        [[r["galaxy_id"], str(r.get("file_name", "")), r.get("band_files")] for r in records],
+        sort_keys=True, default=str).encode()).hexdigest()
+    return {
+        "version": MANIFEST_VERSION,
+        "n_galaxies": len(records),
+        "shard_size": int(cfg.INFERENCE.SHARD_SIZE),
+        "inputs_sha256": inputs,
+        "config_sha256": hashlib.sha256(cfg.dump().encode()).hexdigest(),
+        "weights": _weights_identity(cfg.MODEL.WEIGHTS),
+        "model_tag": model_tag,
+    }
+
+
+def _prepare_shard_dir(shard_dir: Path, fingerprint: Dict, overwrite: bool) -> Optional[str]:
+    """Create or check ``shard_dir``; returns an error message instead of raising, so that the
+    main process can share it with the others before everyone stops."""
+    manifest = shard_dir / "manifest.json"
+    if overwrite and shard_dir.exists():
+        shutil.rmtree(shard_dir)
+    if manifest.exists():
+        old = json.loads(manifest.read_text())
+        if old != fingerprint:
+            changed = sorted(k for k in set(old) | set(fingerprint)
+                             if old.get(k) != fingerprint.get(k))
+            return (f"{shard_dir} holds shards of another run (different {', '.join(changed)}); "
+                    "use --overwrite to start again, or another --output")
+        return None
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    tmp = manifest.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(fingerprint, indent=2))
+    os.replace(tmp, manifest)
+    return None
+
+
+def _shards(records: Sequence[Dict], size: int) -> List[Sequence[Dict]]:
+    size = max(1, int(size))
+    return [records[i:i + size] for i in range(0, len(records), size)]
+
+
+def merge_shards(shard_dir: Path, n_shards: int) -> pd.DataFrame:
+    """The catalogue: all shards concatenated in shard order."""
+    frames = [pd.read_parquet(shard_path(shard_dir, k)) for k in range(n_shards)]
+    return pd.concat(frames, ignore_index=True) if frames else rows_to_frame([])
+
+
+def output_paths(output: str | os.PathLike) -> Dict[str, Path]:
+    """The catalogue, the galaxy table (``<stem>_galaxies.<ext>``) and the summary JSON."""
+    output = Path(output)
+    suffix = output.suffix
+    return {"catalogue": output,
+            "galaxies": output.with_name(f"{output.stem}_galaxies{suffix}"),
+            "summary": output.with_name(f"{output.stem}_summary.json")}
+
+
+def summarise(catalogue: pd.DataFrame) -> Dict:
+    """Counts of galaxies by status and of clumps."""
+    galaxies = catalogue.drop_duplicates("galaxy_id")
+    status = galaxies["galaxy_status"].astype(str)
+    clumps = catalogue[catalogue["clump_id"] > 0]
+    return {
+        "galaxies": int(len(galaxies)),
+        "ok": int((status == STATUS_OK).sum()),
+        "no_clumps": int((status == STATUS_NO_CLUMPS).sum()),
+        "unreadable": int(status.str.startswith(STATUS_UNREADABLE).sum()),
+        "failed": int(status.str.startswith(STATUS_FAILED).sum()),
+        "clumps": int(len(clumps)),
+        "clumps_on_centre": int(clumps["on_centre"].sum()),
+    }
+
+
+@dataclass
+class RunResult:
+    """What :func:`run_catalogue` did (on the main process; ``complete`` on all)."""
+
+    complete: bool
+    summary: Dict
+    paths: Dict[str, Path]
+
+
+def run_catalogue(cfg, records: Sequence[Dict], output: str | os.PathLike, *, model=None,
+                  model_tag: str = "", overwrite: bool = False,
+                  max_shards: Optional[int] = None,
+                  on_shard_done: Optional[Callable[[int], None]] = None,
+                  progress: bool = True) -> RunResult:
+    """Predict clumps for ``records`` and write the catalogue to ``output``; in every process
+    of a distributed run (each takes its share of the shards).
+
+    Args:
+        cfg: frozen config.
+        records: galaxy records (:mod:`clump_d2.inference.inputs`), identical in all processes.
+        output: catalogue path (``.parquet``, ``.csv`` or ``.fits``).
+        model: a model to use instead of building one from ``cfg``; give ``model_tag`` to
+            tell runs with different such models apart when resuming.
+        overwrite: discard the shards of an earlier run instead of resuming it.
+        max_shards: run at most this many shards per process, then stop (no merge unless
+            all shards are done); for time-limited jobs.
+        on_shard_done: called with the shard index after each shard is written.
+        progress: show a tqdm bar (main process).
+
+    Returns:
+        RunResult; the catalogue is written only when all shards exist.
+    """
+    start = time.perf_counter()
+    output = Path(output)
+    output_format(output)  # fail early on an unknown format
+    paths = output_paths(output)
+    shard_dir = shard_dir_for(output)
+    shards = _shards(list(records), cfg.INFERENCE.SHARD_SIZE)
+    fingerprint = run_fingerprint(cfg, records, model_tag)
+
+    error = None
+    if comm.is_main_process():
+        error = _prepare_shard_dir(shard_dir, fingerprint, overwrite)
+    error = comm.all_gather(error)[0]
+    if error:
+        raise RuntimeError(error)
+    todo = None
+    if comm.is_main_process():
+        todo = [k for k in range(len(shards)) if not shard_path(shard_dir, k).exists()]
+    # One list for all: each process scanning the folder itself could see a shard finish
+    # in between and deal the rest differently, leaving shards to nobody.
+    todo = comm.all_gather(todo)[0]
+    mine = todo[comm.get_rank()::comm.get_world_size()]
+    if max_shards is not None:
+        mine = mine[:max_shards]
+    logger.info("%d galaxies in %d shards: %d done earlier, %d to run (%d in this process)",
+                len(records), len(shards), len(shards) - len(todo), len(todo), len(mine))
+
+    n_mine = sum(len(shards[k]) for k in mine)
+    seconds = 0.0
+    if mine:
+        predictor = CataloguePredictor(cfg, model=model)
+        bar = tqdm(total=n_mine, unit="galaxy", desc=f"clumps (process {comm.get_rank()})",
+                   disable=not (progress and comm.is_main_process()), dynamic_ncols=True)
+        t0 = time.perf_counter()
+        for k in mine:
+            rows = predictor.predict(shards[k], progress=bar)
+            write_table(rows_to_frame(rows), shard_path(shard_dir, k), "parquet")
+            if on_shard_done is not None:
+                on_shard_done(k)
+        seconds = time.perf_counter() - t0
+        bar.close()
+    done = comm.all_gather((n_mine, len(mine), seconds))
+    comm.synchronize()
+
+    complete = all(shard_path(shard_dir, k).exists() for k in range(len(shards)))
+    summary: Dict = {}
+    if comm.is_main_process():
+        n_run = sum(d[0] for d in done)
+        busiest = max(d[2] for d in done)
+        summary = {"shards": len(shards), "shards_done_earlier": len(shards) - len(todo),
+                   "shards_run": sum(d[1] for d in done), "processes": comm.get_world_size(),
+                   "galaxies_run": n_run, "inference_seconds": round(busiest, 3),
+                   "galaxies_per_second": round(n_run / busiest, 3) if busiest > 0 else None}
+        if complete:
+            catalogue = merge_shards(shard_dir, len(shards))
+            write_table(catalogue, paths["catalogue"])
+            write_table(galaxy_table(catalogue), paths["galaxies"])
+            summary.update(summarise(catalogue))
+        summary["complete"] = complete
+        summary["seconds"] = round(time.perf_counter() - start, 3)
+        tmp = paths["summary"].with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(summary, indent=2))
+        os.replace(tmp, paths["summary"])
+        _log_summary(summary, paths)
+    return RunResult(complete, summary, paths)
+
+
+def _log_summary(summary: Dict, paths: Dict[str, Path]) -> None:
+    rate = summary.get("galaxies_per_second")
+    logger.info("ran %d galaxies (%d shards, %d done earlier) in %.1f s on %d process(es)%s",
+                summary["galaxies_run"], summary["shards_run"], summary["shards_done_earlier"],
+                summary["seconds"], summary["processes"],
+                f", {rate:.2f} galaxies/s" if rate else "")
+    if summary["complete"]:
+        logger.info("catalogue %s: %d galaxies (%d ok, %d no_clumps, %d unreadable, %d failed),"
+                    " %d clumps (%d on the galaxy centre); galaxies: %s", paths["catalogue"],
+                    summary["galaxies"], summary["ok"], summary["no_clumps"],
+                    summary["unreadable"], summary["failed"], summary["clumps"],
+                    summary["clumps_on_centre"], paths["galaxies"])
+    else:
+        logger.info("not all shards are done yet: run the same command again to resume")
