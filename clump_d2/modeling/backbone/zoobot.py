@@ -168,6 +168,7 @@ class ZoobotEncoder(Backbone):
         self._out_feature_strides = {n: s for n, s in zip(
             self._out_features, self.encoder.feature_info.reduction())}
         self._levels = levels
+        self._prune_after(max(stage_index(lv["reduction"]) for lv in chosen))
 
         self.load_report: Optional[WeightLoadReport] = None
         if weights:
@@ -204,6 +205,24 @@ class ZoobotEncoder(Backbone):
         """``{parameter name in self.encoder: stage name}`` (``stem``, ``res2``, ...)."""
         names = [n for n, _ in self.encoder.named_parameters()]
         return {n: STAGE_NAMES[i] for n, i in assign_stages(names, self._levels).items()}
+
+    def _prune_after(self, last_stage: int) -> None:
+        """Replace modules past the deepest requested level by ``nn.Identity``.
+
+        timm's FeatureListNet already stops there, but some wrappers (EfficientNetFeatures) run
+        every block: the extra blocks would cost time and leave parameters without gradients,
+        which DistributedDataParallel rejects.
+        """
+        modules = [(n, m) for n, m in self.encoder.named_modules() if n]
+        stages = assign_stages([n for n, _ in modules], self._levels)
+        pruned = []
+        for name, _ in modules:
+            parent = name.rpartition(".")[0]
+            if stages[name] > last_stage and (not parent or stages[parent] <= last_stage):
+                _replace_module(self.encoder, name, nn.Identity())
+                pruned.append(name)
+        if pruned:
+            logger.debug("%s: modules past the last output level removed: %s", self.arch, pruned)
 
     def _apply_norm(self, norm: str) -> None:
         from timm.layers import convert_sync_batchnorm, freeze_batch_norm_2d
