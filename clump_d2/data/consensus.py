@@ -116,7 +116,7 @@ def convert_consensus_table(path: str | os.PathLike, options: Optional[Consensus
     labels = {str(k): v for k, v in o.labels.items()}
 
     def bad(row: int, reason: str, detail: str) -> None:
-        msg = f"{path}: row {row + 2} (line {row + 2}): {detail}"  # +2: header, 1-based
+        msg = f"{path}: row {row + 1} (line {row + 2}): {detail}"  # 1-based; line 1 = header
         if o.on_bad_row == "error":
             raise ValueError(msg)
         boxes_t.drop(reason)
@@ -133,8 +133,8 @@ def convert_consensus_table(path: str | os.PathLike, options: Optional[Consensus
         subject, key = _as_key(subject), _as_key(key)
         entry = subjects.setdefault(subject, {"key": key, "rows": []})
         if entry["key"] != key:
-            raise ValueError(f"{path}: row {row + 2}: subject {subject} names image {key!r}, "
-                             f"but an earlier row named {entry['key']!r}")
+            raise ValueError(f"{path}: row {row + 1} (line {row + 2}): subject {subject} names "
+                             f"image {key!r}, but an earlier row named {entry['key']!r}")
         entry["rows"].append((row, _as_key(label), (x1, y1, x2, y2), rec[7:]))
 
     width, height = (o.crop_size if o.frame == "crop" else o.image_size)

@@ -118,3 +118,9 @@ def _row(cid, user, user_id, sid, marks, size, template):
 @pytest.fixture
 def synthetic_export(tmp_path):
     return make_synthetic_export(tmp_path / "export")
+
+
+@pytest.fixture
+def export_factory():
+    """``make_synthetic_export`` (for tests that need other seeds or a metadata template)."""
+    return make_synthetic_export
