@@ -36,7 +36,7 @@ def _add_data_config(cfg: CN) -> None:
     cfg.INPUT.FITS.PERCENTILES = (0.5, 99.5)  # per-band clip interval of asinh/linear/lupton
     cfg.INPUT.FITS.ASINH_A = 0.1  # softening of the asinh stretch (smaller: stronger)
     cfg.INPUT.FITS.LUPTON_Q = 8.0  # Lupton et al. (2004) asinh softening Q
-    cfg.INPUT.FITS.LUPTON_STRETCH = 0.0  # Lupton linear stretch (0: from the high percentile)
+    cfg.INPUT.FITS.LUPTON_STRETCH = 0.0  # Lupton intensity mapped to 1 (0: the high percentile)
     # NaN/inf pixels become the band's "median" (~ sky), "zero" or "min" before stretching.
     cfg.INPUT.FITS.NAN_FILL = "median"
     # A band with a larger fraction of NaN/inf pixels is an error (not a galaxy image).

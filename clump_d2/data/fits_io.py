@@ -66,8 +66,10 @@ def read_fits_image(path: str | os.PathLike, hdu: int = -1) -> Tuple[np.ndarray,
         with fits.open(path, memmap=False) as hdul:
             h = _image_hdu(hdul, path, hdu)
             return np.asarray(h.data, dtype=np.float32), h.header.copy()
-    except ValueError:
-        raise
+    except ValueError as e:
+        if str(path) in str(e):
+            raise
+        raise ValueError(f"cannot read FITS file {path}: {e}") from e
     except Exception as e:  # truncated or not FITS at all: astropy raises OSError/TypeError
         raise ValueError(f"cannot read FITS file {path}: {type(e).__name__}: {e}") from e
 

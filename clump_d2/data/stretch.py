@@ -9,10 +9,10 @@
   linear in between: the display astronomers use to see faint structure.
 * ``lupton``: Lupton et al. (2004), as SDSS colour images (and ``make_lupton_rgb``) are made,
   for any number of bands: ``I`` = mean of the bands above ``minimum`` (the low percentile of
-  each band), every band multiplied by ``asinh(Q I / stretch) / (Q I)``, so that colours
-  (band ratios) are preserved; pixels whose largest band exceeds 1 are scaled down as a whole.
-  ``stretch`` is ``LUPTON_STRETCH``, or when 0 chosen so that the high percentile of ``I``
-  maps to 1 (``stretch = Q I_hi / sinh(Q)``).
+  each band), every band multiplied by ``asinh(Q I / stretch) / (asinh(Q) I)``, so that
+  colours (band ratios) are preserved and ``I = stretch`` maps to 1; pixels whose largest
+  band exceeds 1 are scaled down as a whole. ``stretch`` is ``LUPTON_STRETCH``, or when 0
+  the high percentile of ``I``.
 
 Percentiles and zscale are computed per image (and per band), so each cutout uses its
 own dynamic range, as the Clump Scout PNGs did.
@@ -70,10 +70,10 @@ def _lupton(bands: np.ndarray, percentiles: Sequence[float], q: float,
     shifted = np.clip(bands - minimum[:, None, None], 0.0, None)
     intensity = shifted.mean(axis=0)
     if not stretch > 0:
-        i_hi = float(np.percentile(intensity, percentiles[1]))
-        stretch = q * i_hi / np.sinh(q) if i_hi > 0 else 1.0
+        stretch = float(np.percentile(intensity, percentiles[1]))
+        stretch = stretch if stretch > 0 else 1.0
     with np.errstate(invalid="ignore", divide="ignore"):
-        factor = np.arcsinh(q * intensity / stretch) / (q * intensity)
+        factor = np.arcsinh(q * intensity / stretch) / (np.arcsinh(q) * intensity)
     factor[~np.isfinite(factor)] = 0.0
     out = shifted * factor[None]
     peak = out.max(axis=0)
