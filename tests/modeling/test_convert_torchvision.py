@@ -1,0 +1,90 @@
+"""tools/convert_torchvision_to_d2.py: torchvision ResNet50 weights in Detectron2's ResNet."""
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+import clump_d2  # noqa: F401  (compat layer first)
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import get_cfg
+from detectron2.layers import ShapeSpec
+from detectron2.modeling.backbone.fpn import build_resnet_fpn_backbone
+
+from clump_d2.modeling.backbone.convert import torchvision_to_d2
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _tool():
+    spec = importlib.util.spec_from_file_location(
+        "convert_torchvision_to_d2", REPO / "tools" / "convert_torchvision_to_d2.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def torchvision_resnet50(tmp_path_factory):
+    """A randomly initialised torchvision ResNet50 (with non-trivial BN) and its saved file."""
+    torch.manual_seed(0)
+    model = torchvision.models.resnet50(weights=None)
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.2, 0.2)
+            module.running_var.uniform_(0.5, 1.5)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-0.2, 0.2)
+    model.eval()
+    path = tmp_path_factory.mktemp("tv") / "resnet50-random.pth"
+    torch.save(model.state_dict(), str(path))
+    return model, path
+
+
+def d2_resnet_cfg():
+    cfg = get_cfg()
+    cfg.MODEL.RESNETS.DEPTH = 50
+    cfg.MODEL.RESNETS.STRIDE_IN_1X1 = False  # torchvision strides in the 3x3 conv
+    cfg.MODEL.RESNETS.NORM = "FrozenBN"
+    cfg.MODEL.RESNETS.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
+    cfg.MODEL.BACKBONE.FREEZE_AT = 0
+    cfg.MODEL.FPN.IN_FEATURES = ["res2", "res3", "res4", "res5"]
+    return cfg
+
+
+def test_names():
+    state = torchvision.models.resnet18(weights=None).state_dict()
+    out = torchvision_to_d2(state)
+    assert "stem.conv1.weight" in out and "stem.conv1.norm.running_var" in out
+    assert "res2.0.conv2.norm.bias" in out and "res3.0.shortcut.weight" in out
+    assert "res3.0.shortcut.norm.running_mean" in out and "res5.1.conv2.weight" in out
+    assert not [k for k in out if k.startswith("fc.") or k.endswith("num_batches_tracked")]
+    assert len(out) == len([k for k in state if not k.startswith("fc.")
+                            and not k.endswith("num_batches_tracked")])
+
+
+@pytest.mark.parametrize("suffix", [".pkl", ".pth"])
+def test_converted_resnet50_matches_torchvision(tmp_path, torchvision_resnet50, suffix):
+    model, src = torchvision_resnet50
+    dst = tmp_path / f"R-50-torchvision{suffix}"
+    _tool().main([str(src), str(dst)])
+    assert dst.is_file()
+
+    # As the ImageNet configs use it: MODEL.WEIGHTS into build_resnet_fpn_backbone, where the
+    # checkpointer's name matching finds backbone.bottom_up.* (here bottom_up.*).
+    fpn = build_resnet_fpn_backbone(d2_resnet_cfg(), ShapeSpec(channels=3))
+    DetectionCheckpointer(fpn).load(str(dst))
+    backbone = fpn.bottom_up
+    assert torch.equal(backbone.res5[2].conv3.weight, model.layer4[2].conv3.weight)
+    assert torch.equal(backbone.stem.conv1.norm.running_var, model.bn1.running_var)
+    backbone.eval()
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        out = backbone(x)
+        h = model.maxpool(model.relu(model.bn1(model.conv1(x))))
+        for name, layer in zip(["res2", "res3", "res4", "res5"],
+                               [model.layer1, model.layer2, model.layer3, model.layer4]):
+            h = layer(h)
+            torch.testing.assert_close(out[name], h, rtol=1e-4, atol=1e-4)
