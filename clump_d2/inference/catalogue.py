@@ -161,4 +161,8 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
                                        "sky_source", "file_name")})
     from astropy.table import Table
 
-    return Table.read(path).to_pandas()
+    df = Table.read(path).to_pandas()
+    for col in df.columns:  # FITS strings come back as bytes
+        if df[col].dtype == object and len(df) and isinstance(df[col].iloc[0], bytes):
+            df[col] = df[col].str.decode("utf-8")
+    return df

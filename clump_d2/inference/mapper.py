@@ -71,8 +71,8 @@ class InferenceMapper:
 
     def __call__(self, record: Dict) -> Dict:
         try:
+            out = self.base(record)  # first: its errors name the file
             header = fits_wcs_header(record, self.reference_band, self.hdu)
-            out = self.base(record)
             if header is not None:
                 out["wcs_header"] = header
             return out

@@ -1,0 +1,98 @@
+"""Pixel -> sky: the tangent-plane route is exactly a FITS TAN WCS, the WCS route applies the
+half-pixel convention, and the orientation options do what they say."""
+import numpy as np
+import pytest
+from astropy.wcs import WCS
+
+from clump_d2.inference.sky import (
+    CentreScaleSky,
+    WcsSky,
+    build_sky_transform,
+    pixel_offsets_to_standard,
+)
+
+
+def tan_wcs(ra, dec, crpix1, crpix2, cd):
+    w = WCS(naxis=2)
+    w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    w.wcs.crval = [ra, dec]
+    w.wcs.crpix = [crpix1, crpix2]
+    w.wcs.cd = np.asarray(cd, np.float64)
+    return w
+
+
+@pytest.mark.parametrize("ra, dec", [(150.1, 2.2), (359.999, -30.0), (0.001, 0.0),
+                                     (45.0, 85.0), (200.0, -89.5)])
+def test_centre_scale_default_is_the_fits_tan_wcs(ra, dec):
+    # 0.396 arcsec/px (SDSS), 200 px image: the reference pixel is the centre, (100, 100) in
+    # continuous coordinates, i.e. CRPIX = 100.5 in FITS 1-based pixels.
+    s = 0.396
+    sky = CentreScaleSky(ra, dec, s, 100.0, 100.0)
+    w = tan_wcs(ra, dec, 100.5, 100.5, [[-s / 3600, 0], [0, -s / 3600]])
+    rng = np.random.default_rng(0)
+    x, y = rng.uniform(0, 200, 50), rng.uniform(0, 200, 50)
+    got_ra, got_dec = sky(x, y)
+    exp_ra, exp_dec = w.all_pix2world(x + 0.5, y + 0.5, 1)  # continuous -> FITS 1-based
+    d_ra = (got_ra - exp_ra + 180) % 360 - 180
+    assert np.max(np.abs(d_ra * np.cos(np.radians(exp_dec)))) < 1e-9
+    assert np.max(np.abs(got_dec - exp_dec)) < 1e-9
+    # the reference pixel is the catalogued position itself
+    r0, d0 = sky(100.0, 100.0)
+    assert abs(((r0 - ra + 180) % 360) - 180) < 1e-12 and abs(d0 - dec) < 1e-12
+
+
+def test_orientation_north_up_east_left():
+    # 10 px up (towards row 0) is 10 x 0.2 arcsec north; 10 px left is 2 arcsec east.
+    sky = CentreScaleSky(10.0, 0.0, 0.2, 50.0, 50.0)
+    ra, dec = sky([50.0, 40.0], [40.0, 50.0])
+    assert dec[0] * 3600 == pytest.approx(2.0, abs=1e-9) and ra[0] == pytest.approx(10.0)
+    assert (ra[1] - 10.0) * 3600 == pytest.approx(2.0, abs=1e-9)
+    assert dec[1] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_orientation_flips_and_rotation_match_a_cd_matrix():
+    s, theta = 0.25, 30.0
+    for north_up in (True, False):
+        for east_left in (True, False):
+            sky = CentreScaleSky(120.0, 40.0, s, 32.0, 48.0, north_up, east_left, theta)
+            # the linear part of the same projection as a CD matrix (deg/px, FITS axes:
+            # x = column, y = row index, both increasing away from the first pixel)
+            xi_x, eta_x = pixel_offsets_to_standard(1.0, 0.0, s, north_up, east_left, theta)
+            xi_y, eta_y = pixel_offsets_to_standard(0.0, 1.0, s, north_up, east_left, theta)
+            cd = np.array([[xi_x, xi_y], [eta_x, eta_y]]) / 3600.0
+            w = tan_wcs(120.0, 40.0, 32.5, 48.5, cd)
+            x, y = np.array([0.0, 10.0, 63.0]), np.array([5.0, 90.0, 0.0])
+            got = np.stack(sky(x, y))
+            exp = np.stack(w.all_pix2world(x + 0.5, y + 0.5, 1))
+            assert np.max(np.abs(got - exp)) < 1e-9
+    # rotation 90: "up" points east
+    sky = CentreScaleSky(0.0, 0.0, 1.0, 0.0, 0.0, rotation_deg=90.0)
+    ra, dec = sky(0.0, -3600.0)  # tangent-plane distance 1 degree up
+    assert ra == pytest.approx(np.degrees(np.arctan(np.radians(1.0))), abs=1e-12)
+    assert dec == pytest.approx(0.0, abs=1e-12)
+
+
+def test_wcs_route_half_pixel_and_crop_offset():
+    w = tan_wcs(30.0, -5.0, 20.0, 10.0, [[-1e-4, 2e-5], [3e-5, 1e-4]])
+    sky = WcsSky.from_header(w.to_header().tostring())
+    # continuous (19.5, 9.5) is the centre of FITS pixel (20, 10) = CRPIX -> CRVAL
+    ra, dec = sky(19.5, 9.5)
+    assert ra == pytest.approx(30.0, abs=1e-12) and dec == pytest.approx(-5.0, abs=1e-12)
+    cropped = WcsSky.from_header(w.to_header(), offset=(5.0, 3.0))
+    assert np.allclose(cropped(14.5, 6.5), (30.0, -5.0), atol=1e-12)
+
+
+def test_build_sky_transform_precedence():
+    header = tan_wcs(1.0, 2.0, 1.0, 1.0, [[-1e-4, 0], [0, 1e-4]]).to_header().tostring()
+    record = {"ra": 50.0, "dec": 5.0, "pixel_scale": 0.3}
+    assert build_sky_transform(record, 64, 32, header).source == "wcs"
+    t = build_sky_transform(record, 64, 32, None)
+    assert t.source == "centre+scale" and (t.ref_x, t.ref_y) == (32.0, 16.0)
+    t = build_sky_transform(dict(record, ref_x=3.0, ref_y=4.0), 64, 32)
+    assert (t.ref_x, t.ref_y) == (3.0, 4.0)
+    assert build_sky_transform({"ra": 50.0, "dec": None, "pixel_scale": 0.3}, 64, 32) is None
+    assert build_sky_transform({"ra": float("nan"), "dec": 1.0, "pixel_scale": 0.3}, 8, 8) is None
+    # a header without a celestial WCS falls back to the centre route
+    from astropy.io import fits
+    plain = fits.Header({"NAXIS": 2, "NAXIS1": 64, "NAXIS2": 32}).tostring()
+    assert build_sky_transform(record, 64, 32, plain).source == "centre+scale"
