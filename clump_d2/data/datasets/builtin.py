@@ -122,12 +122,14 @@ def register_clump_dataset(name: str, json_file: str | os.PathLike,
     )
 
 
-def register_all_clump_datasets(root: Optional[str | os.PathLike] = None) -> List[str]:
-    """Register the synthetic dataset and every ``<name>/annotations/<split>.json`` under
-    ``root``; returns the names registered."""
+def register_all_clump_datasets(root: Optional[str | os.PathLike] = None,
+                                synthetic: bool = True) -> List[str]:
+    """Register the synthetic dataset (unless ``synthetic=False``, e.g. for a second root)
+    and every ``<name>/annotations/<split>.json`` under ``root``; returns the names
+    registered."""
     root = Path(root) if root is not None else datasets_root()
     names = []
-    for split in SYNTHETIC_SPLITS:
+    for split in (SYNTHETIC_SPLITS if synthetic else ()):
         base = root / SYNTHETIC_NAME
         register_clump_dataset(f"{SYNTHETIC_NAME}_{split}", base / "annotations" / f"{split}.json",
                                base / "images", synthetic=True)
