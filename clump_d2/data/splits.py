@@ -6,8 +6,9 @@ Rules:
   else the image id) go to one split, so no galaxy is seen in training and evaluation;
 * **stratified**: galaxies are grouped into strata by clump count (0, 1, 2, 3-4, 5+) and by
   whether they hold an ``odd_clump``; each stratum is divided in the requested fractions
-  (largest remainder), so every split has the same mix of negatives, few- and many-clump
-  galaxies and odd clumps;
+  (largest remainder on running totals, so the splits' sizes are also within one galaxy of
+  the fractions), so every split has the same mix of negatives, few- and many-clump galaxies
+  and odd clumps;
 * **deterministic**: inside a stratum galaxies are ordered by ``sha256(seed:galaxy)``, a
   function of the galaxy and the seed only: the same input gives the same bytes whatever
   the input order, and adding a galaxy moves no other galaxy.
@@ -63,9 +64,14 @@ def split_coco(coco: Dict[str, Any], fractions: Dict[str, float], seed: int = 0,
         strata[f"n={count_bin(len(anns))},odd={int(has_odd)}"].append(g)
     assignment: Dict[str, str] = {}
     per_split_strata: Dict[str, Dict[str, int]] = {n: {} for n in names}
+    cumulative, assigned = 0, [0] * len(names)
     for stratum in sorted(strata):
         members = sorted(strata[stratum], key=lambda g: _hash(seed, g))
-        counts = _largest_remainder(len(members), fracs)
+        # Round the *running* totals, not each stratum alone: small strata would otherwise
+        # all round towards the largest split (e.g. 24 galaxies at 0.8/0.1/0.1 -> 20/3/1).
+        cumulative += len(members)
+        counts = _stratum_counts(_largest_remainder(cumulative, fracs), assigned, len(members))
+        assigned = [a + c for a, c in zip(assigned, counts)]
         start = 0
         for name, k in zip(names, counts):
             for g in members[start:start + k]:
@@ -98,6 +104,18 @@ def split_coco(coco: Dict[str, Any], fractions: Dict[str, float], seed: int = 0,
 
 def _hash(seed: int, key: str) -> str:
     return hashlib.sha256(f"{seed}:{key}".encode()).hexdigest()
+
+
+def _stratum_counts(target: List[int], assigned: List[int], n: int) -> List[int]:
+    """Counts of one stratum moving the running totals ``assigned`` towards ``target``."""
+    counts = [max(t - a, 0) for t, a in zip(target, assigned)]
+    while sum(counts) > n:  # a split already past its target gave up its +1 elsewhere
+        i = max(range(len(counts)), key=lambda j: counts[j])
+        counts[i] -= 1
+    while sum(counts) < n:
+        i = max(range(len(counts)), key=lambda j: target[j] - assigned[j] - counts[j])
+        counts[i] += 1
+    return counts
 
 
 def _largest_remainder(n: int, fracs: Sequence[float]) -> List[int]:

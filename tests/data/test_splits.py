@@ -30,12 +30,12 @@ def test_split_is_by_galaxy_stratified_and_deterministic():
     assert sum(len(s["images"]) for s in splits.values()) == 300
     assert sum(len(s["annotations"]) for s in splits.values()) == len(coco["annotations"])
     sizes = [len(galaxies[n]) for n in fr]  # of 150 galaxies: 105 / 22.5 / 22.5 asked
-    assert sizes == [106, 22, 22]
+    assert sizes == [105, 23, 22]
     # every stratum is split in the fractions, to within one galaxy per split
     for stratum, n_train in report.info["strata"]["train"].items():
         total = sum(report.info["strata"][n][stratum] for n in fr)
         for n in fr:
-            assert abs(report.info["strata"][n][stratum] - fr[n] * total) < 1.0
+            assert abs(report.info["strata"][n][stratum] - fr[n] * total) <= 1.0
     # the same input in another order gives the same bytes; another seed another split
     shuffled = dict(coco, images=coco["images"][::-1])
     again, _ = split_coco(shuffled, fr, seed=3)
