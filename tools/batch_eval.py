@@ -2,8 +2,9 @@
 """Evaluate many (config, checkpoint) pairs on many datasets: one table and one plot.
 
     python tools/batch_eval.py --pairs pairs.yaml --dataset clumpsim_val --output-dir out/batch
-    python tools/batch_eval.py --pair r18 configs/quickstart.yaml output/quickstart/model_final.pth \\
-        --pair r18_early configs/quickstart.yaml output/quickstart/model_0000299.pth \\
+    python tools/batch_eval.py \\
+        --pair final configs/quickstart.yaml output/quickstart/model_final.pth \\
+        --pair early configs/quickstart.yaml output/quickstart/model_0000299.pth \\
         --output-dir out/batch MODEL.CLUMP_EVAL.MATCH distance
 
 Re-running the same command skips finished (pair, dataset) units and retries failed ones.

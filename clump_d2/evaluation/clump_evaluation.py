@@ -237,7 +237,8 @@ class ClumpEvaluator(DatasetEvaluator):
                 "n_matched": int(counts[0, s, M.N_MATCHED]),
             }
             curves[scope] = {k: r[k][1:, s] for k in ("completeness", "purity", "F1")}
-            curves[scope].update(n_true=counts[1:, s, M.N_TRUE], n_detections=counts[1:, s, M.N_DET],
+            curves[scope].update(n_true=counts[1:, s, M.N_TRUE],
+                                 n_detections=counts[1:, s, M.N_DET],
                                  n_matched=counts[1:, s, M.N_MATCHED])
             eq_t, eq_v = M.equal_point(self.thresholds, curves[scope]["completeness"],
                                        curves[scope]["purity"])
@@ -334,7 +335,7 @@ def write_curve_csv(path: str, thresholds, curves: Mapping[str, Mapping]) -> Non
         writer.writerow(header)
         for i, t in enumerate(thresholds):
             row = [f"{t:.4f}"]
-            for scope, c in curves.items():
+            for c in curves.values():
                 row += [f"{float(c[k][i]):.6g}" if k in ("completeness", "purity", "F1")
                         else int(c[k][i]) for k in keys]
             writer.writerow(row)

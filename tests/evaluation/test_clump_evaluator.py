@@ -162,7 +162,7 @@ def test_sweep_is_monotone_and_matches_direct_counts(seed, handmade):
     dicts, preds = random_case(rng)
     ev = make_evaluator(handmade, bin_edges={}, curve_points=21)
     report = ev.compute(preds, dicts)
-    for scope, c in report["curves"].items():
+    for c in report["curves"].values():
         assert np.all(np.diff(c["n_detections"]) <= 0)
         assert np.all(np.diff(c["n_matched"]) <= 0)  # max matching shrinks with the set
         comp = c["completeness"][~np.isnan(c["completeness"])]
