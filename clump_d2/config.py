@@ -146,6 +146,9 @@ def _add_inference_config(cfg: CN) -> None:
     cfg.INFERENCE.PSF_FWHM_PX = 0.0
     cfg.INFERENCE.BATCH_SIZE = 8  # images per forward pass
     cfg.INFERENCE.SHARD_SIZE = 1000  # galaxies per shard (the unit of resuming)
+    # Torch threads per CPU process (0: all cores shared among the processes). CPU results
+    # are bit-identical between runs only at the same thread count per process.
+    cfg.INFERENCE.CPU_THREADS = 0
     cfg.INFERENCE.SKY = CN()
     # Orientation of images without a WCS, given RA/Dec of the image centre and a pixel scale.
     # "Up" is towards the first row of the stored array (the top of a PNG/JPEG).

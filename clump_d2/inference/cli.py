@@ -74,6 +74,19 @@ def predict_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def set_cpu_threads(threads: int) -> int:
+    """Torch threads of this process: ``threads`` if > 0, else the cores divided among the
+    processes on this machine (one full-size thread pool each would oversubscribe them).
+    CPU kernels sum in thread-dependent order, so catalogues from runs with different
+    thread counts per process agree only to float32 rounding."""
+    if threads <= 0:
+        if comm.get_local_size() <= 1:
+            return torch.get_num_threads()
+        threads = max(1, (os.cpu_count() or 1) // comm.get_local_size())
+    torch.set_num_threads(int(threads))
+    return int(threads)
+
+
 def _setup_logging(verbose: bool) -> None:
     for name in ("clump_d2", "detectron2"):
         setup_logger(name=name, distributed_rank=comm.get_rank(), abbrev_name=name[:2])
@@ -95,9 +108,8 @@ def predict_main(args) -> Optional[Dict]:
 
     _setup_logging(args.verbose)
     cfg = build_config(args.config_file, args.opts)
-    if comm.get_world_size() > 1 and cfg.MODEL.DEVICE == "cpu":
-        # CPU processes share the cores; one thread pool each of the full size oversubscribes.
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // comm.get_local_size()))
+    if cfg.MODEL.DEVICE == "cpu":
+        set_cpu_threads(cfg.INFERENCE.CPU_THREADS)
     columns = CatalogueColumns(
         id=args.id_column, image=args.image_column, band_files=args.band_columns,
         ra=args.ra_column, dec=args.dec_column, pixel_scale=args.pixel_scale_column,
