@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
-import pandas as pd
 from tqdm import tqdm
 
 from .boxes import BOX_SIDE_PER_FWHM, fit_box_to_frame, xyxy_to_xywh

@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-import pandas as pd
 from tqdm import tqdm
 
 from .coco_writer import ConversionReport

@@ -1,6 +1,5 @@
 """Deterministic, stratified splits by galaxy."""
 import json
-from collections import Counter
 
 import pytest
 
