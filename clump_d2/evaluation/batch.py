@@ -233,7 +233,7 @@ def table_rows(records: Sequence[Dict]) -> List[Dict[str, str]]:
         row = {"pair": r["name"], "dataset": r["dataset"], "status": r["status"]}
         for column, key in TABLE_COLUMNS:
             row[column] = _fmt(r.get("metrics", {}).get(key)) if r["status"] == "ok" else ""
-        row["seconds"] = _fmt(r.get("seconds"))
+        row["seconds"] = f"{r['seconds']:.1f}" if r.get("seconds") is not None else ""
         row["error"] = (r.get("error") or "").replace("\n", " ")
         rows.append(row)
     return rows
@@ -241,6 +241,7 @@ def table_rows(records: Sequence[Dict]) -> List[Dict[str, str]]:
 
 def write_table(records: Sequence[Dict], output_dir: str) -> Dict[str, str]:
     """Write the CSV and Markdown tables and the comparison plot; returns their paths."""
+    os.makedirs(output_dir, exist_ok=True)
     rows = table_rows(records)
     header = ["pair", "dataset", "status", *[c for c, _ in TABLE_COLUMNS], "seconds", "error"]
     paths = {"csv": os.path.join(output_dir, RESULTS_CSV),

@@ -147,14 +147,16 @@ def plot_comparison(path: str, rows: List[Dict], title: str = "") -> str:
             optionally "curve" = {"completeness": [...], "purity": [...]}.
     """
     datasets = sorted({r["dataset"] for r in rows})
+    # one colour per pair, the same in every panel
+    names = list(dict.fromkeys(r["name"] for r in rows))
     n = max(1, len(datasets))
     fig = Figure(figsize=(5.0 * n, 4.8), dpi=110)
     FigureCanvasAgg(fig)
     for j, dataset in enumerate(datasets):
         ax = fig.add_subplot(1, n, j + 1)
         ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":")
-        for i, r in enumerate(r for r in rows if r["dataset"] == dataset):
-            colour = _CLASS_COLOURS[i % len(_CLASS_COLOURS)] if i < 4 else f"C{i % 10}"
+        for r in (r for r in rows if r["dataset"] == dataset):
+            colour = f"C{names.index(r['name']) % 10}"
             curve = r.get("curve")
             if curve:
                 ax.plot(curve["completeness"], curve["purity"], color=colour, lw=1.2)
