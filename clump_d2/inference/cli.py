@@ -130,3 +130,47 @@ def run_predict(argv: Optional[List[str]] = None) -> None:
     launch_inference(predict_main, (args,), num_gpus=args.num_gpus,
                      num_workers=args.num_workers, num_machines=args.num_machines,
                      machine_rank=args.machine_rank, dist_url=args.dist_url)
+
+
+def visualize_parser() -> argparse.ArgumentParser:
+    from .visualize import SELECTIONS
+
+    parser = _common_parser(
+        "Draw truth (a registered dataset) and predictions (a model, a COCO results JSON or a "
+        "clump catalogue) side by side with Detectron2's Visualizer; one PNG per galaxy and a "
+        "contact sheet.")
+    parser.add_argument("--dataset", required=True, help="registered dataset, e.g. clumpsim_val")
+    parser.add_argument("--predictions", default="model",
+                        help="'model' (config + MODEL.WEIGHTS), a COCO results .json, or a "
+                             "catalogue .parquet/.csv/.fits")
+    parser.add_argument("--select", default="worst-missed", choices=SELECTIONS,
+                        help="which galaxies to draw")
+    parser.add_argument("--num", type=int, default=16, help="how many galaxies")
+    parser.add_argument("--ids", default="", help="comma-separated image ids (--select ids)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of --select random")
+    parser.add_argument("--scale", type=float, default=2.0, help="zoom of each image")
+    parser.add_argument("--columns", type=int, default=None, help="contact sheet columns")
+    parser.add_argument("--output-dir", default="", help="default: OUTPUT_DIR/vis/<dataset>")
+    return parser
+
+
+def visualize_main(argv: Optional[List[str]] = None) -> Dict:
+    """Body of ``tools/visualize.py``."""
+    from clump_d2.engine.defaults import build_config, prepare_datasets
+
+    from .visualize import visualize_dataset
+
+    import clump_d2.data  # noqa: F401  (registers the datasets)
+
+    args = visualize_parser().parse_args(argv)
+    _setup_logging(False)
+    cfg = build_config(args.config_file, args.opts, freeze=False)
+    cfg.DATASETS.TEST = (args.dataset,)  # generated on first use if it is the synthetic one
+    cfg.freeze()
+    prepare_datasets(cfg)
+    ids = [i.strip() for i in args.ids.split(",") if i.strip()]
+    select = "ids" if ids else args.select
+    output_dir = args.output_dir or os.path.join(cfg.OUTPUT_DIR, "vis", args.dataset)
+    return visualize_dataset(cfg, args.dataset, output_dir, predictions=args.predictions,
+                             select=select, num=args.num, ids=ids, seed=args.seed,
+                             scale=args.scale, columns=args.columns)

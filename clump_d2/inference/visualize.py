@@ -1,0 +1,397 @@
+"""Pictures to check a detector by eye: truth and predictions side by side, with Detectron2's
+``Visualizer``, for chosen galaxies, the worst ones, or a random sample; and a contact sheet.
+
+* Truth comes from a registered dataset (``DatasetCatalog``).
+* Predictions come from a model (run through :class:`~clump_d2.inference.predict.
+  CataloguePredictor`, so the boxes drawn are those a catalogue would hold: score cut, NMS,
+  merging), a COCO results JSON (``coco_instances_results.json`` of ``COCOEvaluator``), or a
+  clump catalogue written by ``tools/predict_catalog.py``.
+* Predictions are matched to the truth one-to-one with the evaluator's rule
+  (:func:`clump_d2.evaluation.matching.match_boxes`, criterion ``MODEL.CLUMP_EVAL``): matched
+  boxes are drawn green, missed clumps and false positives red. "Worst" galaxies are those
+  with the most missed clumps (``worst-missed``) or false positives (``worst-fp``).
+* FITS images are shown through a display stretch (Lupton asinh by default) to RGB uint8,
+  reddest band as red.
+
+Each panel PNG is ``[title bar; truth | gap | predictions]``: ``TITLE_HEIGHT + H*scale`` rows
+by ``2*W*scale + GAP`` columns.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.structures import BoxMode
+from detectron2.utils.visualizer import Visualizer, _create_text_labels
+from PIL import Image, ImageDraw
+
+from clump_d2.evaluation.matching import MatchCriterion, as_boxes, match_boxes
+
+logger = logging.getLogger(__name__)
+
+TITLE_HEIGHT = 18  # px of the caption above each panel
+GAP = 4  # px between the truth and the prediction images
+MATCHED_COLOUR = (0.1, 0.85, 0.1)
+UNMATCHED_COLOUR = (1.0, 0.15, 0.15)
+SELECTIONS = ("worst-missed", "worst-fp", "random", "first", "ids")
+
+
+@dataclass
+class GalaxyPredictions:
+    """Predicted boxes (XYXY), scores and contiguous classes of one galaxy."""
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    classes: np.ndarray
+
+    @classmethod
+    def empty(cls) -> "GalaxyPredictions":
+        return cls(np.zeros((0, 4)), np.zeros(0), np.zeros(0, np.int64))
+
+
+@dataclass
+class Panel:
+    """One galaxy's picture and what was drawn on it."""
+
+    galaxy_id: str
+    image: np.ndarray  # (H, W, 3) uint8, the whole panel (title + both sides)
+    truth_vis: object  # detectron2 VisImage of the truth side
+    pred_vis: object  # VisImage of the prediction side
+    n_true: int
+    n_det: int
+    n_matched: int
+    labels: Dict[str, List[str]] = field(default_factory=dict)
+
+    @property
+    def n_missed(self) -> int:
+        return self.n_true - self.n_matched
+
+    @property
+    def n_false(self) -> int:
+        return self.n_det - self.n_matched
+
+
+# --- images ------------------------------------------------------------------------------------
+
+
+def _to_rgb_uint8(image: np.ndarray) -> np.ndarray:
+    image = np.asarray(image)
+    if image.ndim == 2:
+        image = image[:, :, None]
+    if image.shape[2] == 1:
+        image = np.repeat(image, 3, axis=2)
+    elif image.shape[2] == 2:
+        image = np.concatenate([image, image.mean(axis=2, keepdims=True)], axis=2)
+    elif image.shape[2] > 3:
+        image = image[:, :, :3]
+    if image.dtype != np.uint8:
+        image = np.clip(np.round(image), 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(image)
+
+
+def display_image(record: Dict, bands: Sequence[str] = ("g", "r", "i"),
+                  stretch: str = "lupton") -> np.ndarray:
+    """The record's image as RGB uint8 for display (cut to its ``crop`` if any).
+
+    PNG/JPEG are read as RGB. FITS bands (as ``clump_d2.data.fits_io`` reads them, in
+    ``bands`` order, bluest first) go through ``stretch`` (``clump_d2.data.stretch``) and are
+    shown reddest band as red.
+    """
+    from detectron2.data import detection_utils as utils
+
+    from clump_d2.data.fits_io import FitsReadOptions, is_fits, read_fits_for_network
+    from clump_d2.data.mapper import crop_image
+
+    file_name = os.fspath(record["file_name"])
+    band_files = record.get("band_files")
+    if band_files or is_fits(file_name) or "{band}" in file_name:
+        options = FitsReadOptions(bands=tuple(bands), stretch=stretch, output_scale=255.0,
+                                  expected_channels=None)
+        image = read_fits_for_network(file_name, options, band_files=band_files)
+        image = image[:, :, ::-1]  # g, r, i -> shown as B, G, R
+    else:
+        image = utils.read_image(file_name, format="RGB")
+    if record.get("crop"):
+        image = crop_image(image, record["crop"], file_name)
+    return _to_rgb_uint8(image)
+
+
+# --- truth and predictions ---------------------------------------------------------------------
+
+
+def truth_boxes(record: Dict) -> tuple:
+    """(boxes XYXY, classes) of a dataset dict's annotations."""
+    anns = record.get("annotations", [])
+    boxes = [BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS) for a in anns]
+    classes = [int(a["category_id"]) for a in anns]
+    return as_boxes(boxes), np.asarray(classes, np.int64)
+
+
+def _keys(record: Dict) -> List[str]:
+    """Names a galaxy may carry in predictions: its image id, its path, its file stem."""
+    file_name = os.fspath(record.get("file_name", ""))
+    keys = [str(record.get("image_id", "")), os.path.normpath(file_name)]
+    stem = Path(file_name).name
+    for suffix in (".gz", ".fz"):
+        stem = stem[: -len(suffix)] if stem.endswith(suffix) else stem
+    keys.append(Path(stem).stem)
+    return [k for k in keys if k]
+
+
+def _by_record(records: Sequence[Dict], found: Dict[str, GalaxyPredictions]
+               ) -> Dict[str, GalaxyPredictions]:
+    """Predictions per image id of ``records``, looked up by image id, path or file stem."""
+    out = {}
+    for record in records:
+        pred = next((found[k] for k in _keys(record) if k in found), GalaxyPredictions.empty())
+        out[str(record["image_id"])] = pred
+    return out
+
+
+def predictions_from_catalogue(path, records: Sequence[Dict], class_names: Sequence[str]
+                               ) -> Dict[str, GalaxyPredictions]:
+    """Predictions per image id from a clump catalogue (``tools/predict_catalog.py``);
+    galaxies are matched by id, path or file stem."""
+    from .catalogue import read_table
+
+    cat = read_table(path)
+    cat = cat[cat["clump_id"] > 0]
+    found: Dict[str, GalaxyPredictions] = {}
+    for gid, g in cat.groupby("galaxy_id", sort=False):
+        pred = GalaxyPredictions(g[["x1", "y1", "x2", "y2"]].to_numpy(np.float64),
+                                 g["score"].to_numpy(np.float64),
+                                 g["class_id"].to_numpy(np.int64))
+        found[str(gid)] = pred
+        file_name = str(g["file_name"].iloc[0])
+        if file_name:
+            found.setdefault(os.path.normpath(file_name), pred)
+    return _by_record(records, found)
+
+
+def predictions_from_coco_results(path, records: Sequence[Dict], dataset_name: str,
+                                  score_thresh: float = 0.0) -> Dict[str, GalaxyPredictions]:
+    """Predictions per image id from a COCO results JSON (``[{image_id, category_id, bbox
+    (XYWH), score}, ...]``), keeping scores >= ``score_thresh``."""
+    results = json.loads(Path(path).read_text())
+    meta = MetadataCatalog.get(dataset_name)
+    id_map = getattr(meta, "thing_dataset_id_to_contiguous_id", None) or {}
+    grouped: Dict[str, list] = {}
+    for r in results:
+        if r["score"] >= score_thresh:
+            grouped.setdefault(str(r["image_id"]), []).append(r)
+    found = {}
+    for image_id, rs in grouped.items():
+        boxes = [BoxMode.convert(r["bbox"], BoxMode.XYWH_ABS, BoxMode.XYXY_ABS) for r in rs]
+        found[image_id] = GalaxyPredictions(
+            as_boxes(boxes), np.array([r["score"] for r in rs], np.float64),
+            np.array([id_map.get(r["category_id"], r["category_id"]) for r in rs], np.int64))
+    return _by_record(records, found)
+
+
+def predictions_from_model(cfg, records: Sequence[Dict], model=None
+                           ) -> Dict[str, GalaxyPredictions]:
+    """Run the model (built from ``cfg`` unless given) over ``records`` as the catalogue tool
+    does (same mapper, batching and post-processing)."""
+    from .predict import CataloguePredictor
+
+    predictor = CataloguePredictor(cfg, model=model)
+    inputs = []
+    for record in records:
+        item = {k: v for k, v in record.items() if k != "annotations"}
+        item["galaxy_id"] = str(record["image_id"])
+        inputs.append(item)
+    rows = predictor.predict(inputs)
+    found: Dict[str, list] = {}
+    for row in rows:
+        found.setdefault(row["galaxy_id"], [])
+        if row["clump_id"] > 0:
+            found[row["galaxy_id"]].append(row)
+    return {gid: GalaxyPredictions(as_boxes([[r["x1"], r["y1"], r["x2"], r["y2"]] for r in rs]),
+                                   np.array([r["score"] for r in rs], np.float64),
+                                   np.array([r["class_id"] for r in rs], np.int64))
+            for gid, rs in found.items()}
+
+
+# --- drawing -----------------------------------------------------------------------------------
+
+
+def criterion_from_cfg(cfg) -> MatchCriterion:
+    ev = cfg.MODEL.CLUMP_EVAL
+    return MatchCriterion(ev.MATCH, iou_thresh=ev.IOU_THRESH, distance_factor=ev.DISTANCE_FACTOR)
+
+
+def count_boxes(vis_image) -> int:
+    """Boxes drawn on a Detectron2 ``VisImage`` (its matplotlib Rectangle patches)."""
+    from matplotlib.patches import Rectangle
+
+    return sum(isinstance(p, Rectangle) for p in vis_image.ax.patches)
+
+
+def _caption(image: np.ndarray, text: str) -> np.ndarray:
+    bar = Image.new("RGB", (image.shape[1], TITLE_HEIGHT), (255, 255, 255))
+    ImageDraw.Draw(bar).text((3, 3), text, fill=(0, 0, 0))
+    return np.concatenate([np.asarray(bar), image], axis=0)
+
+
+def _labels(classes, scores, class_names: Sequence[str]) -> List[str]:
+    """Detectron2's "name 93%" labels; a class id without a name is shown as its number."""
+    names = [class_names[c] if 0 <= c < len(class_names) else str(c) for c in classes]
+    return _create_text_labels(list(range(len(names))), None if scores is None else
+                               list(scores), names) or []
+
+
+def draw_galaxy(record: Dict, pred: GalaxyPredictions, class_names: Sequence[str],
+                criterion: Optional[MatchCriterion] = None, scale: float = 2.0,
+                image: Optional[np.ndarray] = None, metadata=None) -> Panel:
+    """Truth (left) and predictions (right) of one galaxy, matched boxes green, missed and
+    false ones red; labelled with class names (and scores on the right)."""
+    criterion = criterion or MatchCriterion()
+    image = display_image(record) if image is None else _to_rgb_uint8(image)
+    metadata = metadata if metadata is not None else MetadataCatalog.get("__clump_d2_vis__")
+    t_boxes, t_classes = truth_boxes(record)
+    pairs = match_boxes(t_boxes, pred.boxes, det_scores=pred.scores, criterion=criterion)
+    t_hit = np.zeros(len(t_boxes), bool)
+    d_hit = np.zeros(len(pred.boxes), bool)
+    for i, j in pairs:
+        t_hit[i], d_hit[j] = True, True
+
+    def side(boxes, labels, hits):
+        vis = Visualizer(image, metadata, scale=scale)
+        if len(boxes):
+            colours = [MATCHED_COLOUR if h else UNMATCHED_COLOUR for h in hits]
+            return vis.overlay_instances(boxes=boxes, labels=labels, assigned_colors=colours)
+        return vis.output
+
+    t_labels = _labels(t_classes, None, class_names)
+    p_labels = _labels(pred.classes, pred.scores, class_names)
+    truth_vis = side(t_boxes, t_labels, t_hit)
+    pred_vis = side(pred.boxes, p_labels, d_hit)
+    left, right = truth_vis.get_image(), pred_vis.get_image()
+    gap = np.full((left.shape[0], GAP, 3), 255, np.uint8)
+    galaxy_id = str(record.get("image_id", record.get("galaxy_id", "")))
+    text = (f"{galaxy_id}: truth {len(t_boxes)} | found {len(pairs)}, missed "
+            f"{len(t_boxes) - len(pairs)}, false {len(pred.boxes) - len(pairs)}")
+    panel = _caption(np.concatenate([left, gap, right], axis=1), text)
+    return Panel(galaxy_id, panel, truth_vis, pred_vis, len(t_boxes), len(pred.boxes),
+                 len(pairs), {"truth": t_labels, "predictions": p_labels})
+
+
+def contact_sheet(images: Sequence[np.ndarray], columns: Optional[int] = None,
+                  pad: int = 6) -> np.ndarray:
+    """Panels on a grid (row-major), each cell the size of the largest panel, white padding."""
+    if not images:
+        raise ValueError("no panels for the contact sheet")
+    columns = columns or math.ceil(math.sqrt(len(images)))
+    rows = math.ceil(len(images) / columns)
+    cell_h = max(im.shape[0] for im in images)
+    cell_w = max(im.shape[1] for im in images)
+    sheet = np.full((rows * cell_h + (rows + 1) * pad, columns * cell_w + (columns + 1) * pad, 3),
+                    255, np.uint8)
+    for k, im in enumerate(images):
+        r, c = divmod(k, columns)
+        y, x = pad + r * (cell_h + pad), pad + c * (cell_w + pad)
+        sheet[y:y + im.shape[0], x:x + im.shape[1]] = im
+    return sheet
+
+
+# --- selection and the whole job ---------------------------------------------------------------
+
+
+def match_counts(records: Sequence[Dict], predictions: Dict[str, GalaxyPredictions],
+                 criterion: MatchCriterion) -> Dict[str, tuple]:
+    """image id -> (missed, false positives) under the evaluator's matching."""
+    out = {}
+    for record in records:
+        gid = str(record["image_id"])
+        t_boxes, _ = truth_boxes(record)
+        pred = predictions.get(gid, GalaxyPredictions.empty())
+        n = len(match_boxes(t_boxes, pred.boxes, det_scores=pred.scores, criterion=criterion))
+        out[gid] = (len(t_boxes) - n, len(pred.boxes) - n)
+    return out
+
+
+def select_galaxies(records: Sequence[Dict], predictions: Dict[str, GalaxyPredictions],
+                    how: str, num: int, criterion: MatchCriterion, ids: Sequence = (),
+                    seed: int = 0) -> List[Dict]:
+    """The records to draw: ``ids`` (in that order), ``first`` ``num``, a ``random`` sample
+    (seeded), or the ``worst-missed`` / ``worst-fp`` ``num`` (ties: dataset order)."""
+    if how not in SELECTIONS:
+        raise ValueError(f"unknown selection {how!r}; choose one of {SELECTIONS}")
+    if how == "ids":
+        by_id = {str(r["image_id"]): r for r in records}
+        missing = [str(i) for i in ids if str(i) not in by_id]
+        if missing:
+            raise ValueError(f"galaxies {missing} are not in the dataset")
+        return [by_id[str(i)] for i in ids]
+    if how == "first":
+        return list(records[:num])
+    if how == "random":
+        rng = np.random.default_rng(seed)
+        index = rng.choice(len(records), size=min(num, len(records)), replace=False)
+        return [records[i] for i in sorted(index)]
+    counts = match_counts(records, predictions, criterion)
+    which = 0 if how == "worst-missed" else 1
+    order = sorted(range(len(records)),
+                   key=lambda i: (-counts[str(records[i]["image_id"])][which], i))
+    return [records[i] for i in order[:num]]
+
+
+def _safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text)[:120] or "galaxy"
+
+
+def visualize_dataset(cfg, dataset_name: str, output_dir, *, predictions: str = "model",
+                      select: str = "worst-missed", num: int = 16, ids: Sequence = (),
+                      seed: int = 0, scale: float = 2.0, columns: Optional[int] = None,
+                      model=None) -> Dict:
+    """Draw truth vs predictions for galaxies of a registered dataset; write one PNG each and
+    ``contact_sheet.png`` under ``output_dir``.
+
+    Args:
+        predictions: ``"model"`` (``cfg`` + ``MODEL.WEIGHTS``), a COCO results ``.json``, or a
+            clump catalogue (``.parquet``/``.csv``/``.fits``).
+        select, num, ids, seed: which galaxies (:func:`select_galaxies`).
+
+    Returns:
+        {"panels": [Panel...], "files": [paths], "contact_sheet": path}
+    """
+    from .postprocess import PostProcessConfig
+
+    records = DatasetCatalog.get(dataset_name)
+    meta = MetadataCatalog.get(dataset_name)
+    class_names = list(getattr(meta, "thing_classes", None) or ["clump", "odd_clump"])
+    criterion = criterion_from_cfg(cfg)
+    if predictions == "model":
+        # worst-* needs every galaxy's predictions; otherwise only the chosen ones
+        todo = records if select.startswith("worst") else select_galaxies(
+            records, {}, select, num, criterion, ids, seed)
+        found = predictions_from_model(cfg, todo, model=model)
+    elif predictions.lower().endswith(".json"):
+        found = predictions_from_coco_results(predictions, records, dataset_name,
+                                              PostProcessConfig.from_cfg(cfg).score_thresh)
+    else:
+        found = predictions_from_catalogue(predictions, records, class_names)
+    chosen = select_galaxies(records, found, select, num, criterion, ids, seed)
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    panels, files = [], []
+    for k, record in enumerate(chosen):
+        pred = found.get(str(record["image_id"]), GalaxyPredictions.empty())
+        panel = draw_galaxy(record, pred, class_names, criterion, scale, metadata=meta)
+        path = output_dir / f"{k:03d}_{_safe_name(panel.galaxy_id)}.png"
+        Image.fromarray(panel.image).save(path)
+        panels.append(panel)
+        files.append(path)
+    sheet_path = output_dir / "contact_sheet.png"
+    Image.fromarray(contact_sheet([p.image for p in panels], columns)).save(sheet_path)
+    logger.info("%d galaxies of %s drawn (%s) to %s; contact sheet %s", len(panels),
+                dataset_name, select, output_dir, sheet_path)
+    return {"panels": panels, "files": files, "contact_sheet": sheet_path}
