@@ -174,3 +174,33 @@ def visualize_main(argv: Optional[List[str]] = None) -> Dict:
     return visualize_dataset(cfg, args.dataset, output_dir, predictions=args.predictions,
                              select=select, num=args.num, ids=ids, seed=args.seed,
                              scale=args.scale, columns=args.columns)
+
+
+def export_parser() -> argparse.ArgumentParser:
+    parser = _common_parser(
+        "Export a trained clump detector as TorchScript (traced), check that it reproduces "
+        "the PyTorch boxes on the given images, and write <output>.json beside it.")
+    parser.add_argument("--output", default="", help="default: OUTPUT_DIR/model.ts")
+    parser.add_argument("--image", action="append", default=[],
+                        help="image to trace on (first) and check on (all); repeatable. "
+                             "Default: the first two images of DATASETS.TEST[0]")
+    return parser
+
+
+def export_cli(argv: Optional[List[str]] = None) -> Dict:
+    """Body of ``tools/export_model.py``."""
+    from clump_d2.engine.defaults import build_config, prepare_datasets
+
+    from .export import export_main, first_images_of
+
+    import clump_d2.data  # noqa: F401  (registers the datasets)
+
+    args = export_parser().parse_args(argv)
+    _setup_logging(False)
+    cfg = build_config(args.config_file, args.opts)
+    images = args.image
+    if not images:
+        prepare_datasets(cfg)
+        images = first_images_of(cfg.DATASETS.TEST[0], 2)
+    output = args.output or os.path.join(cfg.OUTPUT_DIR, "model.ts")
+    return export_main(cfg, output, images)
