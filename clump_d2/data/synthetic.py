@@ -69,6 +69,111 @@ class SyntheticParams:
     colour_odd: tuple = (0.5, 1.0, 1.45)
     colour_star: tuple = (0.75, 1.0, 1.1)
     colour_bg: tuple = (0.45, 1.0, 1.5)
+    # "basic": the generator above (the default; its output is pinned by the quickstart's
+    # figures). "sdss": the calibrated renderer of :func:`render_sdss_galaxy`; use
+    # ``SyntheticParams.sdss()``, which also sets the fields below to calibrated values.
+    realism: str = "basic"
+    sdss_realism: Optional["SdssRealism"] = None  # used when realism == "sdss" (None: defaults)
+
+    @classmethod
+    def sdss(cls, **overrides) -> "SyntheticParams":
+        """The preset calibrated against real SDSS images and Clump Scout labels.
+
+        Every number is documented in :class:`SdssRealism` with what it was calibrated to.
+        ``overrides`` replace fields of ``SyntheticParams`` (e.g. ``image_size``); fields of
+        the realism model go in ``sdss_realism=SdssRealism(...)``.
+        """
+        base = dict(
+            realism="sdss", sdss_realism=SdssRealism(),
+            pixel_scale=(0.16, 0.26),  # arcsec/px (DESIGN: Clump Scout cutouts); sets the
+            # noise correlation length only: the PSF is drawn in pixels (SdssRealism).
+            disc_re=(15.0, 32.0),  # px: real GZH S82 JPEGs PETROR50_R = 16.7-29.1 px
+            bulge_re=(2.0, 5.0),
+            # FRACDEV_R of the real galaxies: 10/50/90 % = 0/0.18/0.70, but a de Vaucouleurs
+            # fit of a clumpy disc overstates the bulge; 0-0.15 matches the crops' peak grey.
+            bulge_frac=(0.0, 0.15),
+            axis_ratio=(0.3, 1.0),
+            # Clump r flux / host r flux, log-uniform: from Clump Scout's ~3 % limit to 15 %
+            # (Mehta et al.'s brightest clump: 9.7 %; brighter ones saturate the crops' peak
+            # grey level, real 50/90 %: 216/253). Unlabelled knots go lower (SdssRealism).
+            clump_frac=(0.03, 0.15),
+            max_clumps=9,  # Clump Scout labels: 1-9 clumps per galaxy
+            empty_fraction=0.25,  # the label files hold no empty galaxy; negatives kept (DESIGN)
+            odd_fraction=0.276,  # Clump Scout labels: 12,753 of 46,164 boxes are label 2
+            star_rate=0.6, bg_galaxy_rate=1.0,
+        )
+        base.update(overrides)
+        return cls(**base)
+
+
+@dataclass
+class SdssRealism:
+    """Calibrated ingredients of the ``"sdss"`` renderer (:func:`render_sdss_galaxy`).
+
+    Real references: the 24 SDSS Stripe 82 Galaxy Zoo JPEGs of ``gzh_s82_clumps`` (central
+    200x200 crop of the 424 px images), their galaxy table (``final_clumpy_sample.fits``) and
+    clump catalogue (Mehta et al. 2021), and the 46,164 Clump Scout consensus boxes of
+    ``clumpscout_frcnn_labels``. Numbers in comments are the measured targets.
+    """
+
+    # PSF FWHM in px, log-normal: Clump Scout box side / 2.5; ln(side) mean 2.842, std 0.332
+    # over 19,956 images (side 4.3-48.2 px, median 17.5 px per image) -> FWHM median 6.9 px,
+    # clipped to 4.3/2.5-48.2/2.5 px. (GZH S82 JPEGs: median 6.3 px.)
+    psf_ln_mean: float = 1.926
+    psf_ln_std: float = 0.332
+    psf_range: tuple = (1.72, 19.3)
+    # Clumps per clumpy galaxy, 1..9: fractions in the Clump Scout labels.
+    clump_count_probs: tuple = (0.259, 0.417, 0.179, 0.080, 0.036, 0.019, 0.007, 0.002, 0.001)
+    # Spiral arms (log spirals in the disc plane) in this fraction of discs; m = 2 arms,
+    # pitch angle (deg), arm/inter-arm contrast amplitude, arm sharpness exponent.
+    spiral_fraction: float = 0.6
+    spiral_pitch_deg: tuple = (12.0, 30.0)
+    spiral_amplitude: tuple = (0.3, 0.8)
+    spiral_sharpness: tuple = (1.0, 4.0)
+    # Lopsidedness (m = 1 amplitude) and flocculence (log-normal random field, rms in dex x
+    # ln 10, correlation length in PSF FWHM): irregular discs with knots that are not clumps.
+    lopsided_amplitude: tuple = (0.0, 0.35)
+    flocculence_rms: tuple = (0.05, 0.35)
+    flocculence_scale_fwhm: tuple = (0.7, 2.0)
+    # Unlabelled star-forming knots below the labelling limit: Poisson mean per disc, and
+    # flux fraction (log-uniform). Mehta et al. clumps are mostly this faint (median flux
+    # fraction 0.33 %); Clump Scout volunteers mark few of them.
+    knot_rate: float = 6.0
+    knot_frac: tuple = (0.002, 0.015)
+    # Colours as AB colours (mag): disc g-r, r-i ~ N(mean, std) (GZH S82 galaxies:
+    # PETROMAG g-r median 0.28, r-i median 0.14); bulge red; clumps bluer than the disc
+    # (Mehta clumps g-r median 0.05, 5-95 % -0.34..0.51; r-i median 0.10); odd clumps red.
+    disc_gr: tuple = (0.28, 0.12)
+    disc_ri: tuple = (0.14, 0.08)
+    bulge_gr: tuple = (0.75, 0.08)
+    bulge_ri: tuple = (0.38, 0.05)
+    clump_gr: tuple = (0.05, 0.2)
+    clump_ri: tuple = (0.05, 0.15)
+    odd_gr: tuple = (0.9, 0.25)
+    odd_ri: tuple = (0.4, 0.15)
+    star_gr: tuple = (0.3, 1.5)  # uniform: the stellar locus at high latitude
+    bg_gr: tuple = (0.6, 1.3)  # uniform: background galaxies at z ~ 0.2-0.5 are red
+    # Host r flux in sky-sigma units (total, log-uniform): sets the surface brightness against
+    # the noise. Calibrated so that the fraction of crop pixels brighter than grey level 50
+    # matches the real crops (10/50/90 %: 0.17/0.31/0.68).
+    host_flux_r: tuple = (1.5e5, 2.5e6)
+    # Noise: white per native SDSS pixel (0.396"), resampled to the cutout scale -> Gaussian
+    # correlation sigma = 0.5 x 0.396 / pixel_scale px. Real crops: neighbour autocorrelation
+    # of the sky 0.76-0.86 at lag 1, 0.36-0.57 at lag 2 (Gaussian sigma ~1 px gives 0.78/0.37).
+    native_scale: float = 0.396
+    # Display: Lupton asinh composite of (i, r, g) x band_weights -> (R, G, B), with the black
+    # point ``black_sigma`` sky sigma below the sky, softening Q and stretch (sky sigma), then
+    # a JPEG round trip at quality 75 with 4:2:0 chroma subsampling (the GZH JPEGs' quantisation
+    # tables are exactly libjpeg's quality-75 tables, sampling 4:2:0). Real crops: sky median
+    # grey 13-31 (median ~18), sky MAD noise 10-13 grey levels; galaxy pixels B/G median 1.16,
+    # R/G 1.01.
+    band_weights: tuple = (0.86, 1.0, 1.6)  # i, r, g
+    black_sigma: float = 1.5
+    lupton_q: float = 10.0
+    lupton_stretch: float = 21.0
+    # Fraction of the sky noise variance shared by the three bands (grey noise, see above).
+    shared_noise: float = 0.85
+    jpeg_quality: int = 75
 
 
 @dataclass
@@ -108,7 +213,14 @@ def _log_uniform(rng, lo, hi):
 
 
 def render_galaxy(rng: np.random.Generator, params: SyntheticParams) -> SyntheticGalaxy:
-    """Draw one galaxy (host, clumps, distractors, noise) and its Clump Scout labels."""
+    """Draw one galaxy (host, clumps, distractors, noise) and its Clump Scout labels.
+
+    ``params.realism == "sdss"`` renders with :func:`render_sdss_galaxy` instead.
+    """
+    if params.realism == "sdss":
+        return render_sdss_galaxy(rng, params)
+    if params.realism != "basic":
+        raise ValueError(f"unknown realism {params.realism!r}; expected 'basic' or 'sdss'")
     size = params.image_size
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
     pixel_scale = rng.uniform(*params.pixel_scale)
@@ -175,6 +287,188 @@ def render_galaxy(rng: np.random.Generator, params: SyntheticParams) -> Syntheti
 
     bands += rng.normal(0.0, 1.0, size=bands.shape)
     rgb = lupton_composite(bands, params.lupton_q, params.lupton_stretch)
+    return SyntheticGalaxy(
+        rgb=rgb, bands=bands.astype(np.float32), psf_fwhm_px=float(fwhm),
+        pixel_scale=float(pixel_scale), centre=(float(x0), float(y0)), clumps=clumps,
+    )
+
+
+def _ab_ratios(gr: float, ri: float) -> tuple:
+    """AB colours g-r, r-i -> band flux ratios (g, r, i) with r = 1."""
+    return (10 ** (-0.4 * gr), 1.0, 10 ** (0.4 * ri))
+
+
+def _normal(rng, mean_std) -> float:
+    return float(rng.normal(mean_std[0], mean_std[1]))
+
+
+def _disc_plane(xx, yy, x0, y0, q, pa):
+    """Radius and azimuth in the disc plane of a disc at (x0, y0), axis ratio q, angle pa."""
+    dx, dy = xx - x0, yy - y0
+    xr = dx * np.cos(pa) + dy * np.sin(pa)
+    yr = (-dx * np.sin(pa) + dy * np.cos(pa)) / q
+    return np.hypot(xr, yr), np.arctan2(yr, xr)
+
+
+def _to_image(x0, y0, q, pa, radius, angle):
+    """Disc-plane polar position -> image position."""
+    xr, yr = radius * np.cos(angle), radius * np.sin(angle) * q
+    return x0 + xr * np.cos(pa) - yr * np.sin(pa), y0 + xr * np.sin(pa) + yr * np.cos(pa)
+
+
+def correlated_noise(rng: np.random.Generator, shape, sigma_px: float) -> np.ndarray:
+    """Gaussian noise of unit rms per pixel, correlated over ``sigma_px`` (a resampled image)."""
+    noise = rng.normal(0.0, 1.0, size=shape)
+    if sigma_px > 0.3:
+        noise = gaussian_filter(noise, (0, sigma_px, sigma_px) if len(shape) == 3 else sigma_px)
+        noise /= noise.std()
+    return noise
+
+
+def sdss_composite(bands: np.ndarray, r: "SdssRealism") -> np.ndarray:
+    """g, r, i fluxes (sky sigma units) -> RGB uint8 as the SDSS / Galaxy Zoo JPEGs.
+
+    Lupton et al. (2004) colour-preserving asinh stretch of (i, r, g) x ``band_weights`` with
+    the black point ``black_sigma`` below the sky (so the sky is dark grey, not black, as in
+    the real cutouts), then a JPEG round trip (quality ``jpeg_quality``, 4:2:0), whose chroma
+    quantisation is why the real sky noise is grey (the three channels' noise correlates at
+    0.93-1.0 in the real crops).
+    """
+    import io
+
+    from astropy.visualization import make_lupton_rgb
+
+    g, rr, i = bands
+    wi, wr, wg = r.band_weights
+    rgb = make_lupton_rgb(i * wi, rr * wr, g * wg, minimum=-r.black_sigma,
+                          stretch=r.lupton_stretch, Q=r.lupton_q)
+    if r.jpeg_quality <= 0:
+        return rgb
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="JPEG", quality=int(r.jpeg_quality), subsampling=2)
+    buf.seek(0)
+    return np.asarray(Image.open(buf).convert("RGB"))
+
+
+def sample_psf_fwhm(rng: np.random.Generator, r: "SdssRealism") -> float:
+    """PSF FWHM (px) drawn from the Clump Scout box-side distribution / 2.5."""
+    return float(np.clip(np.exp(rng.normal(r.psf_ln_mean, r.psf_ln_std)), *r.psf_range))
+
+
+def render_sdss_galaxy(rng: np.random.Generator, params: SyntheticParams) -> SyntheticGalaxy:
+    """Draw one galaxy with the calibrated SDSS realism model (``SyntheticParams.sdss()``).
+
+    Compared with the basic renderer: PSF sizes from the Clump Scout box distribution; discs
+    with log-spiral arms, lopsidedness and flocculent texture plus unlabelled faint knots (so
+    not every bright knot is a clump); colours drawn around the measured SDSS colours; clump
+    counts and odd fraction from the Clump Scout labels; correlated sky noise of a resampled
+    image; the composite with a grey sky pedestal and a JPEG round trip. Numbers and their
+    calibration targets: :class:`SdssRealism`. Labels: as the basic renderer.
+    """
+    r = params.sdss_realism or SdssRealism()
+    size = params.image_size
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
+    pixel_scale = rng.uniform(*params.pixel_scale)
+    fwhm = sample_psf_fwhm(rng, r)
+    sigma = fwhm / 2.3548
+    x0, y0 = (size - 1) / 2 + rng.uniform(-3, 3, size=2)
+    flux_r = _log_uniform(rng, *r.host_flux_r)
+    disc_re = rng.uniform(*params.disc_re) * size / 200.0
+    q = rng.uniform(*params.axis_ratio)
+    pa = rng.uniform(0, np.pi)
+    b_t = rng.uniform(*params.bulge_frac)
+    bulge_re = rng.uniform(*params.bulge_re) * size / 200.0
+
+    # Disc: exponential x (spiral arms) x (lopsidedness) x (flocculent random field).
+    radius, phi = _disc_plane(xx, yy, x0, y0, q, pa)
+    disc = np.exp(-_sersic_b(1.0) * radius / disc_re)
+    spiral = None
+    if rng.uniform() < r.spiral_fraction:
+        pitch = np.radians(rng.uniform(*r.spiral_pitch_deg))
+        amp = rng.uniform(*r.spiral_amplitude)
+        sharp = rng.uniform(*r.spiral_sharpness)
+        phase0 = rng.uniform(0, 2 * np.pi)
+        spiral = (pitch, phase0)
+        arg = 2.0 * (phi - np.log(np.maximum(radius, 1.0) / disc_re) / np.tan(pitch) - phase0)
+        arms = ((1.0 + np.cos(arg)) / 2.0) ** sharp
+        # Arms fade into the centre (a bar/bulge region), full strength beyond ~0.5 Re.
+        weight = amp * (1.0 - np.exp(-((radius / (0.5 * disc_re)) ** 2)))
+        disc = disc * (1.0 - weight + 2.0 * weight * arms)
+    lop = rng.uniform(*r.lopsided_amplitude)
+    disc = disc * (1.0 + lop * np.cos(phi - rng.uniform(0, 2 * np.pi)) * np.tanh(radius / disc_re))
+    floc_rms = rng.uniform(*r.flocculence_rms)
+    field_ = gaussian_filter(rng.normal(size=(size, size)),
+                             max(0.5, rng.uniform(*r.flocculence_scale_fwhm) * fwhm / 2.3548))
+    disc = disc * np.exp(floc_rms * field_ / max(field_.std(), 1e-9))
+    disc *= flux_r * (1 - b_t) / disc.sum()
+    bulge = _sersic_image(xx, yy, x0, y0, bulge_re, 4.0, min(1.0, q + 0.3), pa, flux_r * b_t)
+    c_disc = _ab_ratios(_normal(rng, r.disc_gr), _normal(rng, r.disc_ri))
+    c_bulge = _ab_ratios(_normal(rng, r.bulge_gr), _normal(rng, r.bulge_ri))
+    bands = np.stack([gaussian_filter(disc * cd + bulge * cb, sigma)
+                      for cd, cb in zip(c_disc, c_bulge)])
+
+    def disc_position(rmin, rmax):
+        rad = disc_re * rng.uniform(rmin, rmax)
+        if spiral is not None and rng.uniform() < 0.6:  # star formation follows the arms
+            pitch, phase0 = spiral
+            ang = np.log(max(rad, 1.0) / disc_re) / np.tan(pitch) + phase0 \
+                + np.pi * rng.integers(0, 2) + rng.normal(0, 0.15)
+        else:
+            ang = rng.uniform(0, 2 * np.pi)
+        return _to_image(x0, y0, q, pa, rad, ang)
+
+    clumps: List[Dict] = []
+    if rng.uniform() >= params.empty_fraction:
+        n_clumps = int(rng.choice(np.arange(1, len(r.clump_count_probs) + 1),
+                                  p=np.asarray(r.clump_count_probs) / sum(r.clump_count_probs)))
+        for _ in range(n_clumps):
+            cx, cy = disc_position(0.3, 1.6)
+            if not (2 <= cx <= size - 3 and 2 <= cy <= size - 3):
+                continue
+            if any(np.hypot(cx - c["x"], cy - c["y"]) < 1.2 * fwhm for c in clumps):
+                continue  # blended clumps would be one mark for a volunteer
+            if np.hypot(cx - x0, cy - y0) < max(1.0 * fwhm, 2 * bulge_re):
+                continue  # a mark on the bulge is not a clump
+            frac = _log_uniform(rng, *params.clump_frac)
+            odd = bool(rng.uniform() < params.odd_fraction)
+            colour = (_ab_ratios(_normal(rng, r.odd_gr), _normal(rng, r.odd_ri)) if odd
+                      else _ab_ratios(_normal(rng, r.clump_gr), _normal(rng, r.clump_ri)))
+            flux = frac * flux_r
+            for b, c in enumerate(colour):
+                bands[b] += _point_source(xx, yy, cx, cy, sigma, flux * c)
+            clumps.append(
+                {"x": float(cx), "y": float(cy), "flux_r": float(flux), "flux_frac": float(frac),
+                 "odd": odd, "distance_px": float(np.hypot(cx - x0, cy - y0))}
+            )
+    # Unlabelled faint knots: below the labelling limit, blue like clumps.
+    for _ in range(int(rng.poisson(r.knot_rate))):
+        kx, ky = disc_position(0.2, 2.0)
+        kflux = flux_r * _log_uniform(rng, *r.knot_frac)
+        colour = _ab_ratios(_normal(rng, r.clump_gr), _normal(rng, r.clump_ri))
+        for b, c in enumerate(colour):
+            bands[b] += _point_source(xx, yy, kx, ky, sigma, kflux * c)
+
+    for _ in range(int(rng.poisson(params.star_rate))):
+        sx, sy = rng.uniform(5, size - 5, size=2)
+        sflux = flux_r * _log_uniform(rng, 0.005, 0.3)
+        gr = rng.uniform(*r.star_gr)
+        for b, c in enumerate(_ab_ratios(gr, 0.4 * gr)):
+            bands[b] += _point_source(xx, yy, sx, sy, sigma, sflux * c)
+    for _ in range(int(rng.poisson(params.bg_galaxy_rate))):
+        gx, gy = rng.uniform(5, size - 5, size=2)
+        gal = _sersic_image(
+            xx, yy, gx, gy, rng.uniform(1.5, 5.0), rng.choice([1.0, 4.0]), rng.uniform(0.4, 1.0),
+            rng.uniform(0, np.pi), flux_r * _log_uniform(rng, 0.002, 0.03),
+        )
+        gal = gaussian_filter(gal, sigma)
+        gr = rng.uniform(*r.bg_gr)
+        for b, c in enumerate(_ab_ratios(gr, 0.5 * gr)):
+            bands[b] += gal * c
+
+    corr = 0.5 * r.native_scale / pixel_scale
+    bands += (np.sqrt(r.shared_noise) * correlated_noise(rng, (size, size), corr)[None]
+              + np.sqrt(1 - r.shared_noise) * correlated_noise(rng, bands.shape, corr))
+    rgb = sdss_composite(bands, r)
     return SyntheticGalaxy(
         rgb=rgb, bands=bands.astype(np.float32), psf_fwhm_px=float(fwhm),
         pixel_scale=float(pixel_scale), centre=(float(x0), float(y0)), clumps=clumps,
@@ -263,3 +557,62 @@ def make_dataset(out_dir, splits: Dict[str, int], seed: int = 0,
                  params: Optional[SyntheticParams] = None) -> Dict[str, Path]:
     """Write several splits (e.g. ``{"train": 600, "val": 150}``)."""
     return {split: make_split(out_dir, split, n, seed, params) for split, n in splits.items()}
+
+
+# --- statistics of colour cutouts (real or simulated), for calibration and its tests ----------
+#: Border width (px) of the ring whose pixels stand for the sky in :func:`cutout_statistics`.
+SKY_BORDER = 15
+
+
+def cutout_statistics(rgb: np.ndarray, bright_level: float = 50.0) -> Dict[str, float]:
+    """Display statistics of one RGB uint8 cutout, the quantities the SDSS preset is
+    calibrated on.
+
+    Returns:
+        ``sky_median`` (grey level of the sky: median of the channel-mean in a
+        ``SKY_BORDER``-px border ring), ``sky_noise`` (its MAD x 1.4826), ``sky_lag1`` (the
+        sky's autocorrelation at 1 px), ``sky_channel_corr`` (mean correlation of the
+        channels' sky noise), ``bright_fraction`` (fraction of pixels whose channel mean >
+        ``bright_level``), ``peak`` (99.9th percentile of the brightest channel),
+        ``blue_green`` / ``red_green`` (median B/G and R/G over pixels with channel mean > 80;
+        NaN if none).
+    """
+    a = np.asarray(rgb, dtype=np.float64)
+    mean = a.mean(axis=2)
+    ring = np.zeros(mean.shape, bool)
+    b = SKY_BORDER
+    ring[:b], ring[-b:], ring[:, :b], ring[:, -b:] = True, True, True, True
+    sky = mean[ring]
+    med = float(np.median(sky))
+    mad = float(1.4826 * np.median(np.abs(sky - med)))
+    # Sky noise texture on the top border strip, sources clipped at 3 MAD.
+    strip = a[:b].mean(axis=2) - med
+    strip = np.clip(strip, -3 * mad - 1e-9, 3 * mad + 1e-9)
+    lag1 = float(np.mean(strip[:, 1:] * strip[:, :-1]) / max(np.mean(strip**2), 1e-9))
+    chans = a[:b].reshape(-1, 3) - np.median(a[:b].reshape(-1, 3), axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cc = np.corrcoef(chans.T)
+    corr = float(np.nanmean([cc[0, 1], cc[0, 2], cc[1, 2]]))
+    bright = mean > 80
+    with np.errstate(invalid="ignore", divide="ignore"):
+        bg = float(np.median(a[bright][:, 2] / np.maximum(a[bright][:, 1], 1))) if bright.any() \
+            else float("nan")
+        rg = float(np.median(a[bright][:, 0] / np.maximum(a[bright][:, 1], 1))) if bright.any() \
+            else float("nan")
+    return {"sky_median": med, "sky_noise": mad, "sky_lag1": lag1, "sky_channel_corr": corr,
+            "bright_fraction": float((mean > bright_level).mean()),
+            "peak": float(np.percentile(a.max(axis=2), 99.9)), "blue_green": bg, "red_green": rg}
+
+
+def radial_profile(rgb: np.ndarray, bin_px: float = 5.0) -> np.ndarray:
+    """Azimuthal mean of the channel-mean grey level around the image centre, in rings of
+    ``bin_px`` out to the inscribed circle; shape (n_rings,)."""
+    a = np.asarray(rgb, dtype=np.float64).mean(axis=2)
+    h, w = a.shape
+    yy, xx = np.mgrid[0:h, 0:w]
+    r = np.hypot(xx + 0.5 - w / 2, yy + 0.5 - h / 2)
+    n = int(min(h, w) / 2 // bin_px)
+    idx = (r // bin_px).astype(int)
+    sums = np.bincount(idx.ravel(), a.ravel(), minlength=n + 1)[:n]
+    counts = np.bincount(idx.ravel(), minlength=n + 1)[:n]
+    return sums / np.maximum(counts, 1)
