@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import warnings
 from pathlib import Path
 from typing import Dict, Sequence
 
@@ -54,7 +55,10 @@ def trace_model(model, sample_image: torch.Tensor):
     model.eval()
     image = sample_image.to(model.device)
     adapter = TracingAdapter(model, [{"image": image}], _inference)
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        # detectron2's shape asserts and branches on tensor values each warn; the
+        # reload-and-compare check below is what tells whether the trace generalises.
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
         traced = torch.jit.trace(adapter, (image,), check_trace=False)
     return traced, adapter
 
