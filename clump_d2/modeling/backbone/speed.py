@@ -1,0 +1,79 @@
+"""Forward time per 200 px image of each backbone on this machine (for the README's table).
+
+    python -m clump_d2.modeling.backbone.speed [--repeats 7] [--threads 1]
+
+For each encoder of ``configs/ClumpScout/`` (frozen and trainable variants run the same
+forward pass) and a few more Zoobot encoders, builds the detector with random weights on the
+CPU and times, at batch 1 in eval mode, (a) the backbone (encoder + FPN) on the padded
+224 x 224 input and (b) the whole Faster R-CNN inference on a 200 x 200 image. Prints the
+fastest of ``--repeats`` runs after two warm-up runs: on a shared machine the minimum is the
+figure least inflated by other people's jobs.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+
+import clump_d2  # noqa: F401  (compat layer first)
+from detectron2.modeling import build_model
+
+import clump_d2.modeling  # noqa: F401  (registers the backbones)
+from clump_d2.engine import build_config
+
+REPO = Path(__file__).resolve().parents[3]
+CONFIGS = REPO / "configs" / "ClumpScout"
+ZOOBOT = CONFIGS / "zoobot_convnext_nano_finetune.yaml"
+#: (row name, config, overrides): one row per encoder.
+RUNS = [
+    ("ImageNet ResNet50 (detectron2)", CONFIGS / "imagenet_resnet50_frozen.yaml", ()),
+    ("Zoobot resnet50", CONFIGS / "zoobot_resnet50_frozen.yaml", ()),
+    ("Zoobot convnext_nano", ZOOBOT, ()),
+    ("Zoobot convnext_tiny", CONFIGS / "zoobot_convnext_tiny_finetune.yaml", ()),
+] + [(f"Zoobot {arch}", ZOOBOT, ("MODEL.ZOOBOT.ARCH", arch))
+     for arch in ("convnext_pico", "efficientnet_b0", "resnet18")]
+
+
+def _best_ms(fn, repeats: int) -> float:
+    for _ in range(2):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return 1000 * min(times)
+
+
+def time_config(config: Path, opts=(), repeats: int = 7):
+    """``(backbone ms, detector ms)`` per 200 px image for ``config`` (+ ``opts``)."""
+    cfg = build_config(str(config), ["MODEL.DEVICE", "cpu", *opts])
+    model = build_model(cfg).eval()
+    image = torch.randint(0, 256, (3, 200, 200), dtype=torch.uint8).float()
+    padded = torch.zeros(1, 3, 224, 224)
+    padded[..., :200, :200] = (image - model.pixel_mean) / model.pixel_std
+    with torch.no_grad():
+        backbone = _best_ms(lambda: model.backbone(padded), repeats)
+        detector = _best_ms(lambda: model([{"image": image, "height": 200, "width": 200}]),
+                              repeats)
+    return backbone, detector
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    print(f"torch threads: {args.threads}; fastest of {args.repeats} after 2 warm-up runs")
+    print("| encoder | backbone ms/image | Faster R-CNN ms/image |")
+    print("|---|---|---|")
+    for name, config, opts in RUNS:
+        backbone, detector = time_config(config, opts, args.repeats)
+        print(f"| {name} | {backbone:.0f} | {detector:.0f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
