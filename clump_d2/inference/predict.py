@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
-import numpy as np
 import pandas as pd
 import torch
 from detectron2.utils import comm
@@ -321,7 +320,7 @@ def run_catalogue(cfg, records: Sequence[Dict], output: str | os.PathLike, *, mo
     seconds = 0.0
     if mine:
         predictor = CataloguePredictor(cfg, model=model)
-        bar = tqdm(total=n_mine, unit="galaxy", desc=f"clumps (process {comm.get_rank()})",
+        bar = tqdm(total=n_mine, unit=" galaxies", desc=f"clumps (process {comm.get_rank()})",
                    disable=not (progress and comm.is_main_process()), dynamic_ncols=True)
         t0 = time.perf_counter()
         for k in mine:

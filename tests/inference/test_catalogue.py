@@ -5,7 +5,6 @@ Tests about bookkeeping use the *oracle* stub model of conftest.py (it returns t
 boxes); the unreadable-image test runs the real (tiny, randomly initialised) Faster R-CNN.
 """
 import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd

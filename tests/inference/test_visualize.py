@@ -3,14 +3,14 @@ panel and contact-sheet sizes, the worst-galaxy selection, the three prediction 
 FITS display. Predictions are written by hand (a catalogue / COCO results with known boxes),
 except in the model test (tiny random Faster R-CNN: plumbing only)."""
 import json
+from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 from astropy.io import fits
 from PIL import Image
 
-REPO = __import__("pathlib").Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[2]
 
 from clump_d2.inference.catalogue import galaxy_rows, rows_to_frame, write_table
 from clump_d2.inference.postprocess import Detections
@@ -119,7 +119,8 @@ def test_tool_with_a_model_random_sample(tiny_synthetic, tiny_weights, tiny_mode
     """tools/visualize.py's body with the tiny random model (plumbing, not accuracy)."""
     from clump_d2.inference.cli import visualize_main
 
-    argv = ["--config-file", str(REPO / "configs" / "quickstart.yaml"), "--dataset", "tinysim_val", "--select", "random", "--num", "2", "--seed", "1",
+    argv = ["--config-file", str(REPO / "configs" / "quickstart.yaml"),
+            "--dataset", "tinysim_val", "--select", "random", "--num", "2", "--seed", "1",
             "--output-dir", str(tmp_path / "vis"), "--scale", "1.5",
             *tiny_model_opts(tmp_path), "MODEL.WEIGHTS", str(tiny_weights),
             "INFERENCE.SCORE_THRESH", "0.3"]
