@@ -15,6 +15,7 @@ from typing import Dict, Iterable, Mapping, Optional
 import torch
 from detectron2.engine import HookBase
 from detectron2.utils import comm
+from detectron2.utils.events import EventStorage
 from torch.nn.parallel import DistributedDataParallel
 
 logger = logging.getLogger(__name__)
@@ -58,7 +59,8 @@ def validation_losses(model: torch.nn.Module, data_loader: Iterable, seed: int =
     test loader, so this is a mean over images). Random sampling inside the model (RPN and
     ROI-head minibatches) is seeded per image from ``seed`` and the image id, under a forked
     RNG: the number does not depend on the number of processes, and training's random
-    state is left untouched. Call it on every process (it all-gathers).
+    state is left untouched. What the model logs meanwhile goes to a throwaway
+    ``EventStorage``, not training's. Call it on every process (it all-gathers).
 
     Returns:
         {"loss": ..., "loss_cls": ..., ...}; empty if no process saw an image.
@@ -71,7 +73,9 @@ def validation_losses(model: torch.nn.Module, data_loader: Iterable, seed: int =
     devices = [device] if device.type == "cuda" else []
     try:
         _loss_mode(net)
-        with torch.no_grad(), torch.random.fork_rng(devices=devices):
+        # A throwaway EventStorage: in training mode the ROI heads log their sampling
+        # statistics, which must not mix with training's (and need a storage at all).
+        with torch.no_grad(), torch.random.fork_rng(devices=devices), EventStorage():
             for batch in data_loader:
                 image_id = batch[0].get("image_id", n_images) if batch else n_images
                 torch.manual_seed((seed + _stable_id(image_id)) % (2**31))

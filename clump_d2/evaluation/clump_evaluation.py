@@ -282,7 +282,8 @@ class ClumpEvaluator(DatasetEvaluator):
             "binned": binned,
             "thresholds": self.thresholds,
             "curves": curves,
-            "metrics": {k: float(v) for k, v in flat.items()},
+            # plain Python scalars: counts stay int, everything else float (NaN if undefined)
+            "metrics": {k: v if isinstance(v, int) else float(v) for k, v in flat.items()},
         }
 
     # --- output -------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from typing import Dict, List, Mapping, Optional, Sequence
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import FormatStrFormatter
+from matplotlib.ticker import FormatStrFormatter, FuncFormatter
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +35,14 @@ _CLASS_COLOURS = ["tab:blue", "tab:red", "tab:green", "tab:purple"]
 def attribute_label(name: str) -> str:
     """Axis label with units for an annotation attribute (its name if unknown)."""
     return ATTRIBUTE_LABELS.get(name, f"{name} [units of the annotation file]")
+
+
+def _minor_log_label(value, _pos) -> str:
+    """Label minor log ticks at 2, 3 and 5 x 10^k only (all nine crowd the axis)."""
+    if value <= 0:
+        return ""
+    mantissa = value / 10 ** np.floor(np.log10(value))
+    return f"{value:g}" if round(mantissa) in (2, 3, 5) else ""
 
 
 def _new_figure(width=6.4, height=4.8):
@@ -123,18 +131,19 @@ def plot_binned_completeness(path: str, attribute: str, bins: List[Dict], score_
     ax.errorbar(centre, comp, xerr=xerr, yerr=yerr, fmt="o", color="tab:blue", capsize=3,
                 label=f"completeness at score >= {score_thresh:g} (68 % interval)")
     for x, c, b in zip(centre, comp, bins):
-        ax.annotate(f"n={b['n_true']}", (x, min(c, 1.0)), textcoords="offset points",
-                    xytext=(0, 8), ha="center", fontsize=7)
+        top = b["ci_hi"] if np.isfinite(b["ci_hi"]) else c
+        ax.annotate(f"n={b['n_true']}", (x, top), textcoords="offset points",
+                    xytext=(0, 4), ha="center", va="bottom", fontsize=7)
     if log:
         ax.set_xscale("log")
         # plain numbers (0.03, 0.1, ...) read better than 3 x 10^-2 for flux fractions
         ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
-        ax.xaxis.set_minor_formatter(FormatStrFormatter("%g"))
+        ax.xaxis.set_minor_formatter(FuncFormatter(_minor_log_label))
         ax.tick_params(axis="x", which="minor", labelsize=7)
     ax.set(xlabel=attribute_label(attribute), ylabel="completeness (matched / true)",
            ylim=(0, 1.12), title=title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="best", framealpha=0.85)
     return _save(fig, path)
 
 

@@ -56,6 +56,7 @@ def _tiny_cfg(tmp_path, tiny_model_opts, *extra):
         # report detections down to score 0, so that F1 is defined for an untrained model
         "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0", "MODEL.CLUMP_EVAL.SCORE_THRESH", "0.0",
         "MODEL.CLUMP_EVAL.PLOTS", "False", "MODEL.CLUMP_EVAL.CURVE_POINTS", "11",
+        "TEST.DETECTIONS_PER_IMAGE", "10",
         *extra]
     return build_config(str(REPO / "configs" / "quickstart.yaml"), opts)
 
@@ -80,6 +81,8 @@ def test_validation_loss_and_best_checkpoint_in_training(tmp_path, tiny_syntheti
     total = sum(storage.history(f"validation/{t}").latest()
                 for t in ("loss_cls", "loss_box_reg", "loss_rpn_cls", "loss_rpn_loc"))
     assert storage.history("validation/loss").latest() == pytest.approx(total)
+    # what the model logs during validation stays out of training's storage
+    assert len(storage.history("fast_rcnn/cls_accuracy").values()) == 4
     # periodic evaluation stored the flattened clump metrics
     f1 = storage.history("clumps/F1").values()
     assert len(f1) == 2 and all(0.0 <= v <= 1.0 for v, _ in f1)

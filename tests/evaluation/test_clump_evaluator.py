@@ -139,7 +139,10 @@ def test_process_evaluate_writes_outputs_and_flat_scalars(handmade, tmp_path):
     assert flat["clumps/F1"] == pytest.approx(2 / 3)
     assert flat["clumps/completeness-clump"] == 0.5
     assert math.isnan(flat["clumps/purity-odd_clump"])
-    assert all(isinstance(v, float) for v in flat.values())  # EventStorage takes scalars
+    # EventStorage takes scalars: counts are int, everything else float
+    assert {k for k, v in flat.items() if isinstance(v, int)} == {
+        "clumps/n_true", "clumps/n_detections", "clumps/n_matched"}
+    assert all(isinstance(v, (int, float)) for v in flat.values())
 
     saved = json.loads((tmp_path / "clump_metrics.json").read_text())  # strict JSON
     assert saved["completeness"] == pytest.approx(2 / 3) and saved["n_true"] == 3
