@@ -165,7 +165,9 @@ def visualize_main(argv: Optional[List[str]] = None) -> Dict:
     args = visualize_parser().parse_args(argv)
     _setup_logging(False)
     cfg = build_config(args.config_file, args.opts, freeze=False)
-    cfg.DATASETS.TEST = (args.dataset,)  # generated on first use if it is the synthetic one
+    # Only this dataset matters here (generated on first use if it is the synthetic one).
+    cfg.DATASETS.TRAIN = ()
+    cfg.DATASETS.TEST = (args.dataset,)
     cfg.freeze()
     prepare_datasets(cfg)
     ids = [i.strip() for i in args.ids.split(",") if i.strip()]
@@ -200,7 +202,10 @@ def export_cli(argv: Optional[List[str]] = None) -> Dict:
     cfg = build_config(args.config_file, args.opts)
     images = args.image
     if not images:
-        prepare_datasets(cfg)
+        test_only = cfg.clone()
+        test_only.defrost()
+        test_only.DATASETS.TRAIN = ()  # only the test images are needed
+        prepare_datasets(test_only)
         images = first_images_of(cfg.DATASETS.TEST[0], 2)
     output = args.output or os.path.join(cfg.OUTPUT_DIR, "model.ts")
     return export_main(cfg, output, images)
