@@ -222,11 +222,12 @@ def render_galaxy(rng: np.random.Generator, params: SyntheticParams) -> Syntheti
     if params.realism != "basic":
         raise ValueError(f"unknown realism {params.realism!r}; expected 'basic' or 'sdss'")
     size = params.image_size
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
+    # Pixel centres at i + 0.5: detectron2's continuous coordinates, in which the boxes live.
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64) + 0.5
     pixel_scale = rng.uniform(*params.pixel_scale)
     fwhm = rng.uniform(*params.seeing) / pixel_scale
     sigma = fwhm / 2.3548
-    x0, y0 = (size - 1) / 2 + rng.uniform(-3, 3, size=2)
+    x0, y0 = size / 2 + rng.uniform(-3, 3, size=2)
     flux_r = _log_uniform(rng, *params.host_flux_r)
     disc_re = rng.uniform(*params.disc_re)
     q = rng.uniform(*params.axis_ratio)
@@ -367,11 +368,12 @@ def render_sdss_galaxy(rng: np.random.Generator, params: SyntheticParams) -> Syn
     """
     r = params.sdss_realism or SdssRealism()
     size = params.image_size
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
+    # Pixel centres at i + 0.5: detectron2's continuous coordinates, in which the boxes live.
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64) + 0.5
     pixel_scale = rng.uniform(*params.pixel_scale)
     fwhm = sample_psf_fwhm(rng, r)
     sigma = fwhm / 2.3548
-    x0, y0 = (size - 1) / 2 + rng.uniform(-3, 3, size=2)
+    x0, y0 = size / 2 + rng.uniform(-3, 3, size=2)
     flux_r = _log_uniform(rng, *r.host_flux_r)
     disc_re = rng.uniform(*params.disc_re) * size / 200.0
     q = rng.uniform(*params.axis_ratio)
