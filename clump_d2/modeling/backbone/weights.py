@@ -34,6 +34,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pickle
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -145,7 +146,7 @@ def _read_file(file: Path) -> Mapping[str, object]:
         return load_file(str(file), device="cpu")
     try:
         return torch.load(str(file), map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001  (re-raised below unless it is a Lightning file)
+    except pickle.UnpicklingError as exc:
         # Lightning checkpoints pickle their hyper-parameters (arbitrary Python objects), which
         # torch's safe loader refuses; they are the user's own training outputs.
         if file.suffix != ".ckpt":
@@ -236,27 +237,31 @@ def hub_unavailable_message(repo_id: str, reason: str) -> str:
 
 def _hub_weight_file(repo_id: str) -> Path:
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError
+    from huggingface_hub.errors import RemoteEntryNotFoundError
 
     offline = _hf_offline()
+    local_only = offline
     failures = []
     for filename in HUB_WEIGHT_FILES:
         try:
             file = hf_hub_download(repo_id, filename, cache_dir=str(hf_cache_dir()),
-                                   local_files_only=offline)
-        except EntryNotFoundError as exc:
-            # Reached the hub (or its cache), but this repository stores the other format.
+                                   local_files_only=local_only)
+        except RemoteEntryNotFoundError as exc:
+            # Reached the hub, but this repository stores the other format.
             failures.append(f"{filename}: {type(exc).__name__}")
             continue
         except Exception as exc:  # noqa: BLE001  (network, cache and auth errors alike)
-            failures.append(f"{filename}: {type(exc).__name__}: {exc}")
+            failures.append(f"{filename}: {type(exc).__name__}")
+            # The hub could not be reached (huggingface_hub has already retried for a while):
+            # look for the other file in the cache only.
+            local_only = True
             continue
-        _check_hub_config(repo_id, offline)
+        _check_hub_config(repo_id, local_only)
         logger.info("encoder weights hf_hub:%s -> %s", repo_id, file)
         return Path(file)
-    logger.debug("hub download failures for %s: %s", repo_id, failures)
     reason = ("this machine is offline (HF_HUB_OFFLINE=1)" if offline
-              else "they could not be downloaded (" + "; ".join(failures) + ")")
+              else "they could not be downloaded from huggingface.co ("
+              + "; ".join(failures) + ")")
     raise WeightsUnavailableError(hub_unavailable_message(repo_id, reason))
 
 
@@ -267,6 +272,7 @@ def _check_hub_config(repo_id: str, offline: bool) -> None:
         config = hf_hub_download(repo_id, HUB_CONFIG_FILE, cache_dir=str(hf_cache_dir()),
                                  local_files_only=offline)
     except Exception:  # noqa: BLE001  (the config only adds a check; the weights are what count)
+        _HUB_CONFIGS.pop(repo_id, None)
         logger.info("hf_hub:%s: no %s available; architecture not checked", repo_id,
                     HUB_CONFIG_FILE)
         return
