@@ -53,3 +53,16 @@ def test_device_falls_back_to_cpu_with_warning(monkeypatch, caplog):
                            ["MODEL.DEVICE", "cuda"])
     assert cfg.MODEL.DEVICE == "cpu"
     assert "CUDA is not available" in caplog.text
+
+
+def test_multi_process_training_without_cuda_fails_with_advice(monkeypatch):
+    import argparse
+
+    import torch
+
+    from clump_d2.engine import check_launch_args
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit, match="--num-gpus 1"):
+        check_launch_args(argparse.Namespace(num_gpus=2))
+    check_launch_args(argparse.Namespace(num_gpus=1))  # one CPU process is fine

@@ -12,13 +12,16 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import default_argument_parser, default_setup, launch
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
 
-from clump_d2.engine import ClumpTrainer, build_config, prepare_datasets
+from clump_d2.engine import ClumpTrainer, build_config, check_launch_args, prepare_datasets
 
 
 def setup(args):
     cfg = build_config(args.config_file, args.opts)
     default_setup(cfg, args)
+    # default_setup configures detectron2's and fvcore's loggers only; ours log too.
+    setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="clump_d2")
     return cfg
 
 
@@ -42,6 +45,7 @@ def main(args):
 if __name__ == "__main__":
     args = default_argument_parser().parse_args()
     print("Command Line Args:", args)
+    check_launch_args(args)
     launch(
         main,
         args.num_gpus,

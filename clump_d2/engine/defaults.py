@@ -36,6 +36,15 @@ def resolve_device(cfg) -> str:
     return cfg.MODEL.DEVICE
 
 
+def check_launch_args(args) -> None:
+    """Fail early, with a message that says what to do, where Detectron2's ``launch`` would
+    fail with a bare assertion: several training processes need one GPU each."""
+    if args.num_gpus > 1 and not torch.cuda.is_available():
+        raise SystemExit(
+            f"--num-gpus {args.num_gpus} asks for {args.num_gpus} GPU processes, but CUDA is not "
+            "available on this machine. Train on the CPU with --num-gpus 1 (the default).")
+
+
 def prepare_datasets(cfg) -> None:
     """Generate the synthetic dataset if a config uses it and its files are missing.
 
