@@ -1,0 +1,57 @@
+#!/usr/bin/env python
+"""Benchmark a clump_d2 config (and, with --vs-paper-pipeline, the paper's pipeline).
+
+    python tools/benchmark.py --config-file configs/quickstart.yaml --vs-paper-pipeline
+    python tools/benchmark.py --config-file configs/quickstart.yaml --quick
+
+Writes benchmark.json and benchmark.md to --output (default output/benchmark) and prints the
+table. Figures are measurements, not targets; no test asserts a speed.
+"""
+import argparse
+
+import clump_d2  # noqa: F401  (compat layer before detectron2)
+import clump_d2.modeling  # noqa: F401  (registers the Zoobot backbones)
+from clump_d2.benchmark import BenchmarkOptions, run_benchmark, write_results
+from clump_d2.engine import build_config
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--config-file", required=True)
+    p.add_argument("--vs-paper-pipeline", action="store_true",
+                   help="also run torchvision fasterrcnn_resnet50_fpn at 800 px, alternately")
+    p.add_argument("--quick", action="store_true",
+                   help="tiny counts (a smoke run; figures are not meaningful)")
+    p.add_argument("--num-images", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--train-iters", type=int, default=6)
+    p.add_argument("--train-batch", type=int, default=4)
+    p.add_argument("--paper-min-size", type=int, default=800)
+    p.add_argument("--gemm-size", type=int, default=2048)
+    p.add_argument("--output", default="output/benchmark")
+    p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    cfg = build_config(args.config_file, args.opts)
+    options = BenchmarkOptions(
+        num_images=args.num_images, batch_size=args.batch_size, runs=args.runs,
+        train_iters=args.train_iters, train_batch=args.train_batch,
+        paper_min_size=args.paper_min_size, gemm_size=args.gemm_size)
+    if args.quick:
+        options = BenchmarkOptions(num_images=2, batch_size=2, runs=1, train_iters=1,
+                                   train_batch=1, paper_min_size=min(args.paper_min_size, 256),
+                                   gemm_size=256)
+    result = run_benchmark(cfg, options, vs_paper=args.vs_paper_pipeline)
+    result["config"]["file"] = args.config_file
+    paths = write_results(result, args.output)
+    print(paths["markdown"].read_text())
+    print(f"written: {paths['json']} {paths['markdown']}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
