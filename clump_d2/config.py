@@ -45,6 +45,9 @@ def _add_data_config(cfg: CN) -> None:
     # same PIXEL_MEAN/STD apply; 1.0 for Zoobot-style [0, 1] inputs).
     cfg.INPUT.FITS.OUTPUT_SCALE = 255.0
 
+    # Images per batch at evaluation (detectron2 0.6 evaluates one at a time).
+    cfg.TEST.IMS_PER_BATCH = 8
+
     cfg.DATASETS.SYNTHETIC = CN()
     # Generate the registered clumpsim_* datasets on first use if their files are missing.
     cfg.DATASETS.SYNTHETIC.AUTO_GENERATE = True

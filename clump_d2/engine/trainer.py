@@ -9,6 +9,7 @@ from detectron2.engine import DefaultTrainer, hooks
 from detectron2.evaluation import COCOEvaluator, DatasetEvaluators
 from detectron2.utils import comm
 
+from clump_d2.data.build import build_batched_test_loader
 from clump_d2.data.mapper import ClumpDatasetMapper
 from clump_d2.evaluation import ClumpEvaluator
 
@@ -27,9 +28,9 @@ class ClumpTrainer(DefaultTrainer):
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
-        return build_detection_test_loader(
-            cfg, dataset_name, mapper=ClumpDatasetMapper(cfg, is_train=False)
-        )
+        return build_batched_test_loader(
+            dataset_name, ClumpDatasetMapper(cfg, is_train=False),
+            batch_size=cfg.TEST.IMS_PER_BATCH, num_workers=cfg.DATALOADER.NUM_WORKERS)
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
