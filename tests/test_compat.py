@@ -139,3 +139,19 @@ def test_shim_marks_itself():
 
         assert _C.CLUMP_D2_SHIM and "shim" in _C.get_compiler_version()
     assert clump_d2.__version__
+
+
+def test_detectron2_is_a_pip_managed_distribution():
+    """`pip show detectron2` reports it and `pip uninstall` can remove it: its RECORD lists
+    every module file of the installed package."""
+    import importlib.metadata as md
+    from pathlib import Path
+
+    import detectron2
+
+    dist = md.distribution("detectron2")
+    assert dist.version.startswith("0.6")
+    recorded = {Path(dist.locate_file(f)).resolve() for f in dist.files}
+    package_dir = Path(detectron2.__file__).resolve().parent
+    modules = {p.resolve() for p in package_dir.rglob("*.py")}
+    assert modules and modules <= recorded
