@@ -75,12 +75,14 @@ def galaxy_mask(lum: np.ndarray, fwhm: float, p: ClassicalParams
         k = np.argmin(np.hypot(idx[:, 0] - cy, idx[:, 1] - cx))
         lab = labels[tuple(idx[k])]
     mask = labels == lab
-    # Centre: the brightest smoothed pixel of the region within 15 % of the image of the
-    # centre (the bulge), else the image centre.
+    # Centre: the peak of a heavily smoothed copy (sigma = 1.5 FWHM, so that a bright clump
+    # cannot outshine the bulge/disc centre) within 15 % of the image size of the image
+    # centre (cutouts are centred on their galaxy), else the image centre.
+    heavy = ndi.gaussian_filter(lum, 1.5 * fwhm)
     near = mask & (np.hypot(*np.mgrid[0:h, 0:w] - np.array([cy, cx])[:, None, None])
                    < 0.15 * min(h, w))
     if near.any():
-        iy, ix = np.unravel_index(np.argmax(np.where(near, smooth, -np.inf)), lum.shape)
+        iy, ix = np.unravel_index(np.argmax(np.where(near, heavy, -np.inf)), lum.shape)
         cx, cy = float(ix), float(iy)
     return mask, (cx, cy), sky, sky_sigma
 

@@ -121,7 +121,7 @@ class SdssRealism:
     # clipped to 4.3/2.5-48.2/2.5 px. (GZH S82 JPEGs: median 6.3 px.)
     psf_ln_mean: float = 1.926
     psf_ln_std: float = 0.332
-    psf_range: tuple = (1.72, 19.3)
+    psf_range: tuple = (1.72, 19.28)
     # Clumps per clumpy galaxy, 1..9: fractions in the Clump Scout labels.
     clump_count_probs: tuple = (0.259, 0.417, 0.179, 0.080, 0.036, 0.019, 0.007, 0.002, 0.001)
     # Spiral arms (log spirals in the disc plane) in this fraction of discs; m = 2 arms,

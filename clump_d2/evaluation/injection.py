@@ -70,9 +70,20 @@ class DisplayModel:
 
     q: float = 10.0
 
-    def linearise(self, rgb: np.ndarray) -> np.ndarray:
-        """uint8 (H, W, 3) -> linear float (H, W, 3) (intensity units of the stretch)."""
-        c = np.asarray(rgb, dtype=np.float64) / 255.0
+    def linearise(self, rgb: np.ndarray, rng: Optional[np.random.Generator] = None
+                  ) -> np.ndarray:
+        """uint8 (H, W, 3) -> linear float (H, W, 3) (intensity units of the stretch).
+
+        With ``rng``, each 8-bit value is dithered uniformly within its quantisation bin
+        (+-0.5): the true value is unknown inside the bin, and without dither an injected
+        clump's wings fainter than half a grey level would round back to the old value and
+        its flux would be lost. ``display()`` of the dithered image still gives the input
+        bytes exactly.
+        """
+        v = np.asarray(rgb, dtype=np.float64)
+        if rng is not None:
+            v = v + rng.uniform(-0.499, 0.499, size=v.shape)
+        c = np.clip(v, 0.0, 255.0) / 255.0
         m = c.mean(axis=2, keepdims=True)
         intensity = np.sinh(self.q * m) / self.q
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -292,7 +303,8 @@ def write_outputs(rows: Sequence[Dict], summary: Dict, cfg: InjectionConfig,
     bf = summary["by_flux_frac"]
     x = [b["flux_frac"] for b in bf]
     y = np.array([b["fraction"] for b in bf])
-    err = np.array([[b["fraction"] - b["low"], b["high"] - b["fraction"]] for b in bf]).T
+    err = np.clip(np.nan_to_num(np.array([[b["fraction"] - b["low"], b["high"] - b["fraction"]]
+                                          for b in bf]).T.reshape(2, -1)), 0, None)
     axes[0].errorbar(x, y, yerr=err, marker="o", capsize=3)
     for xi, b in zip(x, bf):
         axes[0].annotate(f"{b['recovered']}/{b['n']}", (xi, b["fraction"]), fontsize=7,
@@ -345,7 +357,10 @@ def load_linear(file_name: str, crop: Optional[Sequence[int]] = None, q: float =
         from PIL import Image
 
         rgb = np.asarray(Image.open(file_name).convert("RGB"))
-        linear, kind = DisplayModel(q).linearise(rgb), "display"
+        # Dither seeded by the file name, so a rerun gives the same numbers.
+        seed = int.from_bytes(os.fspath(file_name).encode()[-8:].rjust(8, b"\0"), "little")
+        linear = DisplayModel(q).linearise(rgb, np.random.default_rng(seed))
+        kind = "display"
     if crop:
         x0, y0, w, h = (int(round(float(v))) for v in crop)
         linear = linear[y0:y0 + h, x0:x0 + w]

@@ -1,0 +1,119 @@
+"""The calibrated SDSS preset: documented statistics, labels, and the default left alone."""
+import os
+
+import numpy as np
+import pytest
+
+from clump_d2.data.synthetic import (
+    BOX_SIDE_PER_FWHM,
+    SdssRealism,
+    SyntheticParams,
+    cutout_statistics,
+    galaxy_rng,
+    radial_profile,
+    render_galaxy,
+    sample_psf_fwhm,
+)
+
+N_SIM = 16
+
+
+@pytest.fixture(scope="module")
+def sims():
+    params = SyntheticParams.sdss()
+    return [render_galaxy(galaxy_rng(11, "test", k), params) for k in range(N_SIM)]
+
+
+def _median_stats(rgbs):
+    stats = [cutout_statistics(c) for c in rgbs]
+    return {k: float(np.nanmedian([s[k] for s in stats])) for k in stats[0]}
+
+
+def test_default_params_ignore_the_realism_fields():
+    """The basic renderer (the default) does not read the new fields: changing them leaves
+    its output byte-identical."""
+    default = SyntheticParams(image_size=96, disc_re=(8.0, 16.0))
+    assert default.realism == "basic" and default.sdss_realism is None
+    other = SyntheticParams(image_size=96, disc_re=(8.0, 16.0),
+                            sdss_realism=SdssRealism(jpeg_quality=10, knot_rate=50.0))
+    for k in range(3):
+        a = render_galaxy(galaxy_rng(0, "train", k), default)
+        b = render_galaxy(galaxy_rng(0, "train", k), other)
+        assert a.rgb.tobytes() == b.rgb.tobytes() and a.clumps == b.clumps
+    with pytest.raises(ValueError, match="realism"):
+        render_galaxy(galaxy_rng(0, "train", 0), SyntheticParams(realism="hst"))
+
+
+def test_psf_follows_clump_scout_box_sizes():
+    """Box side = 2.5 x FWHM: Clump Scout 4.3-48.2 px, median per image 17.5 px."""
+    rng = np.random.default_rng(0)
+    sides = BOX_SIDE_PER_FWHM * np.array([sample_psf_fwhm(rng, SdssRealism())
+                                          for _ in range(4000)])
+    assert sides.min() >= 4.3 - 1e-9 and sides.max() <= 48.2 + 1e-9
+    assert 16.5 <= np.median(sides) <= 18.5
+    assert 0.30 <= np.log(sides).std() <= 0.36  # Clump Scout: 0.332
+
+
+def test_display_statistics_in_documented_ranges(sims):
+    """Medians over simulated cutouts inside the real crops' 10-90 % ranges (README table)."""
+    m = _median_stats([g.rgb for g in sims])
+    assert 14 <= m["sky_median"] <= 31  # real 10/50/90 %: 14/23/44
+    assert 9 <= m["sky_noise"] <= 16  # real: 10.4/13.8/21.3
+    assert 0.69 <= m["sky_lag1"] <= 0.97  # real: 0.69/0.88/0.97 (correlated, resampled)
+    assert m["sky_channel_corr"] >= 0.85  # real: 0.88/0.96/1.0 (grey noise)
+    assert 0.17 <= m["bright_fraction"] <= 0.45  # real: 0.17/0.31/0.68
+    assert 170 <= m["peak"] <= 255  # real: 170/217/253
+    assert 1.03 <= m["blue_green"] <= 1.32  # real: 1.03/1.16/1.26
+    assert 0.93 <= m["red_green"] <= 1.08  # real: 0.94/1.01/1.08
+    prof = np.median([radial_profile(g.rgb) for g in sims], axis=0)
+    assert prof[0] > 120 and prof[-1] < 40 and np.all(np.diff(prof[:12]) < 5)
+
+
+def test_labels_follow_the_clump_scout_distributions(sims):
+    params = SyntheticParams.sdss()
+    more = sims + [render_galaxy(galaxy_rng(12, "test", k), params) for k in range(24)]
+    counts = [len(g.clumps) for g in more]
+    assert max(counts) <= 9
+    assert 0.1 <= np.mean([c == 0 for c in counts]) <= 0.45  # 25 % negatives (+ rejections)
+    clumps = [c for g in more for c in g.clumps]
+    fracs = np.array([c["flux_frac"] for c in clumps])
+    assert fracs.min() >= 0.03 - 1e-12 and fracs.max() <= 0.15 + 1e-12
+    odd = np.mean([c["odd"] for c in clumps])
+    assert 0.1 <= odd <= 0.45  # 27.6 % in Clump Scout
+    for g in more:
+        for c in g.clumps:
+            # not on the bulge, inside the frame
+            assert np.hypot(c["x"] - g.centre[0], c["y"] - g.centre[1]) >= g.psf_fwhm_px - 1e-9
+            assert 0 <= c["x"] <= 200 and 0 <= c["y"] <= 200
+
+
+def test_labelled_clumps_are_bluer_knots_than_their_disc(sims):
+    """A normal clump is a local peak in r and bluer (g/r) than the disc 2 FWHM away."""
+    n = 0
+    for g in sims:
+        gb, rb, _ = g.bands
+        for c in g.clumps:
+            if c["odd"] or c["flux_frac"] < 0.06:
+                continue
+            x, y = int(c["x"]), int(c["y"])
+            d = int(2 * g.psf_fwhm_px)
+            if not (d <= x < 200 - d and d <= y < 200 - d):
+                continue
+            ring = np.array([rb[y + dy, x + dx] for dy, dx in ((d, 0), (-d, 0), (0, d), (0, -d))])
+            assert rb[y, x] > np.median(ring)
+            n += 1
+    assert n >= 3
+
+
+def test_simulation_matches_the_real_crops(realdata):
+    """Each statistic's simulated median lies within the real crops' 10-90 % range."""
+    from clump_d2.realdata import real_crops, simulated_crops
+
+    real = real_crops(realdata / "gzh_s82_clumps" / "jpegs")
+    assert len(real) == 24
+    stats_real = [cutout_statistics(c) for c in real]
+    sim = _median_stats(simulated_crops(12, seed=3))
+    for key in ("sky_noise", "sky_lag1", "sky_channel_corr", "bright_fraction", "peak",
+                "blue_green", "red_green"):
+        lo, hi = np.nanpercentile([s[key] for s in stats_real], [10, 90])
+        assert lo - 1e-9 <= sim[key] <= hi + 1e-9, (key, lo, sim[key], hi)
