@@ -145,13 +145,54 @@ def simulate_sdss(out_dir: str | os.PathLike, num_train: int = 600, num_val: int
 
 @dataclass
 class Method:
-    """One row of the comparison: ``kind`` "baseline" or "model" (config + weights)."""
+    """One row of the comparison: ``kind`` "baseline" or "model" (config + weights);
+    ``psf_boxes``: re-size the model's boxes to 2.5 x the image's PSF FWHM
+    (:class:`PsfSizedBoxes`)."""
 
     name: str
     kind: str = "model"
     config: str = ""
     weights: str = ""
     opts: List[str] = field(default_factory=list)
+    psf_boxes: bool = False
+
+
+class PsfSizedBoxes:
+    """Wrap a Detectron2 model so that every predicted box becomes a square of side
+    2.5 x the input's ``psf_fwhm_px`` on the predicted centre (Clump Scout's box
+    definition): where the PSF is known, the box size carries no information, and a network
+    that localises clumps well but sizes boxes poorly is otherwise penalised by the IoU rule.
+    Inputs without ``psf_fwhm_px`` keep their boxes."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def __call__(self, batched_inputs):
+        import torch
+
+        outputs = self.model(batched_inputs)
+        for inp, out in zip(batched_inputs, outputs):
+            fwhm = inp.get("psf_fwhm_px")
+            inst = out["instances"]
+            if not fwhm or len(inst) == 0:
+                continue
+            b = inst.pred_boxes.tensor
+            c = (b[:, :2] + b[:, 2:]) / 2
+            half = 1.25 * float(fwhm)
+            h, w = inst.image_size
+            new = torch.cat([c - half, c + half], dim=1)
+            new[:, 0::2] = new[:, 0::2].clamp(0, w)
+            new[:, 1::2] = new[:, 1::2].clamp(0, h)
+            inst.pred_boxes.tensor = new
+        return outputs
+
+    def eval(self):  # inference_on_dataset switches the model to eval mode
+        self.model.eval()
+        return self
+
+    def train(self, mode: bool = True):
+        self.model.train(mode)
+        return self
 
 
 def _run(method: Method, cfg, dataset: str, output_dir: Optional[str]) -> Dict:
@@ -168,6 +209,8 @@ def _run(method: Method, cfg, dataset: str, output_dir: Optional[str]) -> Dict:
         model = ClassicalClumpFinder()
     else:
         model = build_inference_model(cfg)
+        if method.psf_boxes:
+            model = PsfSizedBoxes(model)
     evaluator = ClumpEvaluator(cfg, dataset, output_dir=None, distributed=False)
     loader = ClumpTrainer.build_test_loader(cfg, dataset)
     inference_on_dataset(model, loader, evaluator)
@@ -177,25 +220,17 @@ def _run(method: Method, cfg, dataset: str, output_dir: Optional[str]) -> Dict:
     return report
 
 
-def _cfg_for(method: Method, base_config: str):
+#: Flux-fraction bins (clump r flux / host r flux) reported for every method on real data.
+FLUX_BIN_EDGES = (0.0, 0.003, 0.01, 0.03, 1.0)
+
+
+def _cfg_for(method: Method, base_config: str, extra: Sequence[str] = ()):
     from clump_d2.engine import build_config
 
-    opts = list(method.opts)
+    opts = list(method.opts) + list(extra)
     if method.kind == "model":
         opts += ["MODEL.WEIGHTS", method.weights]
     return build_config(method.config or base_config, opts + ["DATALOADER.NUM_WORKERS", "0"])
-
-
-def _at(report: Dict, thresh: float) -> Dict[str, float]:
-    """Completeness/purity/F1 and counts (class-agnostic) at the curve point nearest
-    ``thresh``."""
-    t = np.asarray(report["thresholds"])
-    i = int(np.argmin(np.abs(t - thresh)))
-    c = report["curves"]["all"]
-    return {"thresh": float(t[i]), "completeness": float(c["completeness"][i]),
-            "purity": float(c["purity"][i]), "F1": float(c["F1"][i]),
-            "n_true": int(c["n_true"][i]), "n_detections": int(c["n_detections"][i]),
-            "n_matched": int(c["n_matched"][i])}
 
 
 def evaluate_methods(methods: Sequence[Method], tune_dataset: str, test_dataset: str,
@@ -204,15 +239,24 @@ def evaluate_methods(methods: Sequence[Method], tune_dataset: str, test_dataset:
     ``tune_dataset``; write ``real_eval.{json,csv,md}`` to ``output_dir``; return the rows."""
     output_dir = Path(output_dir)
     rows = []
+    edges = "flux_fraction:" + ",".join(f"{e:g}" for e in FLUX_BIN_EDGES)
     for m in methods:
-        cfg = _cfg_for(m, base_config)
-        tune = _run(m, cfg, tune_dataset, None)
+        tune = _run(m, _cfg_for(m, base_config), tune_dataset, None)
         f1 = np.nan_to_num(np.asarray(tune["curves"]["all"]["F1"]), nan=-1.0)
         thresh = float(np.asarray(tune["thresholds"])[int(np.argmax(f1))])
+        # The test run reports (and writes its metrics, binned completeness and plots) at
+        # the threshold chosen on the tuning split.
+        cfg = _cfg_for(m, base_config, ["MODEL.CLUMP_EVAL.SCORE_THRESH", str(thresh),
+                                        "MODEL.CLUMP_EVAL.BIN_EDGES", f"['{edges}']"])
         test = _run(m, cfg, test_dataset, str(output_dir / m.name / test_dataset))
-        at = _at(test, thresh)
+        op = test["operating"]["all"]
+        at = {"thresh": thresh, **{k: op[k] for k in ("completeness", "purity", "F1", "n_true",
+                                                        "n_detections", "n_matched")}}
+        flux_bins = test["binned"].get("flux_fraction", {}).get("bins", [])
         s = test["curve_summary"]["all"]
         rows.append({"method": m.name, "tuned_on": tune_dataset, "test": test_dataset, **at,
+                     **{f"C_flux_{b['lo']:g}-{b['hi']:g}": b["completeness"] for b in flux_bins},
+                     **{f"n_flux_{b['lo']:g}-{b['hi']:g}": b["n_true"] for b in flux_bins},
                      "tune_F1": float(f1.max()), "test_F1_max": s["F1_max"],
                      "test_F1_max_thresh": s["F1_max_thresh"],
                      "test_equal_CP_value": s["equal_CP_value"], "rule": test["match"]["rule"],
@@ -240,15 +284,18 @@ def write_table(rows: Sequence[Dict], output_dir: str | os.PathLike) -> Dict[str
         w = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["method"])
         w.writeheader()
         w.writerows(rows)
+    flux_keys = [k for k in (rows[0] if rows else {}) if k.startswith("C_flux_")]
     lines = ["| method | score thresh (F1-best on train) | completeness | purity | F1 | "
-             "matched / true | detections | best F1 on test (thresh) | C = P |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "matched / true | detections | best F1 on test (thresh) | C = P | "
+             + " | ".join(f"C, flux frac {k[7:]} (n)" for k in flux_keys) + " |",
+             "|---|---|---|---|---|---|---|---|---|" + "---|" * len(flux_keys)]
     for r in rows:
         lines.append(
             f"| {r['method']} | {r['thresh']:.2f} | {_fmt(r['completeness'])} | "
             f"{_fmt(r['purity'])} | {_fmt(r['F1'])} | {r['n_matched']} / {r['n_true']} | "
             f"{r['n_detections']} | {_fmt(r['test_F1_max'])} ({_fmt(r['test_F1_max_thresh'])}) "
-            f"| {_fmt(r['test_equal_CP_value'])} |")
+            f"| {_fmt(r['test_equal_CP_value'])} | "
+            + " | ".join(f"{_fmt(r[k])} ({r['n_flux_' + k[7:]]})" for k in flux_keys) + " |")
     paths["md"].write_text("\n".join(lines) + "\n")
     return paths
 

@@ -47,6 +47,9 @@ def main(argv=None):
     e.add_argument("--config", default=BASE_CONFIG, help="config of the models")
     e.add_argument("--model", action="append", default=[], metavar="NAME=WEIGHTS",
                    help="a model to evaluate (repeatable)")
+    e.add_argument("--psf-boxes", action="store_true",
+                   help="also evaluate each model with its boxes re-sized to 2.5 x the "
+                        "image's PSF FWHM (rows '<name>+psf_boxes')")
     e.add_argument("--no-baseline", action="store_true", help="skip the classical baseline")
     e.add_argument("--output-dir", default="output/realdata/eval")
     e.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
@@ -62,13 +65,17 @@ def main(argv=None):
         paths = simulate_sdss(args.out, args.num_train, args.num_val, args.seed)
         print("\n".join(f"{k}: {v}" for k, v in paths.items()))
     else:
-        methods = [] if args.no_baseline else [Method("classical_baseline", kind="baseline")]
+        methods = [] if args.no_baseline else [
+            Method("classical_baseline", kind="baseline", opts=list(args.opts))]
         for spec in args.model:
             name, sep, weights = spec.partition("=")
             if not sep:
                 parser.error(f"--model {spec!r}: expected NAME=WEIGHTS")
             methods.append(Method(name, config=args.config, weights=weights,
                                   opts=list(args.opts)))
+            if args.psf_boxes:
+                methods.append(Method(f"{name}+psf_boxes", config=args.config,
+                                      weights=weights, opts=list(args.opts), psf_boxes=True))
         rows = evaluate_methods(methods, f"{args.dataset}_{args.tune_split}",
                                 f"{args.dataset}_{args.test_split}", args.output_dir,
                                 args.config)

@@ -22,6 +22,7 @@ import sys
 
 import clump_d2  # noqa: F401  (compat first)
 import clump_d2.data  # noqa: F401  (registers the datasets)
+from clump_d2.evaluation import MatchCriterion
 from clump_d2.evaluation.injection import (InjectionConfig, baseline_detector, load_linear,
                                            model_detector, network_input_fn, run_injection,
                                            summarise, write_outputs)
@@ -96,15 +97,20 @@ def main(argv=None):
     if len(kinds) > 1:
         ap.error("mix of FITS and PNG/JPEG inputs: run them separately")
     edges = sorted(args.radius_edges)
+    ev = cfg.MODEL.CLUMP_EVAL  # the evaluator's matching rule (MATCH, IOU_THRESH, ...)
     icfg = InjectionConfig(flux_fractions=tuple(args.flux_fractions),
                            radius_r50=(edges[0], edges[-1]), per_image=args.per_image,
-                           trials=args.trials, score_thresh=thresh, q=args.q, seed=args.seed)
+                           trials=args.trials, score_thresh=thresh, q=args.q, seed=args.seed,
+                           match=MatchCriterion(ev.MATCH, iou_thresh=ev.IOU_THRESH,
+                                                distance_factor=ev.DISTANCE_FACTOR))
     rows = run_injection(images, detector, icfg, network_input_fn(kinds.pop(), args.q,
                                                                   fits_options))
     summary = summarise(rows, icfg.flux_fractions, edges)
     name = "classical baseline" if args.baseline else (args.weights or args.config_file)
     paths = write_outputs(rows, summary, icfg, args.output_dir,
-                          f"{name}: {len(images)} images, {len(rows)} injected clumps")
+                          f"{name}: {len(images)} images, {len(rows)} injected clumps\n"
+                          f"recovered = matched at score >= {thresh:.2f}, "
+                          f"{icfg.match.describe()}")
     for b in summary["by_flux_frac"]:
         print(f"flux_frac {b['flux_frac']:g}: recovered {b['recovered']}/{b['n']} "
               f"= {b['fraction']:.2f}")

@@ -74,3 +74,26 @@ def test_evaluation_table_matches_a_direct_count(tiny_gzh, tmp_path, tiny_model_
     assert base["n_matched"] >= 1  # the baseline finds some real clumps
     md = (tmp_path / "eval" / "real_eval.md").read_text()
     assert "classical_baseline" in md and "tiny_random" in md
+
+
+def test_psf_sized_boxes_resizes_around_the_centre():
+    import torch
+    from detectron2.structures import Boxes, Instances
+
+    from clump_d2.realdata import PsfSizedBoxes
+
+    def one():
+        inst = Instances((100, 100))
+        inst.pred_boxes = Boxes(torch.tensor([[40.0, 50.0, 60.0, 60.0], [0.0, 0.0, 6.0, 4.0]]))
+        inst.scores = torch.tensor([0.9, 0.8])
+        return inst
+
+    def fake(batched):
+        return [{"instances": one()} for _ in batched]
+
+    out = PsfSizedBoxes(fake)([{"psf_fwhm_px": 4.0}, {}])
+    b = out[0]["instances"].pred_boxes.tensor
+    assert torch.allclose(b[0], torch.tensor([45.0, 50.0, 55.0, 60.0]))  # side 2.5 x 4
+    assert torch.allclose(b[1], torch.tensor([0.0, 0.0, 8.0, 7.0]))  # clipped at the edge
+    kept = out[1]["instances"].pred_boxes.tensor  # no PSF: boxes unchanged
+    assert torch.allclose(kept[0], torch.tensor([40.0, 50.0, 60.0, 60.0]))
