@@ -2,7 +2,8 @@
 """Real-galaxy evaluation: baseline vs simulation-only vs fine-tuned detector.
 
     # 1. data: the GZH Stripe 82 clumps (central 200 px crops, fixed 50/50 split by galaxy)
-    python tools/eval_real.py prepare --gzh ../shared/realdata/gzh_s82_clumps --out datasets/gzh_s82c
+    python tools/eval_real.py prepare --gzh ../shared/realdata/gzh_s82_clumps \
+        --out datasets/gzh_s82c
     # 2. calibrated simulation for the simulation-only model
     python tools/eval_real.py simulate --out datasets/sdsssim
     # 3. train (tools/train_net.py; configs/RealData/*.yaml), then compare on the test split

@@ -15,6 +15,12 @@ in three bands (g, r, i) in units of the sky noise (sky sigma = 1 per pixel per 
 * gri composite with the Lupton et al. (2004) asinh stretch (astropy's make_lupton_rgb), as
   SDSS / Galaxy Zoo colour images are made.
 
+``SyntheticParams.sdss()`` selects a second renderer (:func:`render_sdss_galaxy`) calibrated
+against real SDSS Stripe 82 images and the Clump Scout label distributions (spiral and
+lopsided discs with unlabelled knots, PSF sizes and clump counts of Clump Scout, correlated
+grey sky noise, the Lupton composite with a sky pedestal and a JPEG round trip); each number
+and its calibration target is in :class:`SdssRealism`. The default above is unchanged.
+
 Labels follow Clump Scout: a square box of side 2.5 x PSF FWHM around each clump, clipped
 to the image, classes ``clump`` (COCO id 1) and ``odd_clump`` (id 2). The same seed gives
 the same bytes: galaxy ``k`` of a split is drawn from ``SeedSequence([seed, split, k])``,
@@ -364,7 +370,12 @@ def render_sdss_galaxy(rng: np.random.Generator, params: SyntheticParams) -> Syn
     not every bright knot is a clump); colours drawn around the measured SDSS colours; clump
     counts and odd fraction from the Clump Scout labels; correlated sky noise of a resampled
     image; the composite with a grey sky pedestal and a JPEG round trip. Numbers and their
-    calibration targets: :class:`SdssRealism`. Labels: as the basic renderer.
+    calibration targets: :class:`SdssRealism`. Labels: as the basic renderer. Of
+    ``params`` it uses the geometry and label fields (``image_size``, ``pixel_scale``,
+    ``disc_re``, ``bulge_re``, ``bulge_frac``, ``axis_ratio``, ``clump_frac``,
+    ``empty_fraction``, ``odd_fraction``, ``star_rate``, ``bg_galaxy_rate``); seeing, host
+    flux, colours and the composite come from ``params.sdss_realism``. ``disc_re`` and
+    ``bulge_re`` are for 200 px images and scale with ``image_size``.
     """
     r = params.sdss_realism or SdssRealism()
     size = params.image_size

@@ -1,5 +1,4 @@
 """The calibrated SDSS preset: documented statistics, labels, and the default left alone."""
-import os
 
 import numpy as np
 import pytest
