@@ -52,7 +52,23 @@ def _cpu_worker(local_rank, main_func, world_size, num_per_machine, machine_rank
     comm.synchronize()
     try:
         main_func(*args)
+        # No rank may tear its groups down while another still talks to it.
+        comm.synchronize()
     finally:
+        _tear_down_process_groups()
+
+
+def _tear_down_process_groups() -> None:
+    """Destroy every process group while the interpreter is fully alive.
+
+    ``comm._LOCAL_PROCESS_GROUP`` keeps a Python reference to the per-machine group; left
+    alone, that group's C++ worker threads are only destroyed during interpreter shutdown,
+    where gloo can die with ``terminate called without an active exception`` (SIGABRT). Drop
+    the reference first, then destroy all groups.
+    """
+    comm._LOCAL_PROCESS_GROUP = None
+    comm._get_global_gloo_group.cache_clear()
+    if dist.is_initialized():
         dist.destroy_process_group()
 
 

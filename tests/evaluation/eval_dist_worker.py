@@ -61,19 +61,13 @@ def run_case(case, rank, world_size, output_dir=None):
     return results, losses
 
 
-def worker(rank, world_size, port, case_file, out_prefix, output_dir):
-    import torch.distributed as dist
-
-    import clump_d2  # noqa: F401
+def worker(case_file, out_prefix, output_dir):
+    """Body of each process under ``clump_d2.inference.launch.launch_cpu`` (gloo)."""
     from detectron2.utils import comm
 
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}",
-                            world_size=world_size, rank=rank)
-    comm._LOCAL_PROCESS_GROUP = dist.new_group(list(range(world_size)))
+    rank = comm.get_rank()
     with open(case_file, "rb") as f:
         case = pickle.load(f)
-    result = run_case(case, rank, world_size, output_dir if rank == 0 else None)
+    result = run_case(case, rank, comm.get_world_size(), output_dir if rank == 0 else None)
     with open(f"{out_prefix}{rank}.pkl", "wb") as f:
         pickle.dump(result, f)
-    comm.synchronize()
-    dist.destroy_process_group()

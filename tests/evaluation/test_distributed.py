@@ -3,20 +3,14 @@ predictions, the validation loss all-gathers its sums."""
 import json
 import math
 import pickle
-import socket
 
 import numpy as np
 import pytest
-import torch.multiprocessing as mp
+
+from clump_d2.inference.launch import launch_cpu
 
 import eval_dist_worker as dist_worker  # on sys.path via conftest.py, also for the children
 from eval_cases import random_case
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _case():
@@ -40,9 +34,8 @@ def test_two_processes_equal_one(tmp_path):
                                                    output_dir=str(tmp_path / "one"))
     case_file = tmp_path / "case.pkl"
     case_file.write_bytes(pickle.dumps(case))
-    mp.spawn(dist_worker.worker, nprocs=2, join=True,
-             args=(2, _free_port(), str(case_file), str(tmp_path / "rank"),
-                   str(tmp_path / "two")))
+    launch_cpu(dist_worker.worker, num_processes=2,
+               args=(str(case_file), str(tmp_path / "rank"), str(tmp_path / "two")))
     (r0, l0), (r1, l1) = [pickle.loads((tmp_path / f"rank{r}.pkl").read_bytes())
                           for r in (0, 1)]
     assert r1 == {}  # results live on the main process only
