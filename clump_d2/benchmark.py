@@ -90,11 +90,14 @@ class Detectron2Pipeline(Pipeline):
         from detectron2.checkpoint import DetectionCheckpointer
         from detectron2.modeling import build_model
 
+        from clump_d2.modeling.runtime import apply_channels_last, inference_autocast
+
         self.name = "clump_d2"
         self.cfg = cfg
-        self.model = build_model(cfg)
+        self.model = apply_channels_last(build_model(cfg), cfg)
         if cfg.MODEL.WEIGHTS:
             DetectionCheckpointer(self.model).load(cfg.MODEL.WEIGHTS)
+        self.autocast = lambda: inference_autocast(cfg)
         self.optimizer = torch.optim.SGD(
             [p for p in self.model.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
         self.device = torch.device(cfg.MODEL.DEVICE)
@@ -118,7 +121,7 @@ class Detectron2Pipeline(Pipeline):
 
     def infer(self, galaxies):
         self.model.eval()
-        with torch.inference_mode():
+        with torch.inference_mode(), self.autocast():
             self.model(self._inputs(galaxies))
 
     def train_step(self, galaxies):
@@ -301,7 +304,9 @@ def run_benchmark(cfg, options: BenchmarkOptions, vs_paper: bool = False,
     result: Dict = {"machine": machine_info(device), "options": options.__dict__.copy(),
                     "config": {"file": getattr(cfg, "_source_file", ""),
                                "backbone": cfg.MODEL.BACKBONE.NAME,
-                               "min_size_test": cfg.INPUT.MIN_SIZE_TEST}}
+                               "min_size_test": cfg.INPUT.MIN_SIZE_TEST,
+                               "channels_last": bool(cfg.MODEL.CHANNELS_LAST),
+                               "test_amp": cfg.TEST.AMP.DTYPE if cfg.TEST.AMP.ENABLED else "off"}}
     samples: Dict[str, Dict[str, List[float]]] = {p.name: {"infer": [], "train": []}
                                                   for p in pipes}
     for pipe in pipes:  # warm-up: first calls allocate and pick kernels

@@ -47,6 +47,12 @@ def _add_data_config(cfg: CN) -> None:
 
     # Images per batch at evaluation (detectron2 0.6 evaluates one at a time).
     cfg.TEST.IMS_PER_BATCH = 8
+    # Mixed precision at inference (evaluation, catalogues, benchmark): torch.autocast with
+    # this dtype ("float16" or "bfloat16"). Off by default: it pays on GPUs, not on the CPU.
+    # Training has Detectron2's own SOLVER.AMP.ENABLED (CUDA only).
+    cfg.TEST.AMP = CN()
+    cfg.TEST.AMP.ENABLED = False
+    cfg.TEST.AMP.DTYPE = "float16"
 
     cfg.DATASETS.SYNTHETIC = CN()
     # Generate the registered clumpsim_* datasets on first use if their files are missing.
@@ -59,6 +65,9 @@ def _add_data_config(cfg: CN) -> None:
 
 # --- backbone --------------------------------------------------------------------------------
 def _add_backbone_config(cfg: CN) -> None:
+    # Convolution weights in channels-last (NHWC) memory format, for training and inference;
+    # helps with mixed precision on recent GPUs, usually slows the CPU (default off).
+    cfg.MODEL.CHANNELS_LAST = False
     # Used by the Zoobot backbones: MODEL.BACKBONE.NAME "build_zoobot_fpn_backbone" (FPN,
     # outputs p2..p6) or "build_zoobot_backbone" (the encoder alone). Input channels are
     # len(MODEL.PIXEL_MEAN). Zoobot encoders expect RGB in [0, 1]: PIXEL_MEAN [0, 0, 0],

@@ -27,12 +27,18 @@ def build_config(config_file: str = "", opts=None, freeze: bool = True):
 
 
 def resolve_device(cfg) -> str:
-    """Fall back to the CPU, with a warning, when the config asks for CUDA and none exists."""
+    """Fall back to the CPU, with a warning, when the config asks for CUDA and none exists
+    (and to float32 training, as Detectron2's AMP trainer needs CUDA)."""
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
         logging.getLogger("clump_d2").warning(
             "MODEL.DEVICE is %r but CUDA is not available: running on the CPU",
             cfg.MODEL.DEVICE)
         cfg.MODEL.DEVICE = "cpu"
+    if cfg.SOLVER.AMP.ENABLED and not cfg.MODEL.DEVICE.startswith("cuda"):
+        # Detectron2's AMPTrainer asserts CUDA; the same YAML should still train on a laptop.
+        logging.getLogger("clump_d2").warning(
+            "SOLVER.AMP.ENABLED needs CUDA; training in float32 on %s", cfg.MODEL.DEVICE)
+        cfg.SOLVER.AMP.ENABLED = False
     return cfg.MODEL.DEVICE
 
 

@@ -12,6 +12,7 @@ from detectron2.utils import comm
 from clump_d2.data.build import build_batched_test_loader
 from clump_d2.data.mapper import ClumpDatasetMapper
 from clump_d2.evaluation import ClumpEvaluator
+from clump_d2.modeling.runtime import AutocastInference, apply_channels_last
 
 from .hooks import EarlyStop, EarlyStopping, ValidationLoss
 
@@ -21,6 +22,18 @@ logger = logging.getLogger(__name__)
 class ClumpTrainer(DefaultTrainer):
     """Trains with ``ClumpDatasetMapper`` (flips, 90-degree rotations, negatives kept) and
     evaluates with ``COCOEvaluator`` + ``ClumpEvaluator`` (completeness/purity)."""
+
+    @classmethod
+    def build_model(cls, cfg):
+        """DefaultTrainer's model, channels-last when ``MODEL.CHANNELS_LAST``."""
+        return apply_channels_last(super().build_model(cfg), cfg)
+
+    @classmethod
+    def test(cls, cfg, model, evaluators=None):
+        """DefaultTrainer.test, under ``TEST.AMP``'s autocast when it is enabled."""
+        if cfg.TEST.AMP.ENABLED:
+            model = AutocastInference(model, cfg)
+        return super().test(cfg, model, evaluators)
 
     @classmethod
     def build_train_loader(cls, cfg):

@@ -140,11 +140,16 @@ def export_torchscript(cfg, model, sample_image: torch.Tensor, output: str | os.
 
 def export_main(cfg, output, images: Sequence[str]) -> Dict:
     """Build ``cfg``'s model with its weights; trace on ``images[0]``, check on all."""
+    from clump_d2.modeling.runtime import AutocastInference
+
     from .predict import _class_names, build_inference_model
 
     if not images:
         raise ValueError("give at least one image to trace on (--image)")
     model = build_inference_model(cfg)
+    if isinstance(model, AutocastInference):
+        # A traced graph fixes its dtypes at tracing time: export the float32 model.
+        model = model.model
     tensors = [load_image_tensor(cfg, f) for f in images]
     return export_torchscript(cfg, model, tensors[0], output, check_images=tensors,
                               class_names=_class_names(cfg))

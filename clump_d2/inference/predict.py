@@ -49,10 +49,13 @@ _SPEED_ONLY_KEYS = ("DATALOADER.NUM_WORKERS", "OUTPUT_DIR", "MODEL.DEVICE")
 
 
 def build_inference_model(cfg):
-    """``build_model(cfg)`` in eval mode with ``MODEL.WEIGHTS`` loaded."""
+    """``build_model(cfg)`` in eval mode with ``MODEL.WEIGHTS`` loaded, channels-last and
+    under autocast as ``MODEL.CHANNELS_LAST`` / ``TEST.AMP`` say."""
     import clump_d2.modeling  # noqa: F401  (registers the Zoobot backbones)
     from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.modeling import build_model
+
+    from clump_d2.modeling.runtime import prepare_for_inference
 
     model = build_model(cfg)
     model.eval()
@@ -60,7 +63,7 @@ def build_inference_model(cfg):
         DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
     else:
         logger.warning("MODEL.WEIGHTS is empty: predicting with a randomly initialised model")
-    return model
+    return prepare_for_inference(model, cfg)
 
 
 def _class_names(cfg) -> List[str]:

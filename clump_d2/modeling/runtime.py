@@ -1,0 +1,95 @@
+"""How a built model runs: memory format and mixed precision (GPU speed settings).
+
+Both are off by default (the CPU is the default here, where neither helps) and behind config
+keys, so the same YAML runs on a laptop and on a GPU:
+
+* ``MODEL.CHANNELS_LAST``: convolution weights in channels-last (NHWC) memory format; with
+  mixed precision on recent NVIDIA GPUs this lets cuDNN use its tensor-core kernels
+  without layout transposes.
+* ``TEST.AMP.ENABLED`` / ``TEST.AMP.DTYPE``: inference (evaluation, catalogues, benchmark)
+  under ``torch.autocast``. Detectron2 decodes boxes in float32 and torchvision's ROIAlign
+  casts to float32 under autocast, so box coordinates keep full precision.
+* training uses Detectron2's own ``SOLVER.AMP.ENABLED`` (its ``AMPTrainer``), which needs
+  CUDA; :func:`clump_d2.engine.resolve_device` turns it off with a warning on the CPU.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+
+import torch
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def autocast_dtype(cfg) -> torch.dtype:
+    """The ``torch.dtype`` named by ``TEST.AMP.DTYPE``."""
+    name = str(cfg.TEST.AMP.DTYPE)
+    if name not in _DTYPES:
+        raise ValueError(f"TEST.AMP.DTYPE is {name!r}; use one of {sorted(_DTYPES)}")
+    return _DTYPES[name]
+
+
+def inference_autocast(cfg, device_type: str | None = None):
+    """Context manager: ``torch.autocast`` when ``TEST.AMP.ENABLED``, else a no-op."""
+    if not cfg.TEST.AMP.ENABLED:
+        return contextlib.nullcontext()
+    device_type = device_type or torch.device(cfg.MODEL.DEVICE).type
+    return torch.autocast(device_type=device_type, dtype=autocast_dtype(cfg))
+
+
+def apply_channels_last(model: nn.Module, cfg) -> nn.Module:
+    """Convert the model's 4-d parameters to channels-last when ``MODEL.CHANNELS_LAST``."""
+    if cfg.MODEL.CHANNELS_LAST:
+        model.to(memory_format=torch.channels_last)
+    return model
+
+
+class AutocastInference(nn.Module):
+    """Wraps a model so that every forward pass runs under ``TEST.AMP``'s autocast.
+
+    Used for evaluation (``inference_on_dataset`` calls the wrapper like the model); the
+    wrapped model stays reachable as ``.model`` for checkpoints.
+    """
+
+    def __init__(self, model: nn.Module, cfg):
+        super().__init__()
+        self.model = model
+        self._autocast = lambda: inference_autocast(cfg)
+
+    def forward(self, *args, **kwargs):
+        with self._autocast():
+            outputs = self.model(*args, **kwargs)
+        if isinstance(outputs, list):  # inference: hand float32 on, as without autocast
+            return [_float32_outputs(o) for o in outputs]
+        return outputs
+
+
+def _float32_outputs(output):
+    """Scores and other half-precision fields of an output's ``Instances`` as float32 (numpy,
+    catalogues and evaluators expect float32; boxes are decoded in float32 already)."""
+    from detectron2.structures import Boxes
+
+    instances = output.get("instances") if isinstance(output, dict) else None
+    if instances is None:
+        return output
+    for name, value in instances.get_fields().items():
+        if isinstance(value, Boxes) and value.tensor.dtype != torch.float32:
+            instances.set(name, Boxes(value.tensor.float()))
+        elif torch.is_tensor(value) and value.is_floating_point() and value.dtype != torch.float32:
+            instances.set(name, value.float())
+    return output
+
+
+def prepare_for_inference(model: nn.Module, cfg) -> nn.Module:
+    """The model as inference should call it: channels-last if configured, wrapped in
+    :class:`AutocastInference` if ``TEST.AMP.ENABLED`` (else returned as it is)."""
+    apply_channels_last(model, cfg)
+    if cfg.TEST.AMP.ENABLED:
+        logger.info("inference under torch.autocast(%s, %s)", cfg.MODEL.DEVICE,
+                    cfg.TEST.AMP.DTYPE)
+        return AutocastInference(model, cfg)
+    return model
