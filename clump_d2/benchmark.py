@@ -393,5 +393,94 @@ def write_results(result: Dict, out_dir: str | os.PathLike) -> Dict[str, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"json": out_dir / "benchmark.json", "markdown": out_dir / "benchmark.md"}
     paths["json"].write_text(json.dumps(result, indent=2))
-    paths["markdown"].write_text(markdown_table(result) + "\n")
+    text = markdown_table(result) if "machine" in result else ""
+    if result.get("catalogue_scaling"):
+        text += ("\n\nCatalogue throughput (tools/predict_catalog.py):\n\n"
+                 + scaling_table(result["catalogue_scaling"]))
+    paths["markdown"].write_text(text.strip() + "\n")
     return paths
+
+
+# --- catalogue throughput vs number of galaxies ------------------------------------------------
+
+
+def make_image_pool(pool_dir: str | os.PathLike, n: int, image_size: int = 200,
+                    seed: int = 0) -> List[Path]:
+    """``n`` distinct synthetic galaxy PNGs in ``pool_dir`` (made once, reused after)."""
+    from PIL import Image
+
+    from clump_d2.data.synthetic import SyntheticParams, galaxy_rng, render_galaxy
+
+    pool_dir = Path(pool_dir)
+    pool_dir.mkdir(parents=True, exist_ok=True)
+    params = SyntheticParams(image_size=image_size)
+    paths = []
+    for k in range(n):
+        path = pool_dir / f"galaxy_{k:05d}.png"
+        if not path.exists():
+            rgb = render_galaxy(galaxy_rng(seed, "test", k), params).rgb
+            tmp = path.with_suffix(".tmp.png")
+            Image.fromarray(rgb).save(tmp)
+            os.replace(tmp, path)
+        paths.append(path)
+    return paths
+
+
+def write_scaling_catalogue(path: Path, pool: List[Path], n_galaxies: int) -> Path:
+    """A galaxy catalogue (CSV) of ``n_galaxies`` rows with unique ids, cycling through the
+    image pool: each row is read, decoded and detected like a distinct galaxy."""
+    import csv
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["galaxy_id", "file_name"])
+        for k in range(n_galaxies):
+            writer.writerow([f"g{k:07d}", str(pool[k % len(pool)].resolve())])
+    return path
+
+
+def catalogue_scaling(config_file: str, counts: List[int], out_dir: str | os.PathLike,
+                      opts: Optional[List[str]] = None, pool_size: int = 200,
+                      image_size: int = 200) -> List[Dict]:
+    """Run ``tools/predict_catalog.py`` (a fresh process each, as a user would) on catalogues
+    of ``counts`` galaxies; returns one dict per count: galaxies/s of the inference loop
+    (``galaxies_per_second`` of the tool's summary) and of the whole command (start-up,
+    model build, merge and catalogue writing included)."""
+    import subprocess
+    import sys
+
+    out_dir = Path(out_dir)
+    pool = make_image_pool(out_dir / "pool", min(pool_size, max(counts)), image_size)
+    tool = Path(__file__).resolve().parents[1] / "tools" / "predict_catalog.py"
+    rows = []
+    for n in counts:
+        table = write_scaling_catalogue(out_dir / f"catalogue_{n}.csv", pool, n)
+        output = out_dir / f"clumps_{n}.parquet"
+        cmd = [sys.executable, str(tool), "--input", str(table), "--output", str(output),
+               "--overwrite", "--no-progress", "--config-file", config_file, *(opts or [])]
+        start = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        wall = time.perf_counter() - start
+        if proc.returncode != 0:
+            raise RuntimeError(f"predict_catalog.py failed on {n} galaxies:\n"
+                               f"{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
+        summary = json.loads(output.with_name(f"{output.stem}_summary.json").read_text())
+        rows.append({"galaxies": n, "catalogued": summary["galaxies"],
+                     "clumps": summary["clumps"], "shards": summary["shards"],
+                     "inference_galaxies_per_s": summary["galaxies_per_second"],
+                     "command_seconds": round(wall, 2),
+                     "command_galaxies_per_s": round(n / wall, 3)})
+        logger.info("catalogue of %d galaxies: %.2f galaxies/s (inference), %.1f s in all", n,
+                    summary["galaxies_per_second"] or float("nan"), wall)
+    return rows
+
+
+def scaling_table(rows: List[Dict]) -> str:
+    lines = ["| galaxies | inference galaxies/s | whole command, s | whole command, galaxies/s |"
+             " clumps |", "|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['galaxies']:,} | {_fmt(r['inference_galaxies_per_s'])} | "
+                     f"{r['command_seconds']:.1f} | {_fmt(r['command_galaxies_per_s'])} | "
+                     f"{r['clumps']:,} |")
+    return "\n".join(lines)

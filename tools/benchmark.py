@@ -3,6 +3,8 @@
 
     python tools/benchmark.py --config-file configs/quickstart.yaml --vs-paper-pipeline
     python tools/benchmark.py --config-file configs/quickstart.yaml --quick
+    python tools/benchmark.py --config-file configs/quickstart.yaml \
+        --catalogue-scaling 100 1000 10000 MODEL.WEIGHTS output/quickstart/model_final.pth
 
 Writes benchmark.json and benchmark.md to --output (default output/benchmark) and prints the
 table. Figures are measurements, not targets; no test asserts a speed.
@@ -11,7 +13,8 @@ import argparse
 
 import clump_d2  # noqa: F401  (compat layer before detectron2)
 import clump_d2.modeling  # noqa: F401  (registers the Zoobot backbones)
-from clump_d2.benchmark import BenchmarkOptions, run_benchmark, write_results
+from clump_d2.benchmark import (BenchmarkOptions, catalogue_scaling, run_benchmark,
+                                write_results)
 from clump_d2.engine import build_config
 
 
@@ -29,6 +32,12 @@ def parse_args(argv=None):
     p.add_argument("--train-batch", type=int, default=4)
     p.add_argument("--paper-min-size", type=int, default=800)
     p.add_argument("--gemm-size", type=int, default=2048)
+    p.add_argument("--catalogue-scaling", type=int, nargs="+", default=[], metavar="N",
+                   help="also time tools/predict_catalog.py on catalogues of N galaxies each")
+    p.add_argument("--pool-size", type=int, default=200,
+                   help="distinct synthetic images the scaling catalogues cycle through")
+    p.add_argument("--skip-speed", action="store_true",
+                   help="only the catalogue scaling (no model speed/FLOPs measurement)")
     p.add_argument("--output", default="output/benchmark")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     return p.parse_args(argv)
@@ -45,8 +54,14 @@ def main(argv=None):
         options = BenchmarkOptions(num_images=2, batch_size=2, runs=1, train_iters=1,
                                    train_batch=1, paper_min_size=min(args.paper_min_size, 256),
                                    gemm_size=256)
-    result = run_benchmark(cfg, options, vs_paper=args.vs_paper_pipeline)
+    result = {"config": {}} if args.skip_speed else run_benchmark(
+        cfg, options, vs_paper=args.vs_paper_pipeline)
     result["config"]["file"] = args.config_file
+    if args.catalogue_scaling:
+        result["catalogue_scaling"] = catalogue_scaling(
+            args.config_file, args.catalogue_scaling, f"{args.output}/scaling",
+            opts=args.opts, pool_size=args.pool_size,
+            image_size=cfg.DATASETS.SYNTHETIC.IMAGE_SIZE)
     paths = write_results(result, args.output)
     print(paths["markdown"].read_text())
     print(f"written: {paths['json']} {paths['markdown']}")

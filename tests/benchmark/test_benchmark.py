@@ -51,3 +51,32 @@ def test_quick_benchmark_writes_every_field(tmp_path):
     table = (out / "benchmark.md").read_text()
     assert "inference galaxies/s" in table and "ours / paper" in table
     assert result["sgemm_gflops_per_s"] > 0
+
+
+def test_catalogue_scaling_runs_predict_catalog_per_count(tmp_path):
+    import importlib.util
+
+    import pandas as pd
+
+    spec = importlib.util.spec_from_file_location("benchmark_tool", REPO / "tools" / "benchmark.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    out = tmp_path / "bench"
+    result = tool.main(["--config-file", str(REPO / "configs" / "quickstart.yaml"),
+                        "--skip-speed", "--catalogue-scaling", "3", "7", "--pool-size", "2",
+                        "--output", str(out), "MODEL.DEVICE", "cpu",
+                        "DATASETS.SYNTHETIC.IMAGE_SIZE", "64", "INFERENCE.SHARD_SIZE", "4",
+                        "OUTPUT_DIR", str(tmp_path / "run")])
+    rows = json.loads((out / "benchmark.json").read_text())["catalogue_scaling"]
+    assert rows == result["catalogue_scaling"]
+    assert [r["galaxies"] for r in rows] == [3, 7]
+    assert [r["catalogued"] for r in rows] == [3, 7]  # every galaxy in the catalogue
+    assert [r["shards"] for r in rows] == [1, 2]
+    for r in rows:
+        assert r["inference_galaxies_per_s"] > 0 and r["command_seconds"] > 0
+        assert math.isclose(r["command_galaxies_per_s"], r["galaxies"] / r["command_seconds"],
+                            rel_tol=0.01)
+    # 2 distinct images, cycled: 7 galaxies with unique ids reading 2 files
+    galaxies = pd.read_parquet(out / "scaling" / "clumps_7_galaxies.parquet")
+    assert galaxies["galaxy_id"].nunique() == 7 and galaxies["file_name"].nunique() == 2
+    assert "| 7 |" in (out / "benchmark.md").read_text()
