@@ -13,8 +13,8 @@ Conventions:
   median over the timed steps after one warm-up step.
 * FLOPs: fvcore's counter (1 multiply-add = 1 flop) for one 200x200 image at inference.
 * peak memory: on CUDA, ``torch.cuda.max_memory_allocated``; on the CPU, the rise of the
-  resident set above its level before one batch, sampled every millisecond (memory the
-  allocator kept from earlier batches is not counted again, so it is a lower bound).
+  resident set during one batch in a fresh process that has built the same model (sampled
+  every millisecond), so the allocator's cache from earlier batches does not hide it.
 * machine peak: FLOP/s of a large float32 matrix multiply (2 n^3 flops) measured in the
   same run; the fraction reached is (2 x fvcore flops per image x galaxies/s) / that peak.
 """
@@ -93,6 +93,7 @@ class Detectron2Pipeline(Pipeline):
         from clump_d2.modeling.runtime import apply_channels_last, inference_autocast
 
         self.name = "clump_d2"
+        self.spec = ("clump_d2", cfg)
         self.cfg = cfg
         self.model = apply_channels_last(build_model(cfg), cfg)
         if cfg.MODEL.WEIGHTS:
@@ -151,6 +152,7 @@ class PaperPipeline(Pipeline):
         import torchvision
 
         self.name = "paper"
+        self.spec = ("paper", min_size, device)
         self.device = torch.device(device)
         self.model = torchvision.models.detection.fasterrcnn_resnet50_fpn(
             weights=None, weights_backbone=None, num_classes=3, min_size=min_size,
@@ -222,19 +224,18 @@ def _rss_bytes() -> Optional[int]:
         return None
 
 
-def peak_memory_mb(pipe: Pipeline, fn: Callable[[], None]) -> Optional[float]:
-    """Peak extra memory (MiB) of ``fn``: the CUDA allocator's peak, or on the CPU the rise of
-    the resident set, sampled every millisecond by a background thread while ``fn`` runs.
+def build_pipeline(spec) -> Pipeline:
+    """A pipeline from its ``spec`` (what a fresh process needs to rebuild it)."""
+    if spec[0] == "clump_d2":
+        return Detectron2Pipeline(spec[1])
+    return PaperPipeline(*spec[1:])
 
-    (A forked child would measure it exactly but deadlocks in torch's thread pool.)
-    """
+
+def _rss_rise_while(fn: Callable[[], None]) -> Optional[float]:
+    """Rise (MiB) of the resident set above its level before ``fn``, sampled every
+    millisecond by a background thread while ``fn`` runs."""
     import threading
 
-    if pipe.device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(pipe.device)
-        base = torch.cuda.memory_allocated(pipe.device)
-        fn()
-        return (torch.cuda.max_memory_allocated(pipe.device) - base) / 2**20
     start = _rss_bytes()
     if start is None:
         return None
@@ -255,6 +256,46 @@ def peak_memory_mb(pipe: Pipeline, fn: Callable[[], None]) -> Optional[float]:
         sampler.join()
     peak[0] = max(peak[0], _rss_bytes() or 0)
     return (peak[0] - start) / 2**20
+
+
+def _fresh_process_peak(spec, what: str, galaxies: List[Dict], threads: int, queue) -> None:
+    """Child of :func:`peak_memory_mb`: build the pipeline, then measure one call of
+    ``what`` from a cold allocator."""
+    import clump_d2  # noqa: F401  (compat layer before detectron2)
+    import clump_d2.modeling  # noqa: F401  (registers the Zoobot backbones)
+
+    torch.set_num_threads(threads)
+    pipe = build_pipeline(spec)
+    call = pipe.infer if what == "infer" else pipe.train_step
+    queue.put(_rss_rise_while(lambda: call(galaxies)))
+
+
+def peak_memory_mb(pipe: Pipeline, what: str, galaxies: List[Dict]) -> Optional[float]:
+    """Peak extra memory (MiB) of one ``pipe.infer`` / ``pipe.train_step`` (``what``) on
+    ``galaxies``: on CUDA the allocator's peak; on the CPU the rise of the resident set in a
+    fresh (spawned) process that has built the same pipeline, so that memory the allocator
+    kept from earlier calls does not hide the peak. (A forked child would inherit that
+    memory, and deadlocks in torch's thread pool.)"""
+    import multiprocessing as mp
+
+    call = pipe.infer if what == "infer" else pipe.train_step
+    if pipe.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(pipe.device)
+        base = torch.cuda.memory_allocated(pipe.device)
+        call(galaxies)
+        return (torch.cuda.max_memory_allocated(pipe.device) - base) / 2**20
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_fresh_process_peak,
+                        args=(pipe.spec, what, galaxies, torch.get_num_threads(), queue))
+    child.start()
+    try:
+        value = queue.get(timeout=1800)
+    except Exception:  # noqa: BLE001  (the child died: no figure rather than a wrong one)
+        logger.warning("peak-memory measurement of %s %s failed", pipe.name, what)
+        value = None
+    child.join()
+    return value
 
 
 def sgemm_flops_per_s(n: int, device: torch.device, repeats: int = 5) -> float:
@@ -337,9 +378,9 @@ def run_benchmark(cfg, options: BenchmarkOptions, vs_paper: bool = False,
             "train_samples": samples[pipe.name]["train"],
             "gflops_per_image": flops / 1e9,
             "fraction_of_sgemm_peak_inference": 2.0 * flops * infer / peak,
-            "peak_memory_mb_inference": peak_memory_mb(
-                pipe, lambda p=pipe: p.infer(galaxies[: options.batch_size])),
-            "peak_memory_mb_train": peak_memory_mb(pipe, lambda p=pipe: p.train_step(train_set)),
+            "peak_memory_mb_inference": peak_memory_mb(pipe, "infer",
+                                                       galaxies[: options.batch_size]),
+            "peak_memory_mb_train": peak_memory_mb(pipe, "train", train_set),
         }
     if vs_paper:
         ours, paper = result["clump_d2"], result["paper"]
