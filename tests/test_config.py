@@ -66,3 +66,41 @@ def test_multi_process_training_without_cuda_fails_with_advice(monkeypatch):
     with pytest.raises(SystemExit, match="--num-gpus 1"):
         check_launch_args(argparse.Namespace(num_gpus=2))
     check_launch_args(argparse.Namespace(num_gpus=1))  # one CPU process is fine
+
+
+def test_800px_config_differs_from_the_quickstart_only_in_scale():
+    """configs/Speed/quickstart_800px.yaml: the paper's upsampling and anchors, all else the
+    quickstart's (so a comparison of the two measures upsampling alone)."""
+    import numpy as np
+    from detectron2.data import transforms as T
+
+    from clump_d2.data.transforms import build_clump_augmentations
+
+    native = build_config(str(REPO / "configs" / "quickstart.yaml"))
+    up = build_config(str(REPO / "configs" / "Speed" / "quickstart_800px.yaml"))
+    flat = lambda c: {k: v for k, v in _flatten(c).items()  # noqa: E731
+                      if not k.startswith(("INPUT.MIN_SIZE", "INPUT.MAX_SIZE", "OUTPUT_DIR",
+                                           "MODEL.ANCHOR_GENERATOR.SIZES"))}
+    assert flat(native) == flat(up)
+    assert [s * 4 for (s,) in native.MODEL.ANCHOR_GENERATOR.SIZES] == [
+        s for (s,) in up.MODEL.ANCHOR_GENERATOR.SIZES] == [32, 64, 128, 256, 512]
+    image = np.zeros((200, 200, 3), np.uint8)
+    for is_train in (True, False):
+        aug = T.AugmentationList(build_clump_augmentations(up, is_train))
+        out = T.AugInput(image)
+        aug(out)
+        assert out.image.shape[:2] == (800, 800)
+        aug = T.AugmentationList(build_clump_augmentations(native, is_train))
+        out = T.AugInput(image)
+        aug(out)
+        assert out.image.shape[:2] == (200, 200)
+
+
+def _flatten(node, prefix=""):
+    out = {}
+    for k, v in node.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
