@@ -16,6 +16,7 @@ import clump_d2.modeling  # noqa: F401  (registers the Zoobot backbones)
 from clump_d2.benchmark import (BenchmarkOptions, catalogue_scaling, run_benchmark,
                                 write_results)
 from clump_d2.engine import build_config
+from detectron2.utils.logger import setup_logger
 
 
 def parse_args(argv=None):
@@ -45,6 +46,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    setup_logger(name="clump_d2", abbrev_name="clump_d2")
     cfg = build_config(args.config_file, args.opts)
     options = BenchmarkOptions(
         num_images=args.num_images, batch_size=args.batch_size, runs=args.runs,
