@@ -67,7 +67,9 @@ def _tear_down_process_groups() -> None:
     the reference first, then destroy all groups.
     """
     comm._LOCAL_PROCESS_GROUP = None
-    comm._get_global_gloo_group.cache_clear()
+    cached_gloo_group = getattr(comm, "_get_global_gloo_group", None)
+    if hasattr(cached_gloo_group, "cache_clear"):  # an lru_cache in detectron2 0.6
+        cached_gloo_group.cache_clear()
     if dist.is_initialized():
         dist.destroy_process_group()
 
