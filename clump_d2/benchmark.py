@@ -105,16 +105,28 @@ class Detectron2Pipeline(Pipeline):
         self.bgr = cfg.INPUT.FORMAT == "BGR"
 
     def _inputs(self, galaxies, with_targets=False):
+        """Model inputs as the config's data loader makes them: the config's resize
+        (``INPUT.MIN_SIZE_TRAIN``/``_TEST``; none at native resolution) applied to the image
+        and boxes; ``height``/``width`` stay the galaxy's, so outputs come back in its
+        pixels. Random flips/rotations are left out (they cost nothing measurable)."""
+        from detectron2.data import transforms as T
         from detectron2.structures import Boxes, Instances
 
+        from clump_d2.data.transforms import build_clump_augmentations
+
+        resize = T.AugmentationList([
+            a for a in build_clump_augmentations(self.cfg, is_train=with_targets)
+            if isinstance(a, T.ResizeShortestEdge)])
         inputs = []
         for g in galaxies:
             rgb = g["rgb"][..., ::-1] if self.bgr else g["rgb"]
-            image = torch.as_tensor(np.ascontiguousarray(rgb.transpose(2, 0, 1)))
-            item = {"image": image, "height": image.shape[1], "width": image.shape[2]}
+            aug = T.AugInput(np.ascontiguousarray(rgb), boxes=g["boxes"].copy())
+            resize(aug)
+            image = torch.as_tensor(np.ascontiguousarray(aug.image.transpose(2, 0, 1)))
+            item = {"image": image, "height": rgb.shape[0], "width": rgb.shape[1]}
             if with_targets:
                 inst = Instances(image.shape[1:])
-                inst.gt_boxes = Boxes(torch.as_tensor(g["boxes"]))
+                inst.gt_boxes = Boxes(torch.as_tensor(aug.boxes, dtype=torch.float32))
                 inst.gt_classes = torch.as_tensor(g["classes"])
                 item["instances"] = inst
             inputs.append(item)

@@ -80,3 +80,23 @@ def test_catalogue_scaling_runs_predict_catalog_per_count(tmp_path):
     galaxies = pd.read_parquet(out / "scaling" / "clumps_7_galaxies.parquet")
     assert galaxies["galaxy_id"].nunique() == 7 and galaxies["file_name"].nunique() == 2
     assert "| 7 |" in (out / "benchmark.md").read_text()
+
+
+def test_benchmark_inputs_follow_the_config_resize():
+    """A config that upsamples (configs/Speed/quickstart_800px.yaml) is benchmarked at the
+    size its data loader feeds the model, boxes scaled with the image."""
+    import numpy as np
+
+    from clump_d2.benchmark import BenchmarkOptions, Detectron2Pipeline, make_galaxies
+    from clump_d2.engine import build_config
+
+    galaxies = [g for g in make_galaxies(BenchmarkOptions(num_images=6)) if len(g["boxes"])][:1]
+    for config, side in (("quickstart.yaml", 200), ("Speed/quickstart_800px.yaml", 800)):
+        cfg = build_config(str(REPO / "configs" / config), ["MODEL.DEVICE", "cpu"])
+        pipe = Detectron2Pipeline(cfg)
+        for with_targets in (False, True):
+            item = pipe._inputs(galaxies, with_targets=with_targets)[0]
+            assert tuple(item["image"].shape) == (3, side, side)
+            assert (item["height"], item["width"]) == (200, 200)
+        boxes = item["instances"].gt_boxes.tensor.numpy()
+        assert np.allclose(boxes, galaxies[0]["boxes"] * side / 200, atol=1e-3)
