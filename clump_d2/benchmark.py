@@ -88,8 +88,10 @@ class Detectron2Pipeline(Pipeline):
 
     def __init__(self, cfg):
         from detectron2.checkpoint import DetectionCheckpointer
+        from detectron2.data import transforms as T
         from detectron2.modeling import build_model
 
+        from clump_d2.data.transforms import build_clump_augmentations
         from clump_d2.modeling.runtime import apply_channels_last, inference_autocast
 
         self.name = "clump_d2"
@@ -103,6 +105,11 @@ class Detectron2Pipeline(Pipeline):
             [p for p in self.model.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
         self.device = torch.device(cfg.MODEL.DEVICE)
         self.bgr = cfg.INPUT.FORMAT == "BGR"
+        # The config's deterministic resize, for training (True) and inference (False).
+        self._resize = {
+            is_train: T.AugmentationList([a for a in build_clump_augmentations(cfg, is_train)
+                                          if isinstance(a, T.ResizeShortestEdge)])
+            for is_train in (True, False)}
 
     def _inputs(self, galaxies, with_targets=False):
         """Model inputs as the config's data loader makes them: the config's resize
@@ -112,11 +119,7 @@ class Detectron2Pipeline(Pipeline):
         from detectron2.data import transforms as T
         from detectron2.structures import Boxes, Instances
 
-        from clump_d2.data.transforms import build_clump_augmentations
-
-        resize = T.AugmentationList([
-            a for a in build_clump_augmentations(self.cfg, is_train=with_targets)
-            if isinstance(a, T.ResizeShortestEdge)])
+        resize = self._resize[with_targets]
         inputs = []
         for g in galaxies:
             rgb = g["rgb"][..., ::-1] if self.bgr else g["rgb"]
@@ -272,8 +275,8 @@ def _rss_rise_while(fn: Callable[[], None]) -> Optional[float]:
 
 def _fresh_process_peak(spec, what: str, galaxies: List[Dict], threads: int, queue) -> None:
     """Child of :func:`peak_memory_mb`: build the pipeline, then measure one call of
-    ``what`` from a cold allocator."""
-    import clump_d2  # noqa: F401  (compat layer before detectron2)
+    ``what`` from a cold allocator. (Unpickling this function imported ``clump_d2``, and
+    with it the compat layer, already.)"""
     import clump_d2.modeling  # noqa: F401  (registers the Zoobot backbones)
 
     torch.set_num_threads(threads)
@@ -289,6 +292,7 @@ def peak_memory_mb(pipe: Pipeline, what: str, galaxies: List[Dict]) -> Optional[
     kept from earlier calls does not hide the peak. (A forked child would inherit that
     memory, and deadlocks in torch's thread pool.)"""
     import multiprocessing as mp
+    import queue as queue_module
 
     call = pipe.infer if what == "infer" else pipe.train_step
     if pipe.device.type == "cuda":
@@ -301,11 +305,16 @@ def peak_memory_mb(pipe: Pipeline, what: str, galaxies: List[Dict]) -> Optional[
     child = ctx.Process(target=_fresh_process_peak,
                         args=(pipe.spec, what, galaxies, torch.get_num_threads(), queue))
     child.start()
-    try:
-        value = queue.get(timeout=1800)
-    except Exception:  # noqa: BLE001  (the child died: no figure rather than a wrong one)
-        logger.warning("peak-memory measurement of %s %s failed", pipe.name, what)
-        value = None
+    value = None
+    while True:
+        try:
+            value = queue.get(timeout=1.0)
+            break
+        except queue_module.Empty:
+            if not child.is_alive():  # died (e.g. out of memory): no figure, not a wrong one
+                logger.warning("peak-memory measurement of %s %s failed (exit code %s)",
+                               pipe.name, what, child.exitcode)
+                break
     child.join()
     return value
 
@@ -457,26 +466,19 @@ def write_results(result: Dict, out_dir: str | os.PathLike) -> Dict[str, Path]:
 # --- catalogue throughput vs number of galaxies ------------------------------------------------
 
 
-def make_image_pool(pool_dir: str | os.PathLike, n: int, image_size: int = 200,
-                    seed: int = 0) -> List[Path]:
-    """``n`` distinct synthetic galaxy PNGs in ``pool_dir`` (made once, reused after)."""
-    from PIL import Image
-
-    from clump_d2.data.synthetic import SyntheticParams, galaxy_rng, render_galaxy
+def make_image_pool(pool_dir: str | os.PathLike, n: int, image_size: int = 200) -> List[Path]:
+    """``n`` distinct synthetic galaxy PNGs (the generator's ``test`` split) in ``pool_dir``;
+    made once, reused while the count and size match."""
+    from clump_d2.data.synthetic import SyntheticParams, make_split
 
     pool_dir = Path(pool_dir)
-    pool_dir.mkdir(parents=True, exist_ok=True)
-    params = SyntheticParams(image_size=image_size)
-    paths = []
-    for k in range(n):
-        path = pool_dir / f"galaxy_{k:05d}.png"
-        if not path.exists():
-            rgb = render_galaxy(galaxy_rng(seed, "test", k), params).rgb
-            tmp = path.with_suffix(".tmp.png")
-            Image.fromarray(rgb).save(tmp)
-            os.replace(tmp, path)
-        paths.append(path)
-    return paths
+    json_path = pool_dir / "annotations" / "test.json"
+    images = json.loads(json_path.read_text())["images"] if json_path.exists() else []
+    if len(images) != n or any(im["width"] != image_size for im in images):
+        make_split(pool_dir, "test", n, params=SyntheticParams(image_size=image_size),
+                   show_progress=False)
+        images = json.loads(json_path.read_text())["images"]
+    return [pool_dir / "images" / im["file_name"] for im in images]
 
 
 def write_scaling_catalogue(path: Path, pool: List[Path], n_galaxies: int) -> Path:

@@ -33,12 +33,13 @@ def autocast_dtype(cfg) -> torch.dtype:
     return _DTYPES[name]
 
 
-def inference_autocast(cfg, device_type: str | None = None):
-    """Context manager: ``torch.autocast`` when ``TEST.AMP.ENABLED``, else a no-op."""
+def inference_autocast(cfg):
+    """Context manager: ``torch.autocast`` on ``MODEL.DEVICE`` when ``TEST.AMP.ENABLED``,
+    else a no-op."""
     if not cfg.TEST.AMP.ENABLED:
         return contextlib.nullcontext()
-    device_type = device_type or torch.device(cfg.MODEL.DEVICE).type
-    return torch.autocast(device_type=device_type, dtype=autocast_dtype(cfg))
+    return torch.autocast(device_type=torch.device(cfg.MODEL.DEVICE).type,
+                          dtype=autocast_dtype(cfg))
 
 
 def apply_channels_last(model: nn.Module, cfg) -> nn.Module:
