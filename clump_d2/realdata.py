@@ -133,12 +133,22 @@ def prepare_gzh_s82(gzh_dir: str | os.PathLike, out_dir: str | os.PathLike,
     return written
 
 
+#: Label populations of the SDSS simulation: Clump Scout's (clumps >= ~3 % of the host) or
+#: the Mehta et al. catalogue's (median 0.33 %); see ``SyntheticParams.sdss*``.
+SIM_PRESETS = ("clumpscout", "catalogue")
+
+
 def simulate_sdss(out_dir: str | os.PathLike, num_train: int = 600, num_val: int = 150,
-                  seed: int = 0, image_size: int = 200) -> Dict[str, Path]:
-    """Write the calibrated SDSS-preset simulation (``SyntheticParams.sdss()``)."""
+                  seed: int = 0, image_size: int = 200,
+                  preset: str = "clumpscout") -> Dict[str, Path]:
+    """Write the calibrated SDSS simulation: ``preset`` "clumpscout" is
+    ``SyntheticParams.sdss()``, "catalogue" ``SyntheticParams.sdss_catalogue()``."""
     from clump_d2.data.synthetic import SyntheticParams, make_split
 
-    params = SyntheticParams.sdss(image_size=image_size)
+    if preset not in SIM_PRESETS:
+        raise ValueError(f"unknown simulation preset {preset!r}: choose one of {SIM_PRESETS}")
+    make = SyntheticParams.sdss if preset == "clumpscout" else SyntheticParams.sdss_catalogue
+    params = make(image_size=image_size)
     return {split: make_split(out_dir, split, n, seed=seed, params=params)
             for split, n in (("val", num_val), ("train", num_train)) if n > 0}
 

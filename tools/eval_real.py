@@ -19,8 +19,8 @@ import sys
 
 import clump_d2  # noqa: F401  (compat first)
 import clump_d2.data  # noqa: F401  (registers the datasets)
-from clump_d2.realdata import (DEFAULT_SEED, Method, evaluate_methods, prepare_gzh_s82,
-                               simulate_sdss)
+from clump_d2.realdata import (DEFAULT_SEED, SIM_PRESETS, Method, evaluate_methods,
+                               prepare_gzh_s82, simulate_sdss)
 
 BASE_CONFIG = "configs/RealData/sim_sdss_r18.yaml"
 
@@ -41,6 +41,9 @@ def main(argv=None):
     s.add_argument("--num-train", type=int, default=600)
     s.add_argument("--num-val", type=int, default=150)
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--preset", choices=SIM_PRESETS, default="clumpscout",
+                   help="label population: Clump Scout's (>= ~3%% of the host) or the "
+                        "Mehta et al. catalogue's (median 0.33%%)")
     e = sub.add_parser("evaluate", help="baseline + models on the real test split -> table")
     e.add_argument("--dataset", default="gzh_s82c", help="registered dataset prefix")
     e.add_argument("--tune-split", default="train", help="split choosing each threshold")
@@ -63,7 +66,8 @@ def main(argv=None):
                                 galaxies=args.galaxies)
         print("\n".join(f"{k}: {v}" for k, v in paths.items()))
     elif args.command == "simulate":
-        paths = simulate_sdss(args.out, args.num_train, args.num_val, args.seed)
+        paths = simulate_sdss(args.out, args.num_train, args.num_val, args.seed,
+                              preset=args.preset)
         print("\n".join(f"{k}: {v}" for k, v in paths.items()))
     else:
         methods = [] if args.no_baseline else [

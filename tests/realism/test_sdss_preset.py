@@ -116,3 +116,45 @@ def test_simulation_matches_the_real_crops(realdata):
                 "blue_green", "red_green"):
         lo, hi = np.nanpercentile([s[key] for s in stats_real], [10, 90])
         assert lo - 1e-9 <= sim[key] <= hi + 1e-9, (key, lo, sim[key], hi)
+
+
+def test_catalogue_preset_labels_follow_the_mehta_catalogue():
+    """sdss_catalogue(): flux fractions log-normal around 0.33 % (catalogue 25/50/75 %:
+    0.14/0.33/0.86 %), clipped to 0.03-10 %; ~5.7 clumps per clumpy galaxy; one class; clumps
+    out to ~3 R_e and near the centre; the images' sky and display as the sdss preset's."""
+    params = SyntheticParams.sdss_catalogue()
+    assert params.realism == "sdss" and params.odd_fraction == 0.0
+    gals = [render_galaxy(galaxy_rng(5, "test", k), params) for k in range(40)]
+    clumps = [c for g in gals for c in g.clumps]
+    fracs = np.array([c["flux_frac"] for c in clumps])
+    assert fracs.min() >= 0.0003 - 1e-12 and fracs.max() <= 0.10 + 1e-12
+    assert 0.0022 <= np.median(fracs) <= 0.0050
+    q25, q75 = np.percentile(fracs, [25, 75])
+    assert 0.0007 <= q25 <= 0.0022 and 0.0050 <= q75 <= 0.0140
+    assert not any(c["odd"] for c in clumps)
+    clumpy = [len(g.clumps) for g in gals if g.clumps]
+    assert 3.0 <= np.mean(clumpy) <= 8.0 and max(clumpy) <= 20
+    # sdss() draws no clump within 2 bulge R_e or beyond 1.6 R_e; this preset does
+    near = [np.hypot(c["x"] - g.centre[0], c["y"] - g.centre[1]) / g.psf_fwhm_px
+            for g in gals for c in g.clumps]
+    assert min(near) >= 1.0 - 1e-9 and np.percentile(near, 10) < 3.0
+    assert max(c["distance_px"] for c in clumps) > 1.6 * 32
+    m = _median_stats([g.rgb for g in gals[:16]])
+    assert 9 <= m["sky_noise"] <= 16 and 0.69 <= m["sky_lag1"] <= 0.97
+
+
+def test_sdss_preset_unchanged_by_the_catalogue_fields():
+    """The new SdssRealism fields default to the sdss() behaviour: explicit defaults give
+    byte-identical galaxies, and a catalogue-only field changes them."""
+    base = SyntheticParams.sdss(image_size=96, disc_re=(8.0, 16.0))
+    explicit = SyntheticParams.sdss(image_size=96, disc_re=(8.0, 16.0), sdss_realism=SdssRealism(
+        clump_radius_re=(0.3, 1.6), clump_min_sep_fwhm=1.2, centre_exclusion_bulge_re=2.0,
+        clump_frac_lognormal=None))
+    other = SyntheticParams.sdss(image_size=96, disc_re=(8.0, 16.0), sdss_realism=SdssRealism(
+        clump_frac_lognormal=(0.05, 0.1)))
+    differs = 0
+    for k in range(4):
+        a, b, c = (render_galaxy(galaxy_rng(2, "train", k), p) for p in (base, explicit, other))
+        assert a.rgb.tobytes() == b.rgb.tobytes() and a.clumps == b.clumps
+        differs += a.clumps != c.clumps
+    assert differs >= 1
