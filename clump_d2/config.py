@@ -53,6 +53,12 @@ def _add_data_config(cfg: CN) -> None:
     cfg.TEST.AMP = CN()
     cfg.TEST.AMP.ENABLED = False
     cfg.TEST.AMP.DTYPE = "float16"
+    # Test-time augmentation: predict each cutout in its 8 flips/90-degree rotations and merge
+    # by score voting (clump_d2/modeling/tta.py); boxes overlapping by >= MERGE_IOU are one
+    # clump. 8x the inference time.
+    cfg.TEST.DIHEDRAL_TTA = CN()
+    cfg.TEST.DIHEDRAL_TTA.ENABLED = False
+    cfg.TEST.DIHEDRAL_TTA.MERGE_IOU = 0.4
 
     cfg.DATASETS.SYNTHETIC = CN()
     # Generate the registered clumpsim_* datasets on first use if their files are missing.

@@ -12,7 +12,7 @@ from detectron2.utils import comm
 from clump_d2.data.build import build_batched_test_loader
 from clump_d2.data.mapper import ClumpDatasetMapper
 from clump_d2.evaluation import ClumpEvaluator
-from clump_d2.modeling.runtime import AutocastInference, apply_channels_last
+from clump_d2.modeling.runtime import apply_channels_last, wrap_for_inference
 
 from .hooks import EarlyStop, EarlyStopping, ValidationLoss
 
@@ -30,10 +30,9 @@ class ClumpTrainer(DefaultTrainer):
 
     @classmethod
     def test(cls, cfg, model, evaluators=None):
-        """DefaultTrainer.test, under ``TEST.AMP``'s autocast when it is enabled."""
-        if cfg.TEST.AMP.ENABLED:
-            model = AutocastInference(model, cfg)
-        return super().test(cfg, model, evaluators)
+        """DefaultTrainer.test, under ``TEST.AMP``'s autocast and with ``TEST.DIHEDRAL_TTA``
+        when they are enabled."""
+        return super().test(cfg, wrap_for_inference(model, cfg), evaluators)
 
     @classmethod
     def build_train_loader(cls, cfg):

@@ -140,16 +140,17 @@ def export_torchscript(cfg, model, sample_image: torch.Tensor, output: str | os.
 
 def export_main(cfg, output, images: Sequence[str]) -> Dict:
     """Build ``cfg``'s model with its weights; trace on ``images[0]``, check on all."""
-    from clump_d2.modeling.runtime import AutocastInference
+    from clump_d2.modeling.runtime import unwrap_inference_model
 
     from .predict import _class_names, build_inference_model
 
     if not images:
         raise ValueError("give at least one image to trace on (--image)")
-    model = build_inference_model(cfg)
-    if isinstance(model, AutocastInference):
-        # A traced graph fixes its dtypes at tracing time: export the float32 model.
-        model = model.model
+    if cfg.TEST.DIHEDRAL_TTA.ENABLED:
+        logger.warning("TEST.DIHEDRAL_TTA is not exported: the traced model predicts one view")
+    # A traced graph fixes its dtypes at tracing time and holds one view: export the plain
+    # float32 model.
+    model = unwrap_inference_model(build_inference_model(cfg))
     tensors = [load_image_tensor(cfg, f) for f in images]
     return export_torchscript(cfg, model, tensors[0], output, check_images=tensors,
                               class_names=_class_names(cfg))

@@ -85,12 +85,35 @@ def _float32_outputs(output):
     return output
 
 
-def prepare_for_inference(model: nn.Module, cfg) -> nn.Module:
-    """The model as inference should call it: channels-last if configured, wrapped in
-    :class:`AutocastInference` if ``TEST.AMP.ENABLED`` (else returned as it is)."""
-    apply_channels_last(model, cfg)
+def wrap_for_inference(model: nn.Module, cfg) -> nn.Module:
+    """Wrapped in :class:`AutocastInference` if ``TEST.AMP.ENABLED`` and in
+    :class:`~clump_d2.modeling.tta.DihedralTTA` if ``TEST.DIHEDRAL_TTA.ENABLED`` (else the
+    model as it is)."""
     if cfg.TEST.AMP.ENABLED:
         logger.info("inference under torch.autocast(%s, %s)", cfg.MODEL.DEVICE,
                     cfg.TEST.AMP.DTYPE)
-        return AutocastInference(model, cfg)
+        model = AutocastInference(model, cfg)
+    if cfg.TEST.DIHEDRAL_TTA.ENABLED:
+        from .tta import DihedralTTA
+
+        logger.info("inference with 8-view test-time augmentation (merge IoU %.2f)",
+                    cfg.TEST.DIHEDRAL_TTA.MERGE_IOU)
+        model = DihedralTTA(model, merge_iou=cfg.TEST.DIHEDRAL_TTA.MERGE_IOU,
+                            max_detections=cfg.TEST.DETECTIONS_PER_IMAGE)
     return model
+
+
+def unwrap_inference_model(model: nn.Module) -> nn.Module:
+    """The plain model under :func:`wrap_for_inference`'s wrappers."""
+    from .tta import DihedralTTA
+
+    while isinstance(model, (AutocastInference, DihedralTTA)):
+        model = model.model
+    return model
+
+
+def prepare_for_inference(model: nn.Module, cfg) -> nn.Module:
+    """The model as inference should call it: channels-last if configured, then
+    :func:`wrap_for_inference` (autocast, test-time augmentation)."""
+    apply_channels_last(model, cfg)
+    return wrap_for_inference(model, cfg)

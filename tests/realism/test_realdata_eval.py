@@ -97,3 +97,22 @@ def test_psf_sized_boxes_resizes_around_the_centre():
     assert torch.allclose(b[1], torch.tensor([0.0, 0.0, 8.0, 7.0]))  # clipped at the edge
     kept = out[1]["instances"].pred_boxes.tensor  # no PSF: boxes unchanged
     assert torch.allclose(kept[0], torch.tensor([40.0, 50.0, 60.0, 60.0]))
+
+
+def test_simulate_presets_write_their_label_populations(tmp_path):
+    """eval_real simulate --preset: 'catalogue' labels clumps far below Clump Scout's ~3 %
+    limit, 'clumpscout' does not; an unknown preset is refused by name."""
+    from clump_d2.realdata import simulate_sdss
+
+    fracs = {}
+    for preset in ("clumpscout", "catalogue"):
+        paths = simulate_sdss(tmp_path / preset, num_train=12, num_val=0, seed=1,
+                              image_size=96, preset=preset)
+        assert set(paths) == {"train"}
+        coco = json.loads(paths["train"].read_text())
+        assert len(coco["images"]) == 12
+        fracs[preset] = [a["flux_frac"] for a in coco["annotations"]]
+    assert min(fracs["clumpscout"]) >= 0.03 - 1e-9
+    assert fracs["catalogue"] and np.median(fracs["catalogue"]) < 0.01
+    with pytest.raises(ValueError, match="hst.*clumpscout"):
+        simulate_sdss(tmp_path / "x", num_train=1, num_val=0, preset="hst")
