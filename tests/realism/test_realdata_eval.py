@@ -74,6 +74,65 @@ def test_evaluation_table_matches_a_direct_count(tiny_gzh, tmp_path, tiny_model_
     assert base["n_matched"] >= 1  # the baseline finds some real clumps
     md = (tmp_path / "eval" / "real_eval.md").read_text()
     assert "classical_baseline" in md and "tiny_random" in md
+    assert base["n_unmatched"] == base["n_detections"] - base["n_matched"]
+    assert 0 <= base["n_unmatched_on_rejected"] <= base["n_unmatched"]
+    assert base["n_rejected_candidates"] == sum(len(im["rejected_candidates"])
+                                                for im in test["images"])
+
+
+def test_rejected_candidates_land_where_the_catalogue_clumps_say(tiny_gzh, realdata):
+    """The stamp -> JPEG map of place_rejected_candidates, fed the catalogue's own clumps as
+    if they were rejects, puts each on its RA/Dec position (the converter's); and the real
+    rejects inside the crops are carried, in crop coordinates."""
+    from astropy.table import Table
+
+    from clump_d2.data.catalog import convert_catalog
+    from clump_d2.realdata import gzh_paths, place_rejected_candidates
+
+    gzh = realdata / "gzh_s82_clumps"
+    paths = gzh_paths(gzh)
+    coco = convert_catalog(paths["clumps"], paths["galaxies"], paths["images"])[0].to_dict()
+    clumps = Table.read(gzh / "final_clump_catalog.fits")
+    gid = {im["id"]: str(im["galaxy_id"]) for im in coco["images"]}
+    on_jpeg = {(gid[a["image_id"]], int(a["clump_id"])) for a in coco["annotations"]}
+    as_rejects = [{"survey_id": r["gzh_id"], "X": r["clump_x"], "Y": r["clump_y"]}
+                  for r in clumps if (str(r["gzh_id"]), int(r["clump_id"])) in on_jpeg]
+    placed = place_rejected_candidates(coco, clumps, as_rejects)
+    assert placed == len(coco["annotations"]) >= 130
+    truth = {str(im["galaxy_id"]): sorted((a["x"], a["y"]) for a in coco["annotations"]
+                                          if a["image_id"] == im["id"]) for im in coco["images"]}
+    for im in coco["images"]:
+        got = sorted(map(tuple, im["rejected_candidates"]))
+        assert np.allclose(got, truth[str(im["galaxy_id"])], atol=1e-3)
+    out, split_paths = tiny_gzh
+    full = json.loads(split_paths["all"].read_text())
+    for im in full["images"]:
+        for x, y in im["rejected_candidates"]:
+            assert 0 <= x < CROP_SIZE and 0 <= y < CROP_SIZE
+
+
+def test_false_positive_census_counts_unmatched_detections_on_rejects():
+    from detectron2.structures import BoxMode
+
+    from clump_d2.evaluation.matching import MatchCriterion
+    from clump_d2.realdata import false_positive_census
+
+    record = {"image_id": 1, "psf_fwhm_px": 4.0, "rejected_candidates": [[80.0, 80.0]],
+              "annotations": [{"bbox": [10, 10, 10, 10], "bbox_mode": BoxMode.XYWH_ABS,
+                               "category_id": 0}]}
+    boxes = np.array([[10.5, 10, 20.5, 20],  # the clump
+                      [76.0, 77, 86, 87],  # centre (81, 82): 2.2 px from the reject, <= 5
+                      [40.0, 40, 50, 50],  # nowhere near
+                      [75.0, 75, 85, 85]])  # on the reject but below the threshold
+    pred = {"image_id": 1, "boxes": boxes, "scores": np.array([0.9, 0.8, 0.7, 0.2]),
+            "classes": np.zeros(4, int)}
+    census = false_positive_census([pred], [record], 0.5, MatchCriterion("iou"))
+    assert census == {"n_unmatched": 2, "n_unmatched_on_rejected": 1,
+                      "n_rejected_candidates": 1}
+    census = false_positive_census([pred], [dict(record, rejected_candidates=[])], 0.1,
+                                   MatchCriterion("iou"))
+    assert census == {"n_unmatched": 3, "n_unmatched_on_rejected": 0,
+                      "n_rejected_candidates": 0}
 
 
 def test_psf_sized_boxes_resizes_around_the_centre():
