@@ -121,13 +121,16 @@ class SyntheticParams:
         central 200 px crops of the 24 ``gzh_s82_clumps`` galaxies:
 
         * clump r flux / host r flux log-normal, median 0.33 %, ln-sigma 1.35 (catalogue
-          25/50/75 %: 0.14/0.33/0.86 %), clipped to 0.03-10 % (5th pct 0.04 %, max 9.7 %);
+          25/50/75 %: 0.14/0.33/0.86 %), clipped to 0.03-15 % (5th pct 0.04 %, max 9.7 %);
         * clumps per clumpy galaxy geometric, mean 5.7, up to 20 (catalogue: 137 clumps in 24
           galaxies, median 4, max 26);
         * radius 0.2-3.2 disc R_e (catalogue distance / PETROR50_R: 5/50/95 % 0.31/1.29/3.18);
         * down to 1 FWHM from the centre whatever the bulge (5 % of the catalogue's clumps lie
           within 1.15 FWHM of it) and 1 FWHM apart (443 of 543 catalogue clumps are flagged
           near another clump or star);
+        * plus 15 % bright clumps, log-uniform 3-15 % of the host (Clump Scout's range; 5 of
+          the 133 catalogue clumps are >= 3 %, but a model trained on the log-normal alone
+          misses injected bright clumps, mistaking them for the unlabelled foreground stars);
         * one class (the catalogue has no "odd" clumps): ``odd_fraction`` 0;
         * unlabelled knots only below the catalogue's depth (0.01-0.03 %).
         """
@@ -136,8 +139,8 @@ class SyntheticParams:
         realism = SdssRealism(
             clump_count_probs=probs, clump_frac_lognormal=(0.0033, 1.35),
             clump_radius_re=(0.2, 3.2), clump_min_sep_fwhm=1.0, centre_exclusion_bulge_re=0.0,
-            knot_frac=(0.0001, 0.0003))
-        base = dict(sdss_realism=realism, clump_frac=(0.0003, 0.10), odd_fraction=0.0)
+            knot_frac=(0.0001, 0.0003), bright_clump_fraction=0.15, bright_clump_frac=(0.03, 0.15))
+        base = dict(sdss_realism=realism, clump_frac=(0.0003, 0.15), odd_fraction=0.0)
         base.update(overrides)
         return cls.sdss(**base)
 
@@ -169,6 +172,11 @@ class SdssRealism:
     # None: clump flux fractions log-uniform in ``SyntheticParams.clump_frac``; (median,
     # ln-sigma): log-normal, clipped to that range (``SyntheticParams.sdss_catalogue``).
     clump_frac_lognormal: Optional[tuple] = None
+    # With the log-normal: this fraction of clumps drawn log-uniform in ``bright_clump_frac``
+    # instead (bright, Clump Scout-like clumps, rare in a deep catalogue but the ones a
+    # detector must never miss; without them a model learns "bright point = star").
+    bright_clump_fraction: float = 0.0
+    bright_clump_frac: tuple = (0.03, 0.15)
     # Spiral arms (log spirals in the disc plane) in this fraction of discs; m = 2 arms,
     # pitch angle (deg), arm/inter-arm contrast amplitude, arm sharpness exponent.
     spiral_fraction: float = 0.6
@@ -485,6 +493,8 @@ def render_sdss_galaxy(rng: np.random.Generator, params: SyntheticParams) -> Syn
                 continue  # a mark on the bulge is not a clump
             if r.clump_frac_lognormal is None:
                 frac = _log_uniform(rng, *params.clump_frac)
+            elif rng.uniform() < r.bright_clump_fraction:
+                frac = _log_uniform(rng, *r.bright_clump_frac)
             else:
                 median, ln_sigma = r.clump_frac_lognormal
                 frac = float(np.clip(median * np.exp(ln_sigma * rng.normal()),
