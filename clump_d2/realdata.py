@@ -306,7 +306,7 @@ def false_positive_census(predictions: Sequence[Dict], dataset_dicts: Sequence[D
     candidate that the catalogue's authors rejected by hand (``rejected_candidates`` of the
     image record; images without it count as having none)."""
     from clump_d2.evaluation.clump_evaluation import truth_from_dicts
-    from clump_d2.evaluation.matching import match_boxes
+    from clump_d2.evaluation.metrics import match_masks
 
     truth = truth_from_dicts(dataset_dicts)
     records = {d["image_id"]: d for d in dataset_dicts}
@@ -321,14 +321,11 @@ def false_positive_census(predictions: Sequence[Dict], dataset_dicts: Sequence[D
         p = by_image.get(image_id)
         if p is None:
             continue
-        keep = p["scores"] >= score_thresh
-        boxes, scores = p["boxes"][keep], p["scores"][keep]
-        matched = {d for _, d in match_boxes(t["boxes"], boxes, det_scores=scores,
-                                             criterion=criterion)}
-        free = [i for i in range(len(boxes)) if i not in matched]
-        unmatched += len(free)
-        if free and len(cands) and rec.get("psf_fwhm_px"):
-            centres = (boxes[free, :2] + boxes[free, 2:]) / 2
+        _, matched = match_masks(t["boxes"], p["boxes"], p["scores"], score_thresh, criterion)
+        free = (p["scores"] >= score_thresh) & ~matched
+        unmatched += int(free.sum())
+        if free.any() and len(cands) and rec.get("psf_fwhm_px"):
+            centres = (p["boxes"][free, :2] + p["boxes"][free, 2:]) / 2
             dist = np.hypot(*(centres[:, None, :] - cands[None, :, :]).transpose(2, 0, 1))
             on_rejected += int((dist.min(axis=1)
                                 <= REJECT_MATCH_FWHM * rec["psf_fwhm_px"]).sum())
@@ -417,6 +414,64 @@ def write_table(rows: Sequence[Dict], output_dir: str | os.PathLike) -> Dict[str
             + " | ".join(f"{_fmt(r[k])} ({r['n_flux_' + k[7:]]})" for k in flux_keys) + " |")
     paths["md"].write_text("\n".join(lines) + "\n")
     return paths
+
+
+def pool_folds(folds: Dict[str, str | os.PathLike], output_dir: str | os.PathLike) -> List[Dict]:
+    """Pool :func:`evaluate_methods` runs on complementary splits ({label: its output dir
+    holding ``real_eval.json``}): per method, each fold's row and a pooled row (counts summed,
+    completeness = matched / true, purity = matched / detections); written to
+    ``real_eval_folds.{json,md}`` in ``output_dir``; returns the pooled rows."""
+    from clump_d2.evaluation.matching import f1_score, safe_ratio
+
+    runs = {label: json.loads((Path(d) / "real_eval.json").read_text())
+            for label, d in folds.items()}
+    methods = list(dict.fromkeys(r["method"] for rows in runs.values() for r in rows))
+    counts = ("n_true", "n_detections", "n_matched", "n_unmatched", "n_unmatched_on_rejected")
+    bins = [k[7:] for k in next(iter(runs.values()))[0] if k.startswith("C_flux_")] \
+        if any(runs.values()) else []
+    lines = ["| method | fold | thresh | completeness | purity | F1 | matched / true | detections "
+             "| false pos. (on hand-rejected candidates) | "
+             + " | ".join(f"C, flux frac {b} (n)" for b in bins) + " |",
+             "|---|---|---|---|---|---|---|---|---|" + "---|" * len(bins)]
+    pooled = []
+    for m in methods:
+        total = dict.fromkeys(counts, 0)
+        found = {b: [0, 0] for b in bins}  # matched, true per flux bin
+        for label, rows in runs.items():
+            r = next((r for r in rows if r["method"] == m), None)
+            if r is None:
+                continue
+            for k in counts:
+                total[k] += int(r.get(k) or 0)
+            for b in bins:
+                n = int(r[f"n_flux_{b}"])
+                found[b][0] += 0 if n == 0 else round(r[f"C_flux_{b}"] * n)
+                found[b][1] += n
+            lines.append(f"| {m} | {label} | {r['thresh']:.2f} | {_fmt(r['completeness'])} | "
+                         f"{_fmt(r['purity'])} | {_fmt(r['F1'])} | {r['n_matched']} / "
+                         f"{r['n_true']} | {r['n_detections']} | {r.get('n_unmatched')} "
+                         f"({r.get('n_unmatched_on_rejected')}) | "
+                         + " | ".join(f"{_fmt(r[f'C_flux_{b}'])} ({r[f'n_flux_{b}']})"
+                                      for b in bins) + " |")
+        c = safe_ratio(total["n_matched"], total["n_true"])
+        p = safe_ratio(total["n_matched"], total["n_detections"])
+        row = {"method": m, "folds": list(runs), **total, "completeness": c, "purity": p,
+               "F1": f1_score(c, p),
+               **{f"C_flux_{b}": safe_ratio(*found[b]) for b in bins},
+               **{f"n_flux_{b}": found[b][1] for b in bins}}
+        pooled.append(row)
+        lines.append(f"| {m} | **pooled** | | **{_fmt(c)}** | **{_fmt(p)}** | {_fmt(row['F1'])} "
+                     f"| {total['n_matched']} / {total['n_true']} | {total['n_detections']} | "
+                     f"{total['n_unmatched']} ({total['n_unmatched_on_rejected']}) | "
+                     + " | ".join(f"{_fmt(row[f'C_flux_{b}'])} ({found[b][1]})" for b in bins)
+                     + " |")
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "real_eval_folds.json").write_text(json.dumps(
+        [{k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+          for k, v in r.items()} for r in pooled], indent=2))
+    (output_dir / "real_eval_folds.md").write_text("\n".join(lines) + "\n")
+    return pooled
 
 
 # --- real vs simulated cutouts ----------------------------------------------------------------

@@ -20,7 +20,7 @@ import sys
 import clump_d2  # noqa: F401  (compat first)
 import clump_d2.data  # noqa: F401  (registers the datasets)
 from clump_d2.realdata import (DEFAULT_SEED, SIM_PRESETS, Method, evaluate_methods,
-                               prepare_gzh_s82, simulate_sdss)
+                               pool_folds, prepare_gzh_s82, simulate_sdss)
 
 BASE_CONFIG = "configs/RealData/sim_sdss_r18.yaml"
 
@@ -57,6 +57,10 @@ def main(argv=None):
     e.add_argument("--no-baseline", action="store_true", help="skip the classical baseline")
     e.add_argument("--output-dir", default="output/realdata/eval")
     e.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
+    f = sub.add_parser("pool", help="pool evaluate runs on complementary splits -> table")
+    f.add_argument("--fold", action="append", default=[], metavar="LABEL=DIR", required=True,
+                   help="an evaluate --output-dir and its label (repeatable)")
+    f.add_argument("--output-dir", required=True)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
@@ -69,6 +73,15 @@ def main(argv=None):
         paths = simulate_sdss(args.out, args.num_train, args.num_val, args.seed,
                               preset=args.preset)
         print("\n".join(f"{k}: {v}" for k, v in paths.items()))
+    elif args.command == "pool":
+        folds = {}
+        for spec in args.fold:
+            label, sep, path = spec.partition("=")
+            if not sep:
+                parser.error(f"--fold {spec!r}: expected LABEL=DIR")
+            folds[label] = path
+        pool_folds(folds, args.output_dir)
+        print(open(f"{args.output_dir}/real_eval_folds.md").read())
     else:
         methods = [] if args.no_baseline else [
             Method("classical_baseline", kind="baseline", opts=list(args.opts))]

@@ -65,19 +65,28 @@ def sweep_image(true_boxes, true_classes, det_boxes, det_scores, det_classes,
     return counts
 
 
-def matched_true_mask(true_boxes, det_boxes, det_scores, score_thresh: float,
-                      criterion: MatchCriterion) -> np.ndarray:
-    """Class-agnostic: which true clumps are matched by detections with score >= thresh."""
+def match_masks(true_boxes, det_boxes, det_scores, score_thresh: float,
+                criterion: MatchCriterion):
+    """Class-agnostic one-to-one matching of the detections with score >= thresh: (which true
+    clumps are matched, which detections are; detections below the threshold are not)."""
     true_boxes, det_boxes = as_boxes(true_boxes), as_boxes(det_boxes)
     det_scores = np.asarray(det_scores, dtype=np.float64).reshape(-1)
     found = np.zeros(len(true_boxes), dtype=bool)
-    keep = det_scores >= score_thresh
-    if len(true_boxes) == 0 or not keep.any():
-        return found
+    used = np.zeros(len(det_boxes), dtype=bool)
+    keep = np.flatnonzero(det_scores >= score_thresh)
+    if len(true_boxes) == 0 or len(keep) == 0:
+        return found, used
     admissible, quality = criterion.quality(true_boxes, det_boxes[keep])
-    for t, _ in assign(admissible, quality, true_boxes, det_boxes[keep], det_scores[keep]):
+    for t, d in assign(admissible, quality, true_boxes, det_boxes[keep], det_scores[keep]):
         found[t] = True
-    return found
+        used[keep[d]] = True
+    return found, used
+
+
+def matched_true_mask(true_boxes, det_boxes, det_scores, score_thresh: float,
+                      criterion: MatchCriterion) -> np.ndarray:
+    """Class-agnostic: which true clumps are matched by detections with score >= thresh."""
+    return match_masks(true_boxes, det_boxes, det_scores, score_thresh, criterion)[0]
 
 
 def ratios(counts: np.ndarray) -> Dict[str, np.ndarray]:

@@ -95,6 +95,12 @@ def merge_views(boxes: torch.Tensor, scores: torch.Tensor, classes: torch.Tensor
     return torch.stack(out_boxes)[order], merged_scores[order], torch.stack(out_classes)[order]
 
 
+def _output_size(inp: Dict) -> Tuple[int, int]:
+    """(height, width) of the frame the model reports an input's boxes in."""
+    h_img, w_img = inp["image"].shape[-2:]
+    return int(inp.get("height", h_img)), int(inp.get("width", w_img))
+
+
 class DihedralTTA(nn.Module):
     """Wraps a Detectron2 model: each input is predicted in its 8 orientations and the
     detections merged by score voting (module docstring). Inputs are Detectron2 dicts
@@ -111,19 +117,16 @@ class DihedralTTA(nn.Module):
     def forward(self, batched_inputs: Sequence[Dict]) -> List[Dict]:
         from detectron2.structures import Boxes, Instances
 
+        sizes = [_output_size(inp) for inp in batched_inputs]
         views = []
-        for inp in batched_inputs:
-            h_img, w_img = inp["image"].shape[-2:]
-            height, width = int(inp.get("height", h_img)), int(inp.get("width", w_img))
+        for inp, (height, width) in zip(batched_inputs, sizes):
             for rotations, flip in VIEWS:
                 vh, vw = view_size(height, width, rotations)
                 views.append(dict(inp, image=view_image(inp["image"], rotations, flip),
                                   height=vh, width=vw))
         outputs = self.model(views)
         merged = []
-        for i, inp in enumerate(batched_inputs):
-            h_img, w_img = inp["image"].shape[-2:]
-            height, width = int(inp.get("height", h_img)), int(inp.get("width", w_img))
+        for i, (height, width) in enumerate(sizes):
             boxes, scores, classes, view_ids = [], [], [], []
             for v, (rotations, flip) in enumerate(VIEWS):
                 inst = outputs[i * len(VIEWS) + v]["instances"].to("cpu")

@@ -175,3 +175,29 @@ def test_simulate_presets_write_their_label_populations(tmp_path):
     assert fracs["catalogue"] and np.median(fracs["catalogue"]) < 0.01
     with pytest.raises(ValueError, match="hst.*clumpscout"):
         simulate_sdss(tmp_path / "x", num_train=1, num_val=0, preset="hst")
+
+
+def test_pool_folds_sums_counts_over_folds(tmp_path):
+    """eval_real pool: per-fold rows kept, pooled completeness/purity from summed counts (not
+    the mean of the folds' ratios), flux bins pooled by matched counts."""
+    from clump_d2.realdata import pool_folds, write_table
+
+    def row(method, matched, true, det, fp_rej, c_bin, n_bin):
+        return {"method": method, "thresh": 0.5, "completeness": matched / true,
+                "purity": matched / det, "F1": 0.0, "n_true": true, "n_detections": det,
+                "n_matched": matched, "n_unmatched": det - matched,
+                "n_unmatched_on_rejected": fp_rej, "C_flux_0-1": c_bin, "n_flux_0-1": n_bin,
+                "test_F1_max": 0.0, "test_F1_max_thresh": 0.5, "test_equal_CP_value": 0.0}
+
+    write_table([row("net", 6, 10, 8, 1, 0.6, 10), row("base", 2, 10, 4, 0, 0.2, 10)],
+                tmp_path / "a")
+    write_table([row("net", 1, 30, 2, 1, 1 / 30, 30)], tmp_path / "b")
+    pooled = pool_folds({"a": tmp_path / "a", "b": tmp_path / "b"}, tmp_path / "out")
+    net = next(r for r in pooled if r["method"] == "net")
+    assert (net["n_matched"], net["n_true"], net["n_detections"]) == (7, 40, 10)
+    assert net["completeness"] == pytest.approx(7 / 40) and net["purity"] == pytest.approx(0.7)
+    assert net["n_unmatched_on_rejected"] == 2 and net["C_flux_0-1"] == pytest.approx(7 / 40)
+    base = next(r for r in pooled if r["method"] == "base")  # only in fold a
+    assert (base["n_matched"], base["n_true"]) == (2, 10)
+    md = (tmp_path / "out" / "real_eval_folds.md").read_text()
+    assert md.count("**pooled**") == 2 and "| net | b |" in md and "0.17" in md
