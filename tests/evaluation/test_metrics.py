@@ -1,5 +1,6 @@
 """Operating-point matching masks of clump_d2.evaluation.metrics."""
 
+
 def test_match_masks_marks_the_matched_detections_only_above_threshold():
     from clump_d2.evaluation.matching import MatchCriterion
     from clump_d2.evaluation.metrics import match_masks, matched_true_mask
