@@ -61,6 +61,10 @@ def main(argv=None):
     f.add_argument("--fold", action="append", default=[], metavar="LABEL=DIR", required=True,
                    help="an evaluate --output-dir and its label (repeatable)")
     f.add_argument("--output-dir", required=True)
+    d = sub.add_parser("detectability", help="S/N census of a labelled dataset's clumps, "
+                       "unlisted peaks and noise peaks (clump_d2.evaluation.detectability)")
+    d.add_argument("--dataset", default="gzh_s82c_all", help="registered dataset")
+    d.add_argument("--output-dir", default="output/realdata/detectability")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
@@ -73,6 +77,15 @@ def main(argv=None):
         paths = simulate_sdss(args.out, args.num_train, args.num_val, args.seed,
                               preset=args.preset)
         print("\n".join(f"{k}: {v}" for k, v in paths.items()))
+    elif args.command == "detectability":
+        from detectron2.data import DatasetCatalog
+
+        from clump_d2.evaluation.detectability import (dataset_census, summarise_census,
+                                                       write_census)
+
+        census = dataset_census(DatasetCatalog.get(args.dataset))
+        paths = write_census(census, summarise_census(census), args.output_dir)
+        print(paths["md"].read_text())
     elif args.command == "pool":
         folds = {}
         for spec in args.fold:

@@ -87,6 +87,56 @@ def galaxy_mask(lum: np.ndarray, fwhm: float, p: ClassicalParams
     return mask, (cx, cy), sky, sky_sigma
 
 
+@dataclass
+class ContrastSnrMap:
+    """Steps 1-4 of the method for one image (see the module docstring)."""
+
+    contrast: np.ndarray  # PSF-filtered unsharp-masked luminance (H, W)
+    noise: float  # robust rms of ``contrast`` off the galaxy: S/N = contrast / noise
+    background: np.ndarray  # the smooth light the unsharp mask removed
+    mask: np.ndarray  # the galaxy's segment
+    sky_region: np.ndarray  # where the noise was measured (off the dilated segment, or all)
+    centre: Tuple[float, float]
+    sky: float
+    sky_sigma: float
+
+    @property
+    def snr(self) -> np.ndarray:
+        return self.contrast / self.noise
+
+
+def contrast_snr_map(image: np.ndarray, psf_fwhm_px: float,
+                     params: Optional[ClassicalParams] = None) -> ContrastSnrMap:
+    """Luminance -> unsharp mask -> PSF-matched filter -> noise off the galaxy."""
+    p = params or ClassicalParams()
+    lum = np.asarray(image, dtype=np.float64)
+    if lum.ndim == 3:
+        lum = lum.mean(axis=2)
+    fwhm = float(psf_fwhm_px)
+    mask, centre, sky, sky_sigma = galaxy_mask(lum, fwhm, p)
+    background = ndi.gaussian_filter(lum, p.smooth_fwhm * fwhm)
+    contrast = ndi.gaussian_filter(lum - background, fwhm / 2.3548)
+    outside = ~ndi.binary_dilation(mask, iterations=max(1, int(fwhm)))
+    if outside.sum() <= 500:  # a galaxy filling the frame: no sky left to measure on
+        outside = np.ones_like(mask)
+    ref = contrast[outside]
+    noise = float(1.4826 * np.median(np.abs(ref - np.median(ref)))) or 1e-9
+    return ContrastSnrMap(contrast, noise, background, mask, outside, centre, sky, sky_sigma)
+
+
+def local_extrema(values: np.ndarray, psf_fwhm_px: float, params: Optional[ClassicalParams] = None,
+                  minima: bool = False) -> np.ndarray:
+    """Boolean map of the local maxima (or minima) of ``values`` within
+    ``peak_separation_fwhm`` x FWHM, at least ``edge_px`` from the border."""
+    p = params or ClassicalParams()
+    size = max(3, int(round(p.peak_separation_fwhm * psf_fwhm_px)) | 1)
+    filt = ndi.minimum_filter if minima else ndi.maximum_filter
+    out = values == filt(values, size=size)
+    e = p.edge_px
+    out[:e], out[-e:], out[:, :e], out[:, -e:] = False, False, False, False
+    return out
+
+
 def find_clumps(image: np.ndarray, psf_fwhm_px: float,
                 params: Optional[ClassicalParams] = None) -> Dict[str, np.ndarray]:
     """Find clumps in one image.
@@ -101,25 +151,13 @@ def find_clumps(image: np.ndarray, psf_fwhm_px: float,
         positions (pixel centres at i + 0.5), ``centre`` (2,) the galaxy centre used.
     """
     p = params or ClassicalParams()
-    lum = np.asarray(image, dtype=np.float64)
-    if lum.ndim == 3:
-        lum = lum.mean(axis=2)
-    h, w = lum.shape
     fwhm = float(psf_fwhm_px)
-    sigma = fwhm / 2.3548
-    mask, centre, sky, sky_sigma = galaxy_mask(lum, fwhm, p)
-    background = ndi.gaussian_filter(lum, p.smooth_fwhm * fwhm)
-    contrast = ndi.gaussian_filter(lum - background, sigma)
-    outside = ~ndi.binary_dilation(mask, iterations=max(1, int(fwhm)))
-    ref = contrast[outside] if outside.sum() > 500 else contrast.ravel()
-    noise = float(1.4826 * np.median(np.abs(ref - np.median(ref)))) or 1e-9
-    size = max(3, int(round(p.peak_separation_fwhm * fwhm)) | 1)
-    peaks = (contrast == ndi.maximum_filter(contrast, size=size)) & (contrast > p.nsigma * noise)
-    peaks &= mask
-    e = p.edge_px
-    peaks[:e], peaks[-e:], peaks[:, :e], peaks[:, -e:] = False, False, False, False
+    m = contrast_snr_map(image, fwhm, p)
+    contrast, noise, background, centre = m.contrast, m.noise, m.background, m.centre
+    h, w = contrast.shape
+    peaks = local_extrema(contrast, fwhm, p) & (contrast > p.nsigma * noise) & m.mask
     ys, xs = np.nonzero(peaks)
-    local = np.maximum(background[ys, xs] - sky, sky_sigma)
+    local = np.maximum(background[ys, xs] - m.sky, m.sky_sigma)
     keep = (contrast[ys, xs] / local >= p.min_contrast)
     keep &= np.hypot(xs - centre[0], ys - centre[1]) >= p.bulge_fwhm * fwhm
     ys, xs = ys[keep], xs[keep]
