@@ -54,6 +54,11 @@ def main(argv=None):
     e.add_argument("--psf-boxes", action="store_true",
                    help="also evaluate each model with its boxes re-sized to 2.5 x the "
                         "image's PSF FWHM (rows '<name>+psf_boxes')")
+    e.add_argument("--threshold-from", action="append", default=[],
+                   metavar="NAME=WEIGHTS@DATASET",
+                   help="choose model NAME's threshold on DATASET scored by WEIGHTS instead of "
+                        "on the tuning split (repeatable; counts pooled): cross-fitting, "
+                        "e.g. a model fine-tuned on train_a scored on train_b and vice versa")
     e.add_argument("--no-baseline", action="store_true", help="skip the classical baseline")
     e.add_argument("--output-dir", default="output/realdata/eval")
     e.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
@@ -96,17 +101,29 @@ def main(argv=None):
         pool_folds(folds, args.output_dir)
         print(open(f"{args.output_dir}/real_eval_folds.md").read())
     else:
+        threshold_from = {}
+        for spec in args.threshold_from:
+            name, sep, rest = spec.partition("=")
+            weights, at, dataset = rest.rpartition("@")
+            if not (sep and at and weights and dataset):
+                parser.error(f"--threshold-from {spec!r}: expected NAME=WEIGHTS@DATASET")
+            threshold_from.setdefault(name, []).append((weights, dataset))
+        unknown = set(threshold_from) - {m.partition("=")[0] for m in args.model}
+        if unknown:
+            parser.error(f"--threshold-from names no --model: {sorted(unknown)}")
         methods = [] if args.no_baseline else [
             Method("classical_baseline", kind="baseline", opts=list(args.opts))]
         for spec in args.model:
             name, sep, weights = spec.partition("=")
             if not sep:
                 parser.error(f"--model {spec!r}: expected NAME=WEIGHTS")
+            pairs = threshold_from.get(name, [])
             methods.append(Method(name, config=args.config, weights=weights,
-                                  opts=list(args.opts)))
+                                  opts=list(args.opts), threshold_from=pairs))
             if args.psf_boxes:
                 methods.append(Method(f"{name}+psf_boxes", config=args.config,
-                                      weights=weights, opts=list(args.opts), psf_boxes=True))
+                                      weights=weights, opts=list(args.opts), psf_boxes=True,
+                                      threshold_from=pairs))
         rows = evaluate_methods(methods, f"{args.dataset}_{args.tune_split}",
                                 f"{args.dataset}_{args.test_split}", args.output_dir,
                                 args.config)

@@ -16,7 +16,7 @@ def tiny_gzh(realdata, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("gzhtiny")
     paths = prepare_gzh_s82(realdata / "gzh_s82_clumps", out, galaxies=N_GALAXIES)
-    for split in ("train", "test"):
+    for split in ("train", "test", "train_a", "train_b", "test_a", "test_b"):
         register_clump_dataset(f"gzhtiny_{split}", paths[split], out / "images")
     return out, paths
 
@@ -30,6 +30,12 @@ def test_prepare_crop_frame_and_split(tiny_gzh):
     assert {i["id"] for i in train["images"]}.isdisjoint({i["id"] for i in test["images"]})
     assert len(train["images"]) + len(test["images"]) == N_GALAXIES
     assert len(train["annotations"]) + len(test["annotations"]) == len(full["annotations"])
+    for name, split in (("train", train), ("test", test)):  # halves for cross-fitting
+        a, b = (json.loads(paths[f"{name}_{h}"].read_text()) for h in "ab")
+        ids = [{i["id"] for i in half["images"]} for half in (a, b)]
+        assert ids[0].isdisjoint(ids[1]) and ids[0] and ids[1]
+        assert ids[0] | ids[1] == {i["id"] for i in split["images"]}
+        assert len(a["annotations"]) + len(b["annotations"]) == len(split["annotations"])
     for im in full["images"]:
         assert im["crop"] == [CROP_OFFSET, CROP_OFFSET, CROP_SIZE, CROP_SIZE]
         assert im["width"] == im["height"] == CROP_SIZE and im["full_width"] == 424
@@ -78,6 +84,42 @@ def test_evaluation_table_matches_a_direct_count(tiny_gzh, tmp_path, tiny_model_
     assert 0 <= base["n_unmatched_on_rejected"] <= base["n_unmatched"]
     assert base["n_rejected_candidates"] == sum(len(im["rejected_candidates"])
                                                 for im in test["images"])
+
+
+def test_cross_fitted_threshold_of_a_fixed_method_is_its_own(tiny_gzh, tmp_path):
+    """The baseline does not learn, so its counts on the two halves of the tuning split add up
+    to its counts on the whole split: the cross-fitted threshold equals the plain one."""
+    halves = [("", "gzhtiny_train_a"), ("", "gzhtiny_train_b")]
+    rows = evaluate_methods(
+        [Method("plain", kind="baseline"),
+         Method("crossfit", kind="baseline", threshold_from=halves)],
+        "gzhtiny_train", "gzhtiny_test", tmp_path, "configs/RealData/sim_sdss_r18.yaml")
+    plain, crossfit = rows
+    assert crossfit["thresh"] == plain["thresh"]
+    assert crossfit["tune_F1"] == pytest.approx(plain["tune_F1"])
+    assert crossfit["tuned_on"] == "gzhtiny_train_a, gzhtiny_train_b"
+    assert (crossfit["n_matched"], crossfit["n_detections"]) == (plain["n_matched"],
+                                                                 plain["n_detections"])
+
+
+def test_tuned_threshold_pools_counts_before_taking_f1():
+    from clump_d2.realdata import tuned_threshold
+
+    def report(n_true, n_det, n_matched):
+        return {"thresholds": [0.3, 0.5, 0.7],
+                "curves": {"all": {"n_true": n_true, "n_detections": n_det,
+                                   "n_matched": n_matched}}}
+
+    # alone, run 1 peaks at 0.3 (F1 0.8, 0.667, 0.333) and run 2 at 0.7 (0.333, 0.6, 0.667);
+    # pooled, 0.5 wins: F1 = 2 x 11 / (20 + 15) = 0.629 vs 0.52 and 0.519
+    r1 = report([10, 10, 10], [10, 5, 2], [8, 5, 2])
+    r2 = report([10, 10, 10], [20, 10, 5], [5, 6, 5])
+    assert tuned_threshold([r1])[0] == 0.3
+    assert tuned_threshold([r2])[0] == 0.7
+    t, f1 = tuned_threshold([r1, r2])
+    assert t == 0.5 and f1 == pytest.approx(22 / 35)
+    with pytest.raises(ValueError, match="grids differ"):
+        tuned_threshold([r1, {**r2, "thresholds": [0.2, 0.5, 0.7]}])
 
 
 def test_rejected_candidates_land_where_the_catalogue_clumps_say(tiny_gzh, realdata):
