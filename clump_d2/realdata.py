@@ -242,6 +242,7 @@ class Method:
     opts: List[str] = field(default_factory=list)
     psf_boxes: bool = False
     threshold_from: List[tuple] = field(default_factory=list)
+    baseline_params: Optional[object] = None  # ClassicalParams of a "baseline" (default ones)
 
 
 class PsfSizedBoxes:
@@ -294,7 +295,7 @@ def _run(method: Method, cfg, dataset: str, output_dir: Optional[str]) -> Dict:
     from clump_d2.inference.predict import build_inference_model
 
     if method.kind == "baseline":
-        model = ClassicalClumpFinder()
+        model = ClassicalClumpFinder(method.baseline_params)
     else:
         model = build_inference_model(cfg)
         if method.psf_boxes:

@@ -60,6 +60,9 @@ def main(argv=None):
                         "on the tuning split (repeatable; counts pooled): cross-fitting, "
                         "e.g. a model fine-tuned on train_a scored on train_b and vice versa")
     e.add_argument("--no-baseline", action="store_true", help="skip the classical baseline")
+    e.add_argument("--baseline-colour", type=float, default=None, metavar="C",
+                   help="add a row 'classical_baseline+colour': the baseline with its colour "
+                        "cut (B - R) / G >= C (ClassicalParams.min_colour)")
     e.add_argument("--output-dir", default="output/realdata/eval")
     e.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     f = sub.add_parser("pool", help="pool evaluate runs on complementary splits -> table")
@@ -113,6 +116,12 @@ def main(argv=None):
             parser.error(f"--threshold-from names no --model: {sorted(unknown)}")
         methods = [] if args.no_baseline else [
             Method("classical_baseline", kind="baseline", opts=list(args.opts))]
+        if args.baseline_colour is not None:
+            from clump_d2.baselines import ClassicalParams
+
+            methods.append(Method("classical_baseline+colour", kind="baseline",
+                                  opts=list(args.opts),
+                                  baseline_params=ClassicalParams(min_colour=args.baseline_colour)))
         for spec in args.model:
             name, sep, weights = spec.partition("=")
             if not sep:

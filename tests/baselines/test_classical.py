@@ -81,3 +81,30 @@ def test_runs_like_a_detectron2_model_through_the_evaluator():
     report = ev.compute(ev._predictions, dicts)
     assert report["operating"]["all"]["n_matched"] == 3
     assert report["operating"]["all"]["completeness"] == pytest.approx(1.0)
+
+
+def test_colour_cut_keeps_blue_clumps_and_drops_red_knots():
+    """RGB: a grey disc with two blue clumps and one red knot of the same brightness; the
+    luminance finder takes all three, the colour cut (B - R) / G >= 0 only the blue ones."""
+    rng = np.random.default_rng(4)
+    grey = _disc(rng)
+    blue, red = CLUMPS[:2], CLUMPS[2:]
+    rgb = np.repeat(grey[:, :, None], 3, axis=2)
+    for (x, y), weights in [(xy, (0.5, 1.0, 1.5)) for xy in blue] + \
+                           [(xy, (1.5, 1.0, 0.5)) for xy in red]:
+        stamp = 0.08 * 4e4 * gaussian_psf_stamp((SIZE, SIZE), x, y, FWHM)
+        rgb += stamp[:, :, None] * np.array(weights)[None, None, :]
+    plain = find_clumps(rgb, FWHM)
+    cut = find_clumps(rgb, FWHM, ClassicalParams(min_colour=0.0))
+    assert count_matches(_true_boxes(CLUMPS), plain["boxes"]).n_matched == 3
+    assert count_matches(_true_boxes(blue), cut["boxes"]).n_matched == 2
+    assert count_matches(_true_boxes(red), cut["boxes"]).n_matched == 0
+    from clump_d2.baselines.classical import peak_colour
+
+    ys, xs = np.array([int(y) for _, y in CLUMPS]), np.array([int(x) for x, _ in CLUMPS])
+    colour = peak_colour(rgb, FWHM, ys, xs)
+    assert colour[:2] == pytest.approx([1.0, 1.0], abs=0.1)  # (1.5 - 0.5) / 1
+    assert colour[2] == pytest.approx(-1.0, abs=0.1)
+    # a grey (one-channel) image skips the cut
+    assert len(find_clumps(grey, FWHM, ClassicalParams(min_colour=0.0))["boxes"]) == \
+        len(find_clumps(grey, FWHM)["boxes"])
