@@ -143,7 +143,9 @@ def wilson_interval(k: int, n: int, z: float = 1.0) -> Tuple[float, float]:
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # The interval always holds p; at k = n (or 0) rounding can leave its end 1e-16 on the
+    # wrong side, and a plot's error bar (p - lo, hi - p) must not be negative.
+    return max(0.0, min(p, centre - half)), min(1.0, max(p, centre + half))
 
 
 def quantile_edges(values, num_bins: int) -> np.ndarray:
