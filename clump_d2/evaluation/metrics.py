@@ -104,7 +104,9 @@ def equal_point(thresholds, completeness, purity) -> Tuple[float, float]:
     """The lowest score threshold where completeness = purity, and their common value.
 
     Linear interpolation between the two grid thresholds where ``completeness - purity``
-    changes sign (grid points with an undefined purity are skipped).
+    changes sign (grid points with an undefined purity are skipped, and so are those with
+    completeness = purity = 0: detections of which none matches are no break-even point, and
+    a detector purer than complete at every useful threshold would otherwise report 0).
 
     Returns:
         (threshold, value), or (NaN, NaN) if the curves do not cross on the grid.
@@ -112,7 +114,7 @@ def equal_point(thresholds, completeness, purity) -> Tuple[float, float]:
     t = np.asarray(thresholds, dtype=np.float64)
     c = np.asarray(completeness, dtype=np.float64)
     p = np.asarray(purity, dtype=np.float64)
-    valid = np.flatnonzero(~(np.isnan(c) | np.isnan(p)))
+    valid = np.flatnonzero(~(np.isnan(c) | np.isnan(p) | ((c == 0) & (p == 0))))
     for a, b in zip(valid[:-1], valid[1:]):
         da, db = c[a] - p[a], c[b] - p[b]
         if da == 0:

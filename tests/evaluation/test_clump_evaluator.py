@@ -199,6 +199,13 @@ def test_equal_point_interpolates_and_handles_no_crossing():
     # d = 0.6 at 0, -0.2 at 0.5: crossing at 0.375, value 1 - 0.4 * 0.75 = 0.7
     assert thr == pytest.approx(0.375) and val == pytest.approx(0.7)
     assert all(math.isnan(x) for x in M.equal_point(t, [1, 1, 1], [0.1, 0.2, np.nan]))
+    # purer than complete until nothing matches: C = P = 0 at the top is no crossing
+    t4 = np.array([0.0, 0.3, 0.6, 0.9])
+    assert all(math.isnan(x) for x in M.equal_point(t4, [0.5, 0.4, 0.0, 0.0],
+                                                    [0.6, 0.8, 0.0, np.nan]))
+    # ... but a real crossing before it still counts
+    thr, val = M.equal_point(t4, [0.8, 0.4, 0.0, 0.0], [0.6, 0.8, 0.0, np.nan])
+    assert thr == pytest.approx(0.1) and val == pytest.approx(0.8 - 0.4 / 3)
 
 
 def test_quantile_edges_and_empty_bins():
