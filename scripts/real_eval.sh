@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# The README's real-data evaluation, end to end: data, the simulation-only model, the
+# fine-tuned models of both folds (and the half-split ones that cross-fit their thresholds),
+# both matching rules, the pooled tables and the detectability census.
+#
+#   bash scripts/real_eval.sh [path/to/gzh_s82_clumps]     # default ../shared/realdata/...
+#
+# ~75 min on 2 CPU cores from nothing (the simulation-only model is 40 of them). A step whose
+# output exists is skipped, so a rerun only redoes what is missing (delete an output folder
+# to redo it). Results: output/realdata/eval_xfit_folds_{distance,iou}/real_eval_folds.md and
+# output/realdata/detectability/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+GZH=${1:-../shared/realdata/gzh_s82_clumps}
+PY=${PYTHON:-.venv/bin/python}
+R=output/realdata
+FT=configs/RealData/finetune_catalogue_gzh_s82.yaml
+SIM=configs/RealData/sim_catalogue_r18.yaml
+
+[ -f datasets/gzh_s82c/annotations/test_b.json ] ||
+    $PY tools/eval_real.py prepare --gzh "$GZH" --out datasets/gzh_s82c
+[ -f datasets/sdsscat/annotations/train.json ] ||
+    $PY tools/eval_real.py simulate --preset catalogue --out datasets/sdsscat --num-train 1500
+[ -f datasets/sdsscatmix/annotations/train.json ] ||
+    $PY tools/eval_real.py simulate --preset catalogue --out datasets/sdsscatmix \
+        --num-train 36 --num-val 0 --seed 1
+
+train() {  # OUTPUT_DIR, then train_net.py arguments
+    local out=$1; shift
+    [ -f "$out/model_final.pth" ] || $PY tools/train_net.py "$@" OUTPUT_DIR "$out"
+}
+finetune() {  # OUTPUT_DIR, real split fine-tuned on, real split evaluated at the end
+    train "$1" --config-file $FT DATASETS.TRAIN "('gzh_s82c_$2','sdsscatmix_train')" \
+        DATASETS.TEST "('gzh_s82c_$3',)"
+}
+train $R/sim_catalogue --config-file $SIM
+finetune $R/finetune_catalogue train test
+finetune $R/finetune_catalogue_swap test train
+for pair in train_a:train_b train_b:train_a test_a:test_b test_b:test_a; do
+    finetune $R/finetune_catalogue_xfit/${pair%%:*} ${pair%%:*} ${pair##*:}
+done
+
+evaluate() {  # tuning split, test split, fine-tuned model dir, output dir, extra arguments
+    local tune=$1 test=$2 ft=$3 out=$4; shift 4
+    $PY tools/eval_real.py evaluate --config $SIM --tune-split "$tune" --test-split "$test" \
+        --baseline-colour 0 --output-dir "$out" \
+        --model sim_only=$R/sim_catalogue/model_final.pth \
+        --model finetuned=$ft/model_final.pth --model finetuned_xfit=$ft/model_final.pth \
+        --threshold-from finetuned_xfit=$R/finetune_catalogue_xfit/${tune}_a/model_final.pth@gzh_s82c_${tune}_b \
+        --threshold-from finetuned_xfit=$R/finetune_catalogue_xfit/${tune}_b/model_final.pth@gzh_s82c_${tune}_a \
+        "$@"
+}
+for rule in distance iou; do
+    if [ $rule = distance ]; then extra=(MODEL.CLUMP_EVAL.MATCH distance); else extra=(--psf-boxes); fi
+    evaluate train test $R/finetune_catalogue $R/eval_xfit_$rule "${extra[@]}"
+    evaluate test train $R/finetune_catalogue_swap $R/eval_xfit_swap_$rule "${extra[@]}"
+    $PY tools/eval_real.py pool --fold "train→test=$R/eval_xfit_$rule" \
+        --fold "test→train=$R/eval_xfit_swap_$rule" --output-dir $R/eval_xfit_folds_$rule
+done
+$PY tools/eval_real.py detectability --dataset gzh_s82c_all --output-dir $R/detectability
