@@ -42,6 +42,9 @@ def main(argv=None):
     det.add_argument("--config-file", help="detector config (with --weights)")
     det.add_argument("--baseline", action="store_true", help="use the classical finder")
     ap.add_argument("--weights", default="", help="model weights (MODEL.WEIGHTS)")
+    ap.add_argument("--baseline-colour", type=float, default=None, metavar="C",
+                    help="with --baseline: its colour cut (B - R) / G >= C "
+                         "(ClassicalParams.min_colour)")
     ap.add_argument("--flux-fractions", type=float, nargs="+",
                     default=[0.01, 0.02, 0.03, 0.05, 0.1, 0.2])
     ap.add_argument("--radius-edges", type=float, nargs="+", default=[0.3, 0.7, 1.2, 2.0],
@@ -65,8 +68,12 @@ def main(argv=None):
     cfg = build_config(args.config_file or "", list(args.opts) + (
         ["MODEL.WEIGHTS", args.weights] if args.weights else []))
     fits_options = FitsReadOptions.from_config(cfg)
+    if args.baseline_colour is not None and not args.baseline:
+        ap.error("--baseline-colour needs --baseline")
     if args.baseline:
-        detector, thresh = baseline_detector(), 0.5
+        from clump_d2.baselines import ClassicalParams
+
+        detector, thresh = baseline_detector(ClassicalParams(min_colour=args.baseline_colour)), 0.5
     else:
         detector, thresh = model_detector(cfg), cfg.MODEL.CLUMP_EVAL.SCORE_THRESH
     thresh = args.score_thresh if args.score_thresh is not None else thresh
@@ -106,7 +113,8 @@ def main(argv=None):
     rows = run_injection(images, detector, icfg, network_input_fn(kinds.pop(), args.q,
                                                                   fits_options))
     summary = summarise(rows, icfg.flux_fractions, edges)
-    name = "classical baseline" if args.baseline else (args.weights or args.config_file)
+    name = (args.weights or args.config_file) if not args.baseline else "classical baseline" + (
+        "" if args.baseline_colour is None else f" + colour cut >= {args.baseline_colour:g}")
     paths = write_outputs(rows, summary, icfg, args.output_dir,
                           f"{name}: {len(images)} images, {len(rows)} injected clumps\n"
                           f"recovered = matched at score >= {thresh:.2f}, "
