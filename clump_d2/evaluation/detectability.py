@@ -6,12 +6,13 @@ unsharp-masked luminance, in units of its noise off the galaxy), of
 
 * each **labelled clump**'s S/N: the map's maximum within ``max(1.5 px, 0.5 FWHM)`` of the
   catalogue position (positions are good to ~1-2 px);
-* the **unlisted peaks**: local maxima inside the galaxy's segment that are more than 1.25 PSF
+* the **unlisted peaks**: local maxima inside the galaxy (:func:`census_region`; its
+  "segment" below) more than 1.25 PSF
   FWHM (the distance rule's tolerance) from every labelled clump and from the galaxy centre
   (the bulge is a peak of the unsharp mask too): knots the labels leave out, plus noise;
 * the **noise peaks** among them, two ways. Noise is symmetric and sources are not, so the
   noise makes as many negative peaks (local minima below -t) as positive ones: (a) *expected*:
-  the density of negative peaks on the sky (off the dilated segment) times the segment's area,
+  the density of negative peaks on the sky (off the galaxy) times the segment's area,
   right where the segment's noise is the sky's (faint discs; in display images the stretch
   compresses the noise of bright parts, so there it overestimates); (b) *at most*: the
   segment's own negative peaks, which also count the troughs between arms and knots and the
@@ -24,7 +25,7 @@ real knots the labels leave out (unlisted peaks minus the noise bound). It tells
 completeness/purity target is limited by the detector or by what the labels select among
 the image's peaks; it is not a bound on every detector: colour and shape, which the luminance
 S/N ignores, can separate listed from unlisted knots (the labels' own criteria used deeper
-multi-band images).
+multi-band images; on the GZH S82 JPEGs colour does: see the baseline's ``min_colour``).
 """
 from __future__ import annotations
 
