@@ -6,10 +6,10 @@ unsharp-masked luminance, in units of its noise off the galaxy), of
 
 * each **labelled clump**'s S/N: the map's maximum within ``max(1.5 px, 0.5 FWHM)`` of the
   catalogue position (positions are good to ~1-2 px);
-* the **unlisted peaks**: local maxima inside the galaxy (:func:`census_region`; its
-  "segment" below) more than 1.25 PSF
-  FWHM (the distance rule's tolerance) from every labelled clump and from the galaxy centre
-  (the bulge is a peak of the unsharp mask too): knots the labels leave out, plus noise;
+* the **unlisted peaks**: local maxima inside the galaxy (:func:`census_region`, "the
+  segment" below) more than 1.25 PSF FWHM (the distance rule's tolerance) from every
+  labelled clump and from the galaxy centre (the bulge is a peak of the unsharp mask too):
+  knots the labels leave out, plus noise;
 * the **noise peaks** among them, two ways. Noise is symmetric and sources are not, so the
   noise makes as many negative peaks (local minima below -t) as positive ones: (a) *expected*:
   the density of negative peaks on the sky (off the galaxy) times the segment's area,
