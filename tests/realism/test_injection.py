@@ -142,23 +142,37 @@ def test_fits_cube_injected_in_flux_units(tmp_path):
     assert len(rows) == 4 and sum(r["recovered"] for r in rows) >= 3
 
 
-def test_cli_on_png_and_fits(tmp_path):
-    """tools/inject_recover.py on a simulated SDSS-preset PNG and on a FITS cube, with the
-    classical baseline: counts add up and bright clumps are recovered."""
+
+def _inject_recover_tool():
+    """tools/inject_recover.py as a module (it is a script, not a package member)."""
     import importlib.util
-    import json
     from pathlib import Path
-
-    from PIL import Image
-
-    from clump_d2.data.synthetic import SyntheticParams, galaxy_rng, render_galaxy
 
     spec = importlib.util.spec_from_file_location(
         "inject_recover", Path(__file__).resolve().parents[2] / "tools" / "inject_recover.py")
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
+    return tool
+
+
+def _simulated_png(path):
+    """An SDSS-preset galaxy without clumps, written as a PNG; returns the galaxy."""
+    from PIL import Image
+
+    from clump_d2.data.synthetic import SyntheticParams, galaxy_rng, render_galaxy
+
     g = render_galaxy(galaxy_rng(0, "test", 1), SyntheticParams.sdss(empty_fraction=1.0))
-    Image.fromarray(g.rgb).save(tmp_path / "sim.png")
+    Image.fromarray(g.rgb).save(path)
+    return g
+
+
+def test_cli_on_png_and_fits(tmp_path):
+    """tools/inject_recover.py on a simulated SDSS-preset PNG and on a FITS cube, with the
+    classical baseline: counts add up and bright clumps are recovered."""
+    import json
+
+    tool = _inject_recover_tool()
+    g = _simulated_png(tmp_path / "sim.png")
     cube = (_galaxy(np.random.default_rng(6)) * 100).transpose(2, 0, 1).astype(np.float32)
     hdr = fits.Header()
     for k, b in enumerate("gri", start=1):
@@ -179,20 +193,10 @@ def test_cli_on_png_and_fits(tmp_path):
 def test_cli_baseline_colour_cut(tmp_path):
     """--baseline-colour reaches the finder: an impossible cut recovers nothing where the
     plain finder recovers the bright clumps; without --baseline it is refused."""
-    import importlib.util
     import json
-    from pathlib import Path
 
-    from PIL import Image
-
-    from clump_d2.data.synthetic import SyntheticParams, galaxy_rng, render_galaxy
-
-    spec = importlib.util.spec_from_file_location(
-        "inject_recover", Path(__file__).resolve().parents[2] / "tools" / "inject_recover.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    g = render_galaxy(galaxy_rng(0, "test", 1), SyntheticParams.sdss(empty_fraction=1.0))
-    Image.fromarray(g.rgb).save(tmp_path / "sim.png")
+    tool = _inject_recover_tool()
+    g = _simulated_png(tmp_path / "sim.png")
     common = ["--images", str(tmp_path / "sim.png"), "--psf-fwhm-px", str(g.psf_fwhm_px),
               "--flux-fractions", "0.3", "--trials", "2", "--per-image", "2"]
     recovered = {}
