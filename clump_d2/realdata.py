@@ -29,9 +29,12 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence
 
 import numpy as np
+
+if TYPE_CHECKING:  # a type only: the baseline is imported where it runs
+    from clump_d2.baselines import ClassicalParams
 
 logger = logging.getLogger(__name__)
 
@@ -245,7 +248,7 @@ class Method:
     opts: List[str] = field(default_factory=list)
     psf_boxes: bool = False
     threshold_from: List[tuple] = field(default_factory=list)
-    baseline_params: Optional[object] = None  # ClassicalParams of a "baseline" (default ones)
+    baseline_params: Optional["ClassicalParams"] = None  # of a "baseline" (None: defaults)
 
 
 class PsfSizedBoxes:
@@ -376,10 +379,9 @@ def evaluate_methods(methods: Sequence[Method], tune_dataset: str, test_dataset:
     edges = "flux_fraction:" + ",".join(f"{e:g}" for e in FLUX_BIN_EDGES)
     for m in methods:
         pairs = list(m.threshold_from) or [(m.weights, tune_dataset)]
+        scorers = [(dataclasses.replace(m, weights=w), ds) for w, ds in pairs]
         thresh, tune_f1 = tuned_threshold(
-            [_run(dataclasses.replace(m, weights=w),
-                  _cfg_for(dataclasses.replace(m, weights=w), base_config), ds, None)
-             for w, ds in pairs])
+            [_run(scorer, _cfg_for(scorer, base_config), ds, None) for scorer, ds in scorers])
         # The test run reports (and writes its metrics, binned completeness and plots) at
         # the threshold chosen on the tuning split.
         cfg = _cfg_for(m, base_config, ["MODEL.CLUMP_EVAL.SCORE_THRESH", str(thresh),

@@ -82,9 +82,10 @@ def main(argv=None):
     if args.dataset:
         from detectron2.data import DatasetCatalog
 
+        from clump_d2.data.boxes import clump_position
+
         for d in DatasetCatalog.get(args.dataset):
-            known = [((a["bbox"][0] + a["bbox"][2] / 2), (a["bbox"][1] + a["bbox"][3] / 2))
-                     for a in d.get("annotations", [])]
+            known = [clump_position(a) for a in d.get("annotations", [])]
             records.append({"file_name": d["file_name"], "crop": d.get("crop"),
                             "band_files": d.get("band_files"), "known_xy": known,
                             "psf_fwhm_px": d.get("psf_fwhm_px") or args.psf_fwhm_px})

@@ -112,6 +112,16 @@ class ContrastSnrMap:
         return self.contrast / self.noise
 
 
+def unsharp_contrast(plane: np.ndarray, psf_fwhm_px: float, params: Optional[ClassicalParams]
+                     = None) -> Tuple[np.ndarray, np.ndarray]:
+    """Steps 2-3 on one (H, W) plane: (PSF-filtered plane minus its smooth light, the smooth
+    light (sigma ``smooth_fwhm`` x FWHM))."""
+    p = params or ClassicalParams()
+    fwhm = float(psf_fwhm_px)
+    background = ndi.gaussian_filter(plane, p.smooth_fwhm * fwhm)
+    return ndi.gaussian_filter(plane - background, fwhm / 2.3548), background
+
+
 def contrast_snr_map(image: np.ndarray, psf_fwhm_px: float,
                      params: Optional[ClassicalParams] = None) -> ContrastSnrMap:
     """Luminance -> unsharp mask -> PSF-matched filter -> noise off the galaxy."""
@@ -121,8 +131,7 @@ def contrast_snr_map(image: np.ndarray, psf_fwhm_px: float,
         lum = lum.mean(axis=2)
     fwhm = float(psf_fwhm_px)
     mask, centre, sky, sky_sigma = galaxy_mask(lum, fwhm, p)
-    background = ndi.gaussian_filter(lum, p.smooth_fwhm * fwhm)
-    contrast = ndi.gaussian_filter(lum - background, fwhm / 2.3548)
+    contrast, background = unsharp_contrast(lum, fwhm, p)
     outside = ~ndi.binary_dilation(mask, iterations=max(1, int(fwhm)))
     if outside.sum() <= 500:  # a galaxy filling the frame: no sky left to measure on
         outside = np.ones_like(mask)
@@ -149,10 +158,9 @@ def peak_colour(image: np.ndarray, psf_fwhm_px: float, ys: np.ndarray, xs: np.nd
     """(blue - red) / |reference| of the unsharp-masked, PSF-filtered channels at the
     pixels (ys, xs): > 0 for a knot bluer than grey (see step 5)."""
     p = params or ClassicalParams()
-    fwhm = float(psf_fwhm_px)
     img = np.asarray(image, dtype=np.float64)
-    blue, red, ref = (ndi.gaussian_filter(img[:, :, k] - ndi.gaussian_filter(
-        img[:, :, k], p.smooth_fwhm * fwhm), fwhm / 2.3548)[ys, xs] for k in p.colour_channels)
+    blue, red, ref = (unsharp_contrast(img[:, :, k], psf_fwhm_px, p)[0][ys, xs]
+                      for k in p.colour_channels)
     return (blue - red) / np.maximum(np.abs(ref), 1e-9)
 
 

@@ -57,3 +57,13 @@ def fit_box_to_frame(box_xyxy: Sequence[float], width: float, height: float,
 def xyxy_to_xywh(box: Sequence[float]) -> list:
     x1, y1, x2, y2 = box
     return [float(x1), float(y1), float(x2 - x1), float(y2 - y1)]
+
+
+def clump_position(ann: dict) -> Tuple[float, float]:
+    """(x, y) of a clump annotation: its catalogue position ``x``/``y`` where the converter
+    kept one (exact even when the box was clipped at the frame's edge), else the centre of
+    its ``bbox`` (XYWH)."""
+    if "x" in ann and "y" in ann:
+        return float(ann["x"]), float(ann["y"])
+    x, y, w, h = ann["bbox"]
+    return x + w / 2, y + h / 2

@@ -128,22 +128,18 @@ def dataset_census(dataset_dicts: Sequence[Dict], read_image=None,
     ``crop``, ``psf_fwhm_px``, ``annotations`` with ``bbox`` (XYWH_ABS) or ``x``/``y``, and
     ``flux_fraction``). ``read_image(record)`` defaults to the data loader's reader (so the
     crop and the FITS stretch are the detector's)."""
+    from clump_d2.data.boxes import clump_position
+
     if read_image is None:
         from clump_d2.data.mapper import ClumpDatasetMapper
 
         read_image = ClumpDatasetMapper(False, augmentations=[], image_format="RGB").read_image
     out = []
     for rec in tqdm(dataset_dicts, desc="detectability census", unit="image"):
-        xy, ff = [], []
-        for a in rec.get("annotations", []):
-            if "x" in a and "y" in a:
-                xy.append((float(a["x"]), float(a["y"])))
-            else:
-                x, y, bw, bh = a["bbox"]
-                xy.append((x + bw / 2, y + bh / 2))
-            ff.append(a.get("flux_fraction"))
-        image = read_image(rec)
-        out.append(image_census(image, float(rec.get("psf_fwhm_px") or default_fwhm_px), xy, ff,
+        anns = rec.get("annotations", [])
+        out.append(image_census(read_image(rec), float(rec.get("psf_fwhm_px") or default_fwhm_px),
+                                [clump_position(a) for a in anns],
+                                [a.get("flux_fraction") for a in anns],
                                 file_name=os.path.basename(rec["file_name"])))
     return out
 
