@@ -1,5 +1,6 @@
 """Clump box helpers of clump_d2.data.boxes."""
 
+
 def test_clump_position_prefers_the_catalogue_position():
     """A clipped box's centre is off the clump; the converter's x/y is not."""
     from clump_d2.data.boxes import clump_position
