@@ -48,6 +48,8 @@ DEFAULT_THRESHOLDS = (2.0, 3.0, 4.0, 5.0, 7.0, 10.0)
 FLUX_BINS = (0.0, 0.003, 0.01, 0.03, 1.0)
 #: A peak belongs to a labelled clump within this many PSF FWHM (the distance rule).
 LISTED_FWHM = 1.25
+#: The colour summary compares labelled clumps and unlisted peaks above this S/N.
+COLOUR_SNR = 4.0
 
 
 @dataclass
@@ -62,6 +64,10 @@ class ImageCensus:
     segment_area_px: int
     sky_negative_snr: np.ndarray  # -(S/N) of the sky region's local minima (noise)
     sky_area_px: int
+    # (B - R) / G of the contrast (``peak_colour``) at each clump's S/N maximum and at each
+    # unlisted peak; NaN for images with fewer than three channels
+    clump_colour: np.ndarray
+    unlisted_colour: np.ndarray
 
 
 def image_census(image: np.ndarray, psf_fwhm_px: float, clumps_xy: Sequence[Sequence[float]],
@@ -69,7 +75,8 @@ def image_census(image: np.ndarray, psf_fwhm_px: float, clumps_xy: Sequence[Sequ
                  min_snr: float = 1.0, params=None) -> ImageCensus:
     """The census of one image ((H, W) or (H, W, C), the detector's view); ``clumps_xy``
     are continuous pixel positions (pixel i spans [i, i+1))."""
-    from clump_d2.baselines.classical import ClassicalParams, contrast_snr_map, local_extrema
+    from clump_d2.baselines.classical import (ClassicalParams, contrast_snr_map, local_extrema,
+                                              peak_colour)
 
     fwhm = float(psf_fwhm_px)
     m = contrast_snr_map(image, fwhm, params)
@@ -78,8 +85,13 @@ def image_census(image: np.ndarray, psf_fwhm_px: float, clumps_xy: Sequence[Sequ
     yy, xx = np.mgrid[0:h, 0:w] + 0.5
     xy = np.asarray(clumps_xy, dtype=np.float64).reshape(-1, 2)
     reach = max(1.5, 0.5 * fwhm)
-    clump_snr = np.array([snr[np.hypot(xx - x, yy - y) <= reach].max()
-                          if (0 <= x < w and 0 <= y < h) else np.nan for x, y in xy])
+    clump_snr = np.full(len(xy), np.nan)
+    at = np.zeros((len(xy), 2), dtype=int)  # (row, col) of each clump's S/N maximum
+    for k, (x, y) in enumerate(xy):
+        if 0 <= x < w and 0 <= y < h:
+            near = np.where(np.hypot(xx - x, yy - y) <= reach, snr, -np.inf)
+            at[k] = np.unravel_index(np.argmax(near), near.shape)
+            clump_snr[k] = snr[at[k, 0], at[k, 1]]
     region = census_region(m)
     peaks = local_extrema(snr, fwhm, params) & region & (snr >= min_snr)
     py, px = np.nonzero(peaks)
@@ -93,8 +105,16 @@ def image_census(image: np.ndarray, psf_fwhm_px: float, clumps_xy: Sequence[Sequ
     sky[:e], sky[-e:], sky[:, :e], sky[:, -e:] = False, False, False, False
     ff = np.full(len(xy), np.nan) if flux_fractions is None else \
         np.asarray([np.nan if f is None else f for f in flux_fractions], dtype=np.float64)
-    return ImageCensus(file_name, clump_snr, ff, snr[py[far], px[far]], -snr[minima & region],
-                       int(region.sum()), -snr[minima & sky], int(sky.sum()))
+    py, px = py[far], px[far]
+    if np.ndim(image) == 3 and np.shape(image)[2] >= 3:
+        clump_colour = np.where(np.isfinite(clump_snr),
+                                peak_colour(image, fwhm, at[:, 0], at[:, 1], params), np.nan)
+        unlisted_colour = peak_colour(image, fwhm, py, px, params)
+    else:
+        clump_colour, unlisted_colour = np.full(len(xy), np.nan), np.full(len(py), np.nan)
+    return ImageCensus(file_name, clump_snr, ff, snr[py, px], -snr[minima & region],
+                       int(region.sum()), -snr[minima & sky], int(sky.sum()),
+                       clump_colour, unlisted_colour)
 
 
 def census_region(m, nsigma: float = 2.0) -> np.ndarray:
@@ -144,18 +164,21 @@ def dataset_census(dataset_dicts: Sequence[Dict], read_image=None,
     return out
 
 
+def _pooled(census: Sequence[ImageCensus], name: str) -> np.ndarray:
+    """One per-image array field of every image, concatenated."""
+    return np.concatenate([getattr(c, name) for c in census]) if census else np.zeros(0)
+
+
 def summarise_census(census: Sequence[ImageCensus],
                      thresholds: Sequence[float] = DEFAULT_THRESHOLDS) -> Dict:
     """Per-threshold rows (see the module docstring) and per-flux-bin S/N of the clumps."""
-    snr = np.concatenate([c.clump_snr for c in census]) if census else np.zeros(0)
-    ff = np.concatenate([c.clump_flux_fraction for c in census]) if census else np.zeros(0)
+    snr, ff = _pooled(census, "clump_snr"), _pooled(census, "clump_flux_fraction")
+    colour = _pooled(census, "clump_colour")
     inside = np.isfinite(snr)
-    snr, ff = snr[inside], ff[inside]
-    unlisted = np.concatenate([c.unlisted_snr for c in census]) if census else np.zeros(0)
-    negative = np.concatenate([c.segment_negative_snr for c in census]) if census \
-        else np.zeros(0)
-    sky_negative = np.concatenate([c.sky_negative_snr for c in census]) if census \
-        else np.zeros(0)
+    snr, ff, colour = snr[inside], ff[inside], colour[inside]
+    unlisted, unlisted_colour = _pooled(census, "unlisted_snr"), _pooled(census, "unlisted_colour")
+    negative = _pooled(census, "segment_negative_snr")
+    sky_negative = _pooled(census, "sky_negative_snr")
     sky_area = sum(c.sky_area_px for c in census)
     seg_area = sum(c.segment_area_px for c in census)
     rows = []
@@ -180,12 +203,20 @@ def summarise_census(census: Sequence[ImageCensus],
                      "median_snr": float(np.median(snr[sel])) if sel.any() else float("nan"),
                      **{f"fraction_snr_ge_{t:g}": float((snr[sel] >= t).mean())
                         if sel.any() else float("nan") for t in (3.0, 5.0)}})
+    def bluer(values, sel):  # fraction bluer than grey, among the finite colours selected
+        v = values[sel & np.isfinite(values)]
+        return float((v > 0).mean()) if len(v) else float("nan")
+
+    t_colour = COLOUR_SNR
+    colour_rows = {"snr_threshold": t_colour,
+                   "labelled_clumps_bluer_than_grey": bluer(colour, snr >= t_colour),
+                   "unlisted_peaks_bluer_than_grey": bluer(unlisted_colour, unlisted >= t_colour)}
     return {"images": len(census), "clumps": int(len(snr)),
             "clumps_outside_image": int((~inside).sum()),
             "clump_snr_percentiles_10_25_50_75_90": np.percentile(snr, [10, 25, 50, 75, 90])
             .round(2).tolist() if len(snr) else [],
             "segment_area_px": int(seg_area), "sky_area_px": int(sky_area),
-            "thresholds": rows, "flux_bins": bins}
+            "thresholds": rows, "flux_bins": bins, "colour": colour_rows}
 
 
 def _fmt(v) -> str:
@@ -221,6 +252,10 @@ def write_census(census: Sequence[ImageCensus], summary: Dict,
     lines += [f"| {b['flux_fraction'][0]:g}-{b['flux_fraction'][1]:g} | {b['clumps']} | "
               f"{_fmt(b['median_snr'])} | {_fmt(b['fraction_snr_ge_3'])} | "
               f"{_fmt(b['fraction_snr_ge_5'])} |" for b in summary["flux_bins"]]
+    c = summary["colour"]
+    lines += ["", f"Bluer than grey ((B - R) / G > 0) at S/N >= {c['snr_threshold']:g}: "
+              f"{_fmt(c['labelled_clumps_bluer_than_grey'])} of the labelled clumps, "
+              f"{_fmt(c['unlisted_peaks_bluer_than_grey'])} of the unlisted peaks."]
     paths["md"].write_text("\n".join(lines) + "\n")
     _plot(census, paths["png"])
     return paths
@@ -232,10 +267,9 @@ def _plot(census, png):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    snr = np.concatenate([c.clump_snr for c in census])
+    snr = _pooled(census, "clump_snr")
     snr = snr[np.isfinite(snr)]
-    unlisted = np.concatenate([c.unlisted_snr for c in census])
-    negative = np.concatenate([c.segment_negative_snr for c in census])
+    unlisted, negative = _pooled(census, "unlisted_snr"), _pooled(census, "segment_negative_snr")
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
     edges = np.arange(-4, 31, 1.0)
     a.hist(np.clip(snr, edges[0], edges[-1]), bins=edges, histtype="step", lw=2,

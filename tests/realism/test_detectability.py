@@ -81,9 +81,10 @@ def test_noise_peak_estimates_of_a_smooth_disc():
 
 def test_summary_arithmetic():
     a = ImageCensus("a.png", np.array([1.0, 3.5, 6.0, np.nan]), np.array([0.001, 0.002, 0.02, 0.1]),
-                    np.array([2.5, 3.1, 8.0]), np.array([2.2, 3.3]), 1000, np.array([3.0]), 2000)
+                    np.array([2.5, 3.1, 8.0]), np.array([2.2, 3.3]), 1000, np.array([3.0]), 2000,
+                    np.array([-1.0, 0.5, 0.7, np.nan]), np.array([0.3, -0.2, -0.4]))
     b = ImageCensus("b.png", np.array([12.0]), np.array([0.05]), np.array([]), np.array([]), 500,
-                    np.array([4.0, 6.0]), 1000)
+                    np.array([4.0, 6.0]), 1000, np.array([-0.1]), np.array([]))
     s = summarise_census([a, b], thresholds=(3.0, 5.0))
     assert s["clumps"] == 4 and s["clumps_outside_image"] == 1 and s["segment_area_px"] == 1500
     t3, t5 = s["thresholds"]
@@ -95,6 +96,9 @@ def test_summary_arithmetic():
     assert t3["unlisted_real_knots_at_least"] == 1
     assert t3["purity_all_peaks"] == pytest.approx(3 / 5)
     assert (t5["clumps_above"], t5["unlisted_peaks_above"], t5["noise_peaks_at_most"]) == (2, 1, 0)
+    # colour at S/N >= 4: clumps 6.0 (0.7) and 12.0 (-0.1) -> 1 of 2 blue; unlisted 8.0 (-0.4)
+    assert s["colour"]["labelled_clumps_bluer_than_grey"] == pytest.approx(0.5)
+    assert s["colour"]["unlisted_peaks_bluer_than_grey"] == 0.0
     low = s["flux_bins"][0]  # 0-0.3 %: S/N 1.0 and 3.5
     assert low["clumps"] == 2 and low["median_snr"] == pytest.approx(2.25)
     assert low["fraction_snr_ge_3"] == pytest.approx(0.5)
@@ -127,3 +131,24 @@ def test_dataset_census_reads_the_crop_and_writes_its_files(tmp_path):
     md = paths["md"].read_text()
     assert "| S/N >= |" in md and "| 0.01-0.03 | 3 |" in md
     assert paths["png"].stat().st_size > 10_000
+
+
+def test_colours_of_blue_clumps_and_red_knots():
+    """RGB: labelled clumps bluer than grey, unlabelled knots redder; the census measures the
+    colour (B - R) / G = (1.5 - 0.5) / 1 = +1 and -1 at the S/N maxima."""
+    rng = np.random.default_rng(5)
+    grey = _galaxy(rng, [])
+    rgb = np.repeat(grey[:, :, None], 3, axis=2)
+    for (x, y), weights in [(xy, (0.5, 1.0, 1.5)) for xy in LABELLED] + \
+                           [(xy, (1.5, 1.0, 0.5)) for xy in UNLABELLED]:
+        rgb += 400.0 * gaussian_psf_stamp((SIZE, SIZE), x, y, FWHM)[:, :, None] * \
+            np.array(weights)[None, None, :]
+    c = image_census(rgb, FWHM, LABELLED)
+    # +-0.25: the reference (G) contrast carries the noise, B - R does not (grey noise)
+    assert c.clump_colour == pytest.approx([1.0] * 3, abs=0.25)
+    bright = c.unlisted_snr >= 0.5 * _expected_snr(400.0)
+    assert bright.sum() == 2 and c.unlisted_colour[bright] == pytest.approx([-1.0] * 2, abs=0.25)
+    s = summarise_census([c])["colour"]
+    assert s["labelled_clumps_bluer_than_grey"] == 1.0
+    assert s["unlisted_peaks_bluer_than_grey"] <= 0.5  # the red knots, and noise of either sign
+    assert np.isnan(image_census(grey, FWHM, LABELLED).clump_colour).all()  # one channel
