@@ -33,7 +33,7 @@ def tiny_synthetic(tmp_path_factory):
     """A tiny synthetic clump dataset (12 train, 6 val galaxies of 96 px), registered as
     ``tinysim_train`` / ``tinysim_val``; returns its root."""
     from clump_d2.data.datasets import register_clump_dataset
-    from clump_d2.data.synthetic import SyntheticParams, make_split
+    from clump_d2.sim.synthetic import SyntheticParams, make_split
 
     root = tmp_path_factory.mktemp("tinysim")
     params = SyntheticParams(image_size=96, disc_re=(8.0, 16.0))

@@ -8,7 +8,7 @@
         --output-dir out/batch MODEL.CLUMP_EVAL.MATCH distance
 
 Re-running the same command skips finished (pair, dataset) units and retries failed ones.
-Trailing KEY VALUE pairs override every pair's config. Logic: clump_d2.evaluation.batch.
+Trailing KEY VALUE pairs override every pair's config. Logic: clump_d2.engine.batch.
 """
 import argparse
 import logging
@@ -18,7 +18,7 @@ import clump_d2  # noqa: F401  (fills detectron2 0.6's gaps before detectron2 is
 import clump_d2.data  # noqa: F401  (registers the clump datasets)
 from detectron2.utils.logger import setup_logger
 
-from clump_d2.evaluation.batch import EvalPair, load_pairs, run_batch
+from clump_d2.engine.batch import EvalPair, load_pairs, run_batch
 
 
 def parse_args(argv=None):

@@ -10,10 +10,11 @@ Writes benchmark.json and benchmark.md to --output (default output/benchmark) an
 table. Figures are measurements, not targets; no test asserts a speed.
 """
 import argparse
+from pathlib import Path
 
 import clump_d2  # noqa: F401  (compat layer before detectron2)
 import clump_d2.modeling  # noqa: F401  (registers the Zoobot backbones)
-from clump_d2.benchmark import (BenchmarkOptions, catalogue_scaling, run_benchmark,
+from clump_d2.studies.benchmark import (BenchmarkOptions, catalogue_scaling, run_benchmark,
                                 write_results)
 from clump_d2.engine import build_config
 from detectron2.utils.logger import setup_logger
@@ -62,7 +63,7 @@ def main(argv=None):
     if args.catalogue_scaling:
         result["catalogue_scaling"] = catalogue_scaling(
             args.config_file, args.catalogue_scaling, f"{args.output}/scaling",
-            opts=args.opts, pool_size=args.pool_size,
+            predict_tool=Path(__file__).resolve().with_name("predict_catalog.py"), opts=args.opts, pool_size=args.pool_size,
             image_size=cfg.DATASETS.SYNTHETIC.IMAGE_SIZE)
     paths = write_results(result, args.output)
     print(paths["markdown"].read_text())

@@ -6,7 +6,7 @@
 
 Central 200 px crops of the real images against ``--num-sim`` galaxies of
 ``SyntheticParams.sdss()``; prints (and writes next to the PNG as JSON) the 10/50/90th
-percentiles of each calibrated statistic (clump_d2.data.synthetic.cutout_statistics).
+percentiles of each calibrated statistic (clump_d2.sim.statistics.cutout_statistics).
 """
 import argparse
 import json
@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import clump_d2  # noqa: F401
-from clump_d2.realdata import real_crops, realism_figure, simulated_crops
+from clump_d2.studies.realism import real_crops, realism_figure, simulated_crops
 
 
 def main(argv=None):

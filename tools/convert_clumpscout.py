@@ -19,13 +19,13 @@ import logging
 import sys
 
 import clump_d2  # noqa: F401  (compat layer before detectron2)
-from clump_d2.data.aggregation import AggregationParams, SubjectOptions, convert_export
-from clump_d2.data.catalog import CatalogOptions, convert_catalog
-from clump_d2.data.coco_writer import read_coco
-from clump_d2.data.consensus import ConsensusOptions, convert_consensus_tables
-from clump_d2.data.layout import LINK_MODES, annotation_path, place_images, write_split
-from clump_d2.data.splits import split_coco
-from clump_d2.data.zooniverse import ExportOptions
+from clump_d2.convert.aggregation import AggregationParams, SubjectOptions, convert_export
+from clump_d2.convert.catalog import CatalogOptions, convert_catalog
+from clump_d2.convert.coco_writer import read_coco
+from clump_d2.convert.consensus import ConsensusOptions, convert_consensus_tables
+from clump_d2.convert.layout import LINK_MODES, annotation_path, place_images, write_split
+from clump_d2.convert.splits import split_coco
+from clump_d2.convert.zooniverse import ExportOptions
 
 logger = logging.getLogger("clump_d2.convert")
 

@@ -11,7 +11,7 @@
         --model sim_only=output/realdata/sim_sdss/model_final.pth \
         --model finetuned=output/realdata/finetune/model_final.pth
 
-The logic lives in :mod:`clump_d2.realdata` (see its docstring for the rules).
+The logic lives in :mod:`clump_d2.studies.realdata` (see its docstring for the rules).
 """
 import argparse
 import logging
@@ -19,8 +19,9 @@ import sys
 
 import clump_d2  # noqa: F401  (compat first)
 import clump_d2.data  # noqa: F401  (registers the datasets)
-from clump_d2.realdata import (DEFAULT_SEED, SIM_PRESETS, Method, evaluate_methods,
-                               pool_folds, prepare_gzh_s82, simulate_sdss)
+from clump_d2.convert.gzh_s82 import DEFAULT_SEED, prepare_gzh_s82
+from clump_d2.sim.synthetic import SIM_PRESETS, simulate_sdss
+from clump_d2.studies.realdata import Method, evaluate_methods, pool_folds
 
 BASE_CONFIG = "configs/RealData/sim_sdss_r18.yaml"
 
@@ -70,7 +71,7 @@ def main(argv=None):
                    help="an evaluate --output-dir and its label (repeatable)")
     f.add_argument("--output-dir", required=True)
     d = sub.add_parser("detectability", help="S/N census of a labelled dataset's clumps, "
-                       "unlisted peaks and noise peaks (clump_d2.evaluation.detectability)")
+                       "unlisted peaks and noise peaks (clump_d2.studies.detectability)")
     d.add_argument("--dataset", default="gzh_s82c_all", help="registered dataset")
     d.add_argument("--output-dir", default="output/realdata/detectability")
     args = parser.parse_args(argv)
@@ -88,7 +89,7 @@ def main(argv=None):
     elif args.command == "detectability":
         from detectron2.data import DatasetCatalog
 
-        from clump_d2.evaluation.detectability import (dataset_census, summarise_census,
+        from clump_d2.studies.detectability import (dataset_census, summarise_census,
                                                        write_census)
 
         census = dataset_census(DatasetCatalog.get(args.dataset))

@@ -23,7 +23,7 @@ import sys
 import clump_d2  # noqa: F401  (compat first)
 import clump_d2.data  # noqa: F401  (registers the datasets)
 from clump_d2.evaluation import MatchCriterion
-from clump_d2.evaluation.injection import (InjectionConfig, baseline_detector, load_linear,
+from clump_d2.studies.injection import (InjectionConfig, baseline_detector, load_linear,
                                            model_detector, network_input_fn, run_injection,
                                            summarise, write_outputs)
 
@@ -82,7 +82,7 @@ def main(argv=None):
     if args.dataset:
         from detectron2.data import DatasetCatalog
 
-        from clump_d2.data.boxes import clump_position
+        from clump_d2.structures import clump_position
 
         for d in DatasetCatalog.get(args.dataset):
             known = [clump_position(a) for a in d.get("annotations", [])]

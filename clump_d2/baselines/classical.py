@@ -36,9 +36,10 @@ import numpy as np
 import torch
 from scipy import ndimage as ndi
 
+from clump_d2.structures import BOX_SIDE_PER_FWHM
+
 logger = logging.getLogger(__name__)
 
-BOX_SIDE_PER_FWHM = 2.5
 
 
 @dataclass

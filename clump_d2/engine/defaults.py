@@ -56,7 +56,7 @@ def prepare_datasets(cfg) -> None:
 
     Runs on the main process only; the others wait, so no two processes write one file.
     """
-    from clump_d2.data.synthetic import SyntheticParams, make_split
+    from clump_d2.sim.synthetic import SyntheticParams, make_split
 
     names = list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST)
     wanted = {n.split("_", 1)[1] for n in names if n.startswith(builtin.SYNTHETIC_NAME + "_")}

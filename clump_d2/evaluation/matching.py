@@ -29,34 +29,9 @@ from typing import List, Optional, Tuple
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from clump_d2.structures import as_boxes, box_centre_distance, box_iou_xyxy
+
 MATCH_CRITERIA = ("iou", "distance")
-
-
-def as_boxes(boxes) -> np.ndarray:
-    """Any (N, 4) array-like (or empty) -> float64 array of shape (N, 4)."""
-    return np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-
-
-def box_iou_xyxy(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU matrix (len(a), len(b)) of boxes in XYXY (0 where a union is empty)."""
-    a, b = as_boxes(a), as_boxes(b)
-    ix1 = np.maximum(a[:, None, 0], b[None, :, 0])
-    iy1 = np.maximum(a[:, None, 1], b[None, :, 1])
-    ix2 = np.minimum(a[:, None, 2], b[None, :, 2])
-    iy2 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(ix2 - ix1, 0, None) * np.clip(iy2 - iy1, 0, None)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
-
-
-def box_centre_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Euclidean distance matrix (len(a), len(b)) between the centres of XYXY boxes."""
-    a, b = as_boxes(a), as_boxes(b)
-    ca = (a[:, :2] + a[:, 2:]) / 2
-    cb = (b[:, :2] + b[:, 2:]) / 2
-    return np.hypot(ca[:, None, 0] - cb[None, :, 0], ca[:, None, 1] - cb[None, :, 1])
 
 
 def box_half_side(boxes: np.ndarray) -> np.ndarray:

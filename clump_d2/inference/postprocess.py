@@ -13,8 +13,7 @@ from typing import Optional
 
 import numpy as np
 
-from clump_d2.data.synthetic import BOX_SIDE_PER_FWHM
-from clump_d2.evaluation.matching import as_boxes, box_iou_xyxy
+from clump_d2.structures import BOX_SIDE_PER_FWHM, as_boxes, box_iou_xyxy
 
 
 @dataclass

@@ -87,7 +87,8 @@ def test_positions_in_pixels_and_on_the_sky_centre_scale(tiny_synthetic, inferen
 def test_fits_cutouts_with_wcs_from_a_fits_catalogue(inference_cfg, oracle, tmp_path):
     """FITS g,r,i cubes written with a rotated TAN WCS, listed in a FITS table with 64-bit ids;
     the clump positions on the sky come from the WCS."""
-    from clump_d2.data.synthetic import SyntheticParams, clump_box, galaxy_rng, render_galaxy
+    from clump_d2.sim.synthetic import SyntheticParams, galaxy_rng, render_galaxy
+    from clump_d2.structures import clump_box_xywh_in_frame
 
     params = SyntheticParams(image_size=64, disc_re=(6.0, 12.0), empty_fraction=0.0)
     ids, paths, truth, wcss = [], [], {}, {}
@@ -105,7 +106,7 @@ def test_fits_cutouts_with_wcs_from_a_fits_catalogue(inference_cfg, oracle, tmp_
             header[f"BAND{b}"] = name
         path = tmp_path / f"gal_{k}.fits"
         fits.PrimaryHDU(gal.bands, header=header).writeto(path)
-        boxes = [clump_box(c["x"], c["y"], gal.psf_fwhm_px, 64) for c in gal.clumps]
+        boxes = [clump_box_xywh_in_frame(c["x"], c["y"], gal.psf_fwhm_px, 64, 64) for c in gal.clumps]
         boxes = np.array([[x, y, x + bw, y + bh] for x, y, bw, bh in boxes]).reshape(-1, 4)
         truth[str(gid)] = (boxes, np.array([int(c["odd"]) for c in gal.clumps]))
         ids.append(gid)

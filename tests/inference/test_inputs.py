@@ -46,7 +46,8 @@ def test_folder_coco_and_catalogue_records(tiny_synthetic, tmp_path):
 
 
 def test_one_fits_file_per_band(inference_cfg, oracle, tmp_path):
-    from clump_d2.data.synthetic import SyntheticParams, clump_box, galaxy_rng, render_galaxy
+    from clump_d2.sim.synthetic import SyntheticParams, galaxy_rng, render_galaxy
+    from clump_d2.structures import clump_box_xywh_in_frame
 
     gal = render_galaxy(galaxy_rng(3, "test", 0), SyntheticParams(image_size=64,
                                                                   disc_re=(6.0, 12.0),
@@ -68,7 +69,7 @@ def test_one_fits_file_per_band(inference_cfg, oracle, tmp_path):
         band_files={"g": "file_g", "r": "file_r", "i": "file_i"}))
     assert records[0]["band_files"]["r"] == str(tmp_path / "g1_r.fits")
     boxes = np.array([[x, y, x + bw, y + bh] for x, y, bw, bh in
-                      (clump_box(c["x"], c["y"], gal.psf_fwhm_px, 64) for c in gal.clumps)])
+                      (clump_box_xywh_in_frame(c["x"], c["y"], gal.psf_fwhm_px, 64, 64) for c in gal.clumps)])
     cfg = inference_cfg("INFERENCE.SCORE_THRESH", "0.0", "INFERENCE.MERGE_FWHM", "0.0",
                         "INFERENCE.NMS_THRESH", "0.0")
     run_catalogue(cfg, records, tmp_path / "clumps.parquet",

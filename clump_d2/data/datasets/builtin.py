@@ -21,10 +21,10 @@ from typing import Dict, List, Optional
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
 
+from clump_d2.structures import CLUMP_CLASSES
+
 logger = logging.getLogger(__name__)
 
-#: Class names in contiguous id order (COCO category ids 1 and 2).
-CLUMP_CLASSES = ["clump", "odd_clump"]
 #: The embedded synthetic dataset and its splits; always registered.
 SYNTHETIC_NAME = "clumpsim"
 SYNTHETIC_SPLITS = ("train", "val")

@@ -1,0 +1,189 @@
+"""The GZH Stripe 82 clumps (Mehta et al. 2021) as a clump dataset.
+
+The clump catalogue is placed on the 424 px Galaxy Zoo JPEGs by the ``catalog`` converter
+(:func:`clump_d2.convert.catalog.convert_catalog`, its defaults are these tables), then moved to
+the central 200x200 crop (``crop: [112, 112, 200, 200]``, as the Clump Scout detector sees its
+images; the mapper cuts it) with the converter's edge rule, and split by galaxy with
+:func:`clump_d2.convert.splits.split_coco` (fixed: ``train=0.5, test=0.5``, seed 0;
+stratified by clump count). Every image carries ``psf_fwhm_px`` (median of its clumps' PSF
+FWHM in px) and ``centre_x/centre_y``.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+from astropy.table import Table
+
+from clump_d2.convert.catalog import convert_catalog
+from clump_d2.convert.layout import place_images, write_split
+from clump_d2.convert.splits import split_coco
+from clump_d2.structures import fit_box_to_frame, xyxy_to_xywh
+
+logger = logging.getLogger(__name__)
+
+#: Where the 200 px crop sits in the 424 px Galaxy Zoo JPEG.
+GZ_SIZE, CROP_SIZE = 424, 200
+CROP_OFFSET = (GZ_SIZE - CROP_SIZE) // 2
+DEFAULT_SPLIT = {"train": 0.5, "test": 0.5}
+DEFAULT_SEED = 0
+
+
+def gzh_paths(gzh_dir: str | os.PathLike) -> Dict[str, Path]:
+    """The files of a ``gzh_s82_clumps`` folder; FileNotFoundError naming a missing one."""
+    d = Path(gzh_dir)
+    paths = {"clumps": d / "GZH_S82_Clump_Catalog.fits", "galaxies": d / "final_clumpy_sample.fits",
+             "images": d / "jpegs"}
+    for name, p in paths.items():
+        if not p.exists():
+            raise FileNotFoundError(f"{p} not found: is {d} a gzh_s82_clumps folder?")
+    return paths
+
+
+#: SDSS native pixel scale (arcsec/px): Mehta et al.'s FITS stamps, in which the catalogue's
+#: ``clump_x/y`` and the hand-rejected candidates' ``X/Y`` are given.
+SDSS_PIXEL_SCALE = 0.396
+
+
+def place_rejected_candidates(coco: Dict, clump_table, rejects_table) -> int:
+    """Put the clump candidates Mehta et al. rejected by hand (``custom_clump_rejects.fits``:
+    ``survey_id``, ``X``, ``Y`` in their FITS stamps) on the JPEGs, as each image's
+    ``rejected_candidates`` ([[x, y], ...], full-frame continuous pixels).
+
+    The stamp -> JPEG map is fixed by the galaxy's own catalogue clumps: their stamp
+    positions (``final_clump_catalog.fits`` ``clump_x/y`` about ``gal_x/y``, 0.396"/px, FITS
+    rows counting up) scaled to the JPEG's pixel scale and flipped in y land on the
+    catalogue's RA/Dec positions up to one shift per galaxy (checked on all 133 clumps of the
+    24 galaxies: residual 1e-5 px); that shift, the mean over the galaxy's clumps, places its
+    rejects. Galaxies without catalogue clumps get none. Returns the number placed."""
+    rows = {(str(r["gzh_id"]), int(r["clump_id"])): r for r in clump_table}
+    images = {im["id"]: im for im in coco["images"]}
+    shifts: Dict[str, List[np.ndarray]] = {}
+    frame: Dict[str, tuple] = {}
+    for ann in coco["annotations"]:
+        im = images[ann["image_id"]]
+        row = rows.get((str(im["galaxy_id"]), int(ann.get("clump_id", -1))))
+        if row is None or "x" not in ann:
+            continue
+        k = SDSS_PIXEL_SCALE / im["pixel_scale_arcsec"]
+        gx, gy = float(row["gal_x"]), float(row["gal_y"])
+        stamp = np.array([(row["clump_x"] - gx) * k, -(row["clump_y"] - gy) * k])
+        shifts.setdefault(str(im["galaxy_id"]), []).append(np.array([ann["x"], ann["y"]]) - stamp)
+        frame[str(im["galaxy_id"])] = (gx, gy, k)
+    by_galaxy = {str(im["galaxy_id"]): im for im in coco["images"]}
+    placed = 0
+    for im in coco["images"]:
+        im["rejected_candidates"] = []
+    for r in rejects_table:
+        gid = str(r["survey_id"])
+        if gid not in shifts or gid not in by_galaxy:
+            continue
+        gx, gy, k = frame[gid]
+        shift = np.mean(shifts[gid], axis=0)
+        x, y = (r["X"] - gx) * k + shift[0], -(r["Y"] - gy) * k + shift[1]
+        by_galaxy[gid]["rejected_candidates"].append([float(x), float(y)])
+        placed += 1
+    return placed
+
+
+def to_crop_frame(coco: Dict, crop_size: int = CROP_SIZE) -> Dict:
+    """Move a full-frame COCO dict to the central ``crop_size`` crop of each image: boxes
+    shifted and put through the edge rule (centre outside dropped, crossing clipped), image
+    records given ``crop``, ``width/height = crop_size``, ``psf_fwhm_px``, ``centre_x/y``."""
+    out = copy.deepcopy(coco)
+    images = {im["id"]: im for im in out["images"]}
+    psf: Dict[int, List[float]] = {}
+    anns = []
+    dropped = 0
+    for ann in out["annotations"]:
+        im = images[ann["image_id"]]
+        x0 = (im["width"] - crop_size) // 2
+        y0 = (im["height"] - crop_size) // 2
+        x, y, w, h = ann["bbox"]
+        fitted, status = fit_box_to_frame((x - x0, y - y0, x - x0 + w, y - y0 + h),
+                                          crop_size, crop_size, frame="crop")
+        if ann.get("psf_fwhm_px"):
+            psf.setdefault(im["id"], []).append(float(ann["psf_fwhm_px"]))
+        if fitted is None:
+            dropped += 1
+            continue
+        ann = dict(ann, bbox=xyxy_to_xywh(fitted), area=(fitted[2] - fitted[0])
+                   * (fitted[3] - fitted[1]))
+        for key in ("x", "y"):
+            if key in ann:
+                ann[key] = float(ann[key]) - (x0 if key == "x" else y0)
+        ann["distance_px"] = float(math.hypot(ann.get("x", 0) - crop_size / 2,
+                                              ann.get("y", 0) - crop_size / 2))
+        anns.append(ann)
+    for im in out["images"]:
+        x0 = (im["width"] - crop_size) // 2
+        y0 = (im["height"] - crop_size) // 2
+        im["crop"] = [x0, y0, crop_size, crop_size]
+        im["full_width"], im["full_height"] = im["width"], im["height"]
+        im["width"] = im["height"] = crop_size
+        im["psf_fwhm_px"] = float(np.median(psf[im["id"]])) if im["id"] in psf else None
+        im["centre_x"] = im["centre_y"] = crop_size / 2.0
+        if "rejected_candidates" in im:
+            im["rejected_candidates"] = [
+                [x - x0, y - y0] for x, y in im["rejected_candidates"]
+                if 0 <= x - x0 < crop_size and 0 <= y - y0 < crop_size]
+    out["annotations"] = anns
+    logger.info("crop frame: %d boxes kept, %d dropped (centre outside the %d px crop)",
+                len(anns), dropped, crop_size)
+    return out
+
+
+def prepare_gzh_s82(gzh_dir: str | os.PathLike, out_dir: str | os.PathLike,
+                    fractions: Optional[Dict[str, float]] = None, seed: int = DEFAULT_SEED,
+                    galaxies: Optional[int] = None) -> Dict[str, Path]:
+    """Convert ``gzh_s82_clumps`` to ``out_dir`` (splits ``all``, ``train``, ``test``, and
+    the halves ``train_a``, ``train_b``, ``test_a``, ``test_b`` of the last two).
+
+    Args:
+        gzh_dir: the ``gzh_s82_clumps`` folder (read only; images are symlinked).
+        out_dir: dataset folder, e.g. ``datasets/gzh_s82c`` -> ``gzh_s82c_train``, ...
+        fractions: split fractions (default train 0.5 / test 0.5).
+        seed: split seed (default 0).
+        galaxies: keep only the first N galaxies by id (tests use a tiny subset).
+
+    Returns:
+        {split: json path}.
+    """
+    paths = gzh_paths(gzh_dir)
+    coco_builder, report = convert_catalog(paths["clumps"], paths["galaxies"], paths["images"])
+    coco = coco_builder.to_dict()
+    optional = {"clump_table": Path(gzh_dir) / "final_clump_catalog.fits",
+                "rejects": Path(gzh_dir) / "custom_clump_rejects.fits"}
+    if all(p.exists() for p in optional.values()):
+        n = place_rejected_candidates(coco, Table.read(optional["clump_table"]),
+                                      Table.read(optional["rejects"]))
+        logger.info("%d hand-rejected candidates placed (%s)", n, optional["rejects"].name)
+    else:
+        logger.warning("%s or %s missing: no hand-rejected candidates", *optional.values())
+    if galaxies is not None:
+        keep = {im["id"] for im in sorted(coco["images"], key=lambda im: im["id"])[:galaxies]}
+        coco["images"] = [im for im in coco["images"] if im["id"] in keep]
+        coco["annotations"] = [a for a in coco["annotations"] if a["image_id"] in keep]
+    coco = to_crop_frame(coco)
+    out_dir = Path(out_dir)
+    written = {"all": write_split(out_dir, "all", coco, report)}
+    place_images(coco, paths["images"], out_dir, mode="symlink")
+    splits, split_report = split_coco(coco, fractions or DEFAULT_SPLIT, seed=seed)
+    for name, sub in list(splits.items()):
+        written[name] = write_split(out_dir, name, sub, split_report)
+        # Halves of each split (``<split>_a``, ``<split>_b``), for thresholds cross-fitted
+        # on galaxies a fine-tuned model has not seen (see :class:`Method`).
+        halves, halves_report = split_coco(sub, {"a": 0.5, "b": 0.5}, seed=seed)
+        for half, hsub in halves.items():
+            written[f"{name}_{half}"] = write_split(out_dir, f"{name}_{half}", hsub,
+                                                    halves_report)
+            splits[f"{name}_{half}"] = hsub
+    for name, sub in splits.items():
+        logger.info("%s: %d galaxies, %d clumps", name, len(sub["images"]),
+                    len(sub["annotations"]))
+    return written

@@ -1,0 +1,1 @@
+"""The synthetic galaxy generator (:mod:`.synthetic`) and its realism statistics."""

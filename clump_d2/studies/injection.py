@@ -1,0 +1,415 @@
+"""Injection-recovery: completeness of a detector on real images, measured the way
+astronomers do it.
+
+For each image, synthetic clumps of known flux are added, the detector is run, and a clump
+counts as recovered if a detection at score >= the operating threshold matches its box
+(side 2.5 x PSF FWHM) under the evaluator's rule (:func:`~clump_d2.evaluation.matching.
+match_boxes`: one-to-one, IoU >= 0.5 by default). Only the injected clumps are truth here:
+detections of the galaxy's own clumps are neither rewarded nor penalised.
+
+**Linear space.** Flux adds linearly, so clumps are added in flux units:
+
+* FITS bands are fluxes already: the clump is added to each band, then the bands are
+  stretched for the network exactly as the data loader does (``INPUT.FITS``).
+* 8-bit PNG/JPEG colour images are first *linearised* by inverting a Lupton et al. (2004)
+  colour-preserving asinh stretch with softening ``Q`` (``DisplayModel``): if ``c_k`` are the
+  channel values / 255 and ``m`` their mean, the stretch sets ``m = asinh(Q I) / Q`` for the
+  linear intensity ``I``, so ``I = sinh(Q m) / Q`` and each linear channel is
+  ``x_k = c_k I / m``. This is exact for our SDSS-preset simulations (Q = 10,
+  :class:`~clump_d2.sim.synthetic.SdssRealism`) and a documented approximation for real
+  survey JPEGs, whose exact stretch (and JPEG compression) is not known: Q = 10 is the
+  softening that reproduced the GZH Stripe 82 crops' dynamic range. Saturated (255) and
+  clipped (0) pixels cannot be inverted exactly; they are few on the discs where clumps go.
+  After injection the stretch is re-applied and the image rounded to 8 bits.
+
+**Flux fraction.** ``flux_frac`` = clump flux / host flux in the reference channel
+(``ref_channel``, default 1: G = SDSS r, as Clump Scout and the Mehta et al. catalogue define
+it). The host flux is the sky-subtracted linear flux inside the galaxy's segment (the
+connected region of the smoothed image above 2 sky sigma that holds the centre; the same
+segment the classical baseline uses). The clump's colour is the host's colour times
+``colour`` (default bluer than the disc, as real clumps are).
+
+**Noise.** The injected clump is a noiseless PSF model (Gaussian of the image's PSF FWHM) on
+top of the image's own noise: SDSS images are sky-noise dominated at the clumps' surface
+brightness, so the clump gets the S/N it would have had in that image. (Its own photon noise
+is neglected; it matters only for clumps far brighter than the sky.)
+
+**Positions.** Radius (in units of the host's half-light radius R50, measured in the same
+segment) uniform in ``radius_r50``, angle uniform; at least ``bulge_fwhm`` PSF FWHM from the
+centre, ``sep_fwhm`` from each other, from the galaxy's known clumps (if given) and from the
+detector's own detections on the original image (so a pre-existing detection cannot be
+mistaken for a recovery); fully inside the image.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+from tqdm import tqdm
+
+from clump_d2.evaluation.matching import MatchCriterion, match_boxes
+from clump_d2.evaluation.metrics import wilson_interval
+from clump_d2.structures import BOX_SIDE_PER_FWHM, clump_box_xyxy
+
+logger = logging.getLogger(__name__)
+
+#: A detector: (image (H, W, C) float in network units, record) -> {"boxes" XYXY, "scores"}.
+Detector = Callable[[np.ndarray, Dict], Dict[str, np.ndarray]]
+
+
+@dataclass
+class DisplayModel:
+    """Lupton asinh display stretch of 8-bit colour images (see module docstring)."""
+
+    q: float = 10.0
+
+    def linearise(self, rgb: np.ndarray, rng: Optional[np.random.Generator] = None
+                  ) -> np.ndarray:
+        """uint8 (H, W, 3) -> linear float (H, W, 3) (intensity units of the stretch).
+
+        With ``rng``, each 8-bit value is dithered uniformly within its quantisation bin
+        (+-0.5): the true value is unknown inside the bin, and without dither an injected
+        clump's wings fainter than half a grey level would round back to the old value and
+        its flux would be lost. ``display()`` of the dithered image still gives the input
+        bytes exactly.
+        """
+        v = np.asarray(rgb, dtype=np.float64)
+        if rng is not None:
+            v = v + rng.uniform(-0.499, 0.499, size=v.shape)
+        c = np.clip(v, 0.0, 255.0) / 255.0
+        m = c.mean(axis=2, keepdims=True)
+        intensity = np.sinh(self.q * m) / self.q
+        with np.errstate(invalid="ignore", divide="ignore"):
+            x = np.where(m > 0, c * intensity / np.where(m > 0, m, 1), 0.0)
+        return x
+
+    def display(self, x: np.ndarray) -> np.ndarray:
+        """Linear (H, W, 3) -> uint8, the forward stretch (a pixel whose brightest channel
+        exceeds 255 is scaled down as a whole, as make_lupton_rgb does)."""
+        x = np.clip(np.asarray(x, dtype=np.float64), 0.0, None)
+        intensity = x.mean(axis=2, keepdims=True)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            factor = np.where(intensity > 0, np.arcsinh(self.q * intensity)
+                              / (self.q * np.where(intensity > 0, intensity, 1)), 0.0)
+        c = x * factor
+        peak = c.max(axis=2, keepdims=True)
+        c = np.where(peak > 1.0, c / np.where(peak > 1.0, peak, 1), c)
+        return np.round(c * 255.0).astype(np.uint8)
+
+
+def gaussian_psf_stamp(shape: Tuple[int, int], x: float, y: float, fwhm: float) -> np.ndarray:
+    """Unit-flux Gaussian PSF centred on continuous position (x, y) (pixel i spans [i, i+1)),
+    integrated over pixels (error functions), so its sum is 1 when well inside the image."""
+    from scipy.special import erf
+
+    s = fwhm / 2.3548 * math.sqrt(2.0)
+    h, w = shape
+    ex = np.arange(w + 1, dtype=np.float64)
+    ey = np.arange(h + 1, dtype=np.float64)
+    px = np.diff(0.5 * erf((ex - x) / s))
+    py = np.diff(0.5 * erf((ey - y) / s))
+    return py[:, None] * px[None, :]
+
+
+def host_properties(linear: np.ndarray, fwhm: float) -> Dict:
+    """Segment, centre, sky level per channel, host flux per channel and R50 of a linear
+    (H, W, C) image (or (C, H, W) bands transposed by the caller)."""
+    from clump_d2.baselines.classical import ClassicalParams, galaxy_mask
+
+    lum = linear.mean(axis=2)
+    mask, centre, _, sky_sigma = galaxy_mask(lum, fwhm, ClassicalParams())
+    border = np.ones(lum.shape, bool)
+    border[8:-8, 8:-8] = False
+    sky = np.median(linear[border & ~mask], axis=0) if (border & ~mask).any() \
+        else np.median(linear.reshape(-1, linear.shape[2]), axis=0)
+    net = linear - sky[None, None, :]
+    flux = net[mask].sum(axis=0)
+    yy, xx = np.nonzero(mask)
+    r = np.hypot(xx + 0.5 - centre[0] - 0.5, yy + 0.5 - centre[1] - 0.5)
+    w = np.clip(net[mask].mean(axis=1), 0, None)
+    order = np.argsort(r)
+    cum = np.cumsum(w[order])
+    r50 = float(r[order][np.searchsorted(cum, 0.5 * cum[-1])]) if cum[-1] > 0 else 10.0
+    return {"mask": mask, "centre": (float(centre[0]) + 0.5, float(centre[1]) + 0.5),
+            "sky": sky, "flux": flux, "r50": max(r50, fwhm), "sky_sigma": sky_sigma}
+
+
+def inject(linear: np.ndarray, positions: Sequence[Tuple[float, float]],
+           fluxes: Sequence[Sequence[float]], fwhm: float) -> np.ndarray:
+    """Add Gaussian-PSF clumps to a linear (H, W, C) image; ``fluxes[k]`` per channel."""
+    out = np.array(linear, dtype=np.float64, copy=True)
+    for (x, y), f in zip(positions, fluxes):
+        stamp = gaussian_psf_stamp(out.shape[:2], x, y, fwhm)
+        out += stamp[:, :, None] * np.asarray(f, dtype=np.float64)[None, None, :]
+    return out
+
+
+@dataclass
+class InjectionConfig:
+    """What to inject and how recovery is judged (see module docstring)."""
+
+    flux_fractions: Sequence[float] = (0.01, 0.02, 0.03, 0.05, 0.1, 0.2)
+    radius_r50: Tuple[float, float] = (0.3, 2.0)  # radius range, x host R50
+    per_image: int = 3  # clumps injected at once per trial
+    trials: int = 2  # trials per image and flux fraction
+    colour: Tuple[float, float, float] = (0.85, 1.0, 1.25)  # x host colour (R, G, B): bluer
+    ref_channel: int = 1  # channel defining the flux fraction (G = SDSS r)
+    sep_fwhm: float = 2.5  # min distance to other clumps / injections / detections, x FWHM
+    bulge_fwhm: float = 1.5  # min distance to the centre, x FWHM
+    score_thresh: float = 0.5  # operating threshold of the detector
+    avoid_score: float = 0.3  # original detections above this are avoided
+    q: float = 10.0  # Lupton softening of the display model (PNG/JPEG)
+    seed: int = 0
+    match: MatchCriterion = field(default_factory=MatchCriterion)
+
+
+def _choose_positions(rng, n, host, fwhm, shape, avoid_xy, cfg: InjectionConfig):
+    h, w = shape
+    cx, cy = host["centre"]
+    margin = BOX_SIDE_PER_FWHM * fwhm / 2 + 1
+    chosen: List[Tuple[float, float, float]] = []
+    for _ in range(200 * n):
+        if len(chosen) == n:
+            break
+        u = rng.uniform(*cfg.radius_r50)
+        ang = rng.uniform(0, 2 * np.pi)
+        x, y = cx + u * host["r50"] * np.cos(ang), cy + u * host["r50"] * np.sin(ang)
+        if not (margin <= x <= w - margin and margin <= y <= h - margin):
+            continue
+        if math.hypot(x - cx, y - cy) < cfg.bulge_fwhm * fwhm:
+            continue
+        pts = list(avoid_xy) + [(p[0], p[1]) for p in chosen]
+        if any(math.hypot(x - px, y - py) < cfg.sep_fwhm * fwhm for px, py in pts):
+            continue
+        chosen.append((x, y, u))
+    return chosen
+
+
+def run_injection(images: Sequence[Dict], detector: Detector, cfg: InjectionConfig,
+                  to_network: Callable[[np.ndarray, Dict], np.ndarray],
+                  show_progress: bool = True) -> List[Dict]:
+    """Inject, detect, match. Returns one row per injected clump.
+
+    Args:
+        images: dicts with ``linear`` (H, W, C) float (the linear image), ``psf_fwhm_px``,
+            ``name``, optional ``known_xy`` (the galaxy's own clumps, avoided).
+        detector: see :data:`Detector`.
+        cfg: the injection settings.
+        to_network: linear image (+ the dict) -> detector input (display stretch for
+            PNG/JPEG, the FITS stretch for FITS).
+    """
+    rng = np.random.default_rng(cfg.seed)
+    rows = []
+    total = len(images) * len(cfg.flux_fractions) * cfg.trials
+    bar = tqdm(total=total, desc="injection-recovery", unit="trial", disable=not show_progress)
+    for im in images:
+        linear, fwhm = im["linear"], float(im["psf_fwhm_px"])
+        host = host_properties(linear, fwhm)
+        base = detector(to_network(linear, im), im)
+        keep = np.asarray(base["scores"]) >= cfg.avoid_score
+        det_xy = [((b[0] + b[2]) / 2, (b[1] + b[3]) / 2)
+                  for b in np.asarray(base["boxes"]).reshape(-1, 4)[keep]]
+        avoid = det_xy + [tuple(p) for p in im.get("known_xy", [])]
+        host_colour = host["flux"] / max(host["flux"][cfg.ref_channel], 1e-12)
+        for frac in cfg.flux_fractions:
+            for trial in range(cfg.trials):
+                pos = _choose_positions(rng, cfg.per_image, host, fwhm, linear.shape[:2],
+                                        avoid, cfg)
+                bar.update(1)
+                if not pos:
+                    continue
+                ref_flux = frac * host["flux"][cfg.ref_channel]
+                fluxes = [ref_flux * host_colour * np.asarray(cfg.colour) / cfg.colour[
+                    cfg.ref_channel] for _ in pos]
+                injected = inject(linear, [(x, y) for x, y, _ in pos], fluxes, fwhm)
+                out = detector(to_network(injected, im), im)
+                boxes = np.asarray(out["boxes"]).reshape(-1, 4)
+                scores = np.asarray(out["scores"]).reshape(-1)
+                sel = scores >= cfg.score_thresh
+                true_boxes = [clump_box_xyxy(x, y, fwhm) for x, y, _ in pos]
+                pairs = match_boxes(true_boxes, boxes[sel], det_scores=scores[sel],
+                                    criterion=cfg.match)
+                found = {t: float(scores[sel][d]) for t, d in pairs}
+                for k, (x, y, u) in enumerate(pos):
+                    rows.append({"image": im["name"], "trial": trial, "flux_frac": float(frac),
+                                 "x": float(x), "y": float(y),
+                                 "distance_px": float(math.hypot(x - host["centre"][0],
+                                                                 y - host["centre"][1])),
+                                 "distance_r50": float(u), "r50_px": host["r50"],
+                                 "psf_fwhm_px": fwhm, "recovered": k in found,
+                                 "score": found.get(k, float("nan"))})
+    bar.close()
+    return rows
+
+
+def summarise(rows: Sequence[Dict], flux_fractions: Sequence[float],
+              radius_edges: Sequence[float]) -> Dict:
+    """Recovered fraction (with counts and Wilson 68 % intervals) per flux fraction, per
+    radius bin (x R50), and per (flux fraction, radius bin)."""
+    def stats(sel):
+        n = len(sel)
+        k = int(sum(r["recovered"] for r in sel))
+        lo, hi = wilson_interval(k, n) if n else (float("nan"), float("nan"))
+        return {"n": n, "recovered": k, "fraction": k / n if n else float("nan"),
+                "low": lo, "high": hi}
+
+    out = {"n_injected": len(rows), "by_flux_frac": [], "by_radius": [], "by_both": []}
+    for f in flux_fractions:
+        out["by_flux_frac"].append({"flux_frac": float(f),
+                                    **stats([r for r in rows if r["flux_frac"] == f])})
+    for lo, hi in zip(radius_edges[:-1], radius_edges[1:]):
+        sel = [r for r in rows if lo <= r["distance_r50"] < hi]
+        out["by_radius"].append({"r50_low": lo, "r50_high": hi, **stats(sel)})
+        for f in flux_fractions:
+            out["by_both"].append({"flux_frac": float(f), "r50_low": lo, "r50_high": hi,
+                                   **stats([r for r in sel if r["flux_frac"] == f])})
+    return out
+
+
+def write_outputs(rows: Sequence[Dict], summary: Dict, cfg: InjectionConfig,
+                  output_dir: str | os.PathLike, title: str = "") -> Dict[str, Path]:
+    """``injections.csv`` (one row per clump), ``injection_summary.json`` and
+    ``injection_recovery.png`` (recovered fraction vs flux fraction and vs radius)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"csv": out / "injections.csv", "json": out / "injection_summary.json",
+             "png": out / "injection_recovery.png"}
+    with open(paths["csv"], "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["image"])
+        w.writeheader()
+        w.writerows(rows)
+    settings = {k: v for k, v in asdict(cfg).items() if k != "match"}
+    settings["match"] = cfg.match.describe()
+    paths["json"].write_text(json.dumps({"settings": settings, **summary}, indent=2,
+                                        default=lambda o: None))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    bf = summary["by_flux_frac"]
+    x = [b["flux_frac"] for b in bf]
+    y = np.array([b["fraction"] for b in bf])
+    err = np.clip(np.nan_to_num(np.array([[b["fraction"] - b["low"], b["high"] - b["fraction"]]
+                                          for b in bf]).T.reshape(2, -1)), 0, None)
+    axes[0].errorbar(x, y, yerr=err, marker="o", capsize=3)
+    for xi, b in zip(x, bf):
+        axes[0].annotate(f"{b['recovered']}/{b['n']}", (xi, b["fraction"]), fontsize=7,
+                         textcoords="offset points", xytext=(0, 6), ha="center")
+    axes[0].set_xscale("log")
+    axes[0].set_xlabel("injected clump flux / host flux (r)")
+    axes[0].set_ylabel(f"recovered fraction (score >= {cfg.score_thresh:.2f})")
+    axes[0].set_ylim(-0.05, 1.1)
+    axes[0].grid(alpha=0.3)
+    fr = sorted({b["flux_frac"] for b in summary["by_both"]})
+    for f in fr:
+        sel = [b for b in summary["by_both"] if b["flux_frac"] == f]
+        xc = [(b["r50_low"] + b["r50_high"]) / 2 for b in sel]
+        axes[1].plot(xc, [b["fraction"] for b in sel], marker="o", label=f"{f:g}")
+    br = summary["by_radius"]
+    axes[1].plot([(b["r50_low"] + b["r50_high"]) / 2 for b in br], [b["fraction"] for b in br],
+                 "k--", lw=2, label="all")
+    axes[1].set_xlabel("distance from centre / host R50")
+    axes[1].set_ylim(-0.05, 1.1)
+    axes[1].grid(alpha=0.3)
+    axes[1].legend(title="flux frac", fontsize=7)
+    fig.suptitle(title or f"injection-recovery ({summary['n_injected']} clumps)")
+    fig.tight_layout()
+    fig.savefig(paths["png"], dpi=80)
+    plt.close(fig)
+    return paths
+
+
+# --- inputs and detectors ----------------------------------------------------------------------
+
+def load_linear(file_name: str, crop: Optional[Sequence[int]] = None, q: float = 10.0,
+                fits_options=None, band_files: Optional[Dict[str, str]] = None
+                ) -> Tuple[np.ndarray, str]:
+    """A linear (H, W, C) image and its kind (``"display"`` or ``"fits"``).
+
+    PNG/JPEG: RGB, linearised with :class:`DisplayModel` (``q``). FITS: the bands of
+    ``fits_options`` (:class:`~clump_d2.data.fits_io.FitsReadOptions`), NaN/inf filled, in
+    flux units. ``crop = [x0, y0, w, h]`` is cut before anything else.
+    """
+    from clump_d2.data.fits_io import FitsReadOptions, fill_nonfinite, is_fits, read_fits_bands
+
+    if band_files or is_fits(file_name) or "{band}" in str(file_name):
+        o = fits_options or FitsReadOptions()
+        bands = read_fits_bands(file_name, o.bands, band_files=band_files,
+                                cube_bands=o.cube_bands, hdu=o.hdu)
+        bands, _ = fill_nonfinite(bands, o.nan_fill, o.max_nonfinite_fraction,
+                                  name=os.fspath(file_name))
+        linear, kind = np.ascontiguousarray(bands.transpose(1, 2, 0), dtype=np.float64), "fits"
+    else:
+        from PIL import Image
+
+        rgb = np.asarray(Image.open(file_name).convert("RGB"))
+        # Dither seeded by the file name, so a rerun gives the same numbers.
+        seed = int.from_bytes(os.fspath(file_name).encode()[-8:].rjust(8, b"\0"), "little")
+        linear = DisplayModel(q).linearise(rgb, np.random.default_rng(seed))
+        kind = "display"
+    if crop:
+        x0, y0, w, h = (int(round(float(v))) for v in crop)
+        linear = linear[y0:y0 + h, x0:x0 + w]
+    return linear, kind
+
+
+def network_input_fn(kind: str, q: float = 10.0, fits_options=None
+                     ) -> Callable[[np.ndarray, Dict], np.ndarray]:
+    """Linear image -> what the detector sees: the 8-bit display (PNG/JPEG) or the FITS
+    stretch of the data loader, both as float (H, W, C) in [0, 255]-like units."""
+    if kind == "display":
+        model = DisplayModel(q)
+        return lambda linear, im: model.display(linear).astype(np.float32)
+    from clump_d2.data.fits_io import FitsReadOptions
+    from clump_d2.data.stretch import stretch_bands
+
+    o = fits_options or FitsReadOptions()
+
+    def fits_to_network(linear, im):
+        img = stretch_bands(linear.transpose(2, 0, 1), o.stretch, o.percentiles, o.asinh_a,
+                            o.lupton_q, o.lupton_stretch)
+        return img * np.float32(o.output_scale)
+
+    return fits_to_network
+
+
+def model_detector(cfg, model=None) -> Detector:
+    """A Detectron2 model (``build_inference_model(cfg)`` unless given) as a
+    :data:`Detector`; channels are reordered to ``INPUT.FORMAT`` (inputs are RGB)."""
+    import torch
+
+    if model is None:
+        from clump_d2.inference.predict import build_inference_model
+
+        model = build_inference_model(cfg)
+    bgr = cfg.INPUT.FORMAT == "BGR"
+
+    def detect(image: np.ndarray, im: Dict) -> Dict[str, np.ndarray]:
+        arr = image[:, :, ::-1] if bgr and image.shape[2] == 3 else image
+        tensor = torch.as_tensor(np.ascontiguousarray(arr.transpose(2, 0, 1)),
+                                 dtype=torch.float32)
+        with torch.no_grad():
+            inst = model([{"image": tensor, "height": arr.shape[0],
+                           "width": arr.shape[1]}])[0]["instances"].to("cpu")
+        return {"boxes": inst.pred_boxes.tensor.numpy(), "scores": inst.scores.numpy()}
+
+    return detect
+
+
+def baseline_detector(params=None) -> Detector:
+    """The classical finder (:mod:`clump_d2.baselines`) as a :data:`Detector`."""
+    from clump_d2.baselines import find_clumps
+
+    def detect(image: np.ndarray, im: Dict) -> Dict[str, np.ndarray]:
+        return find_clumps(image, float(im["psf_fwhm_px"]), params)
+
+    return detect

@@ -1,0 +1,332 @@
+"""Real-galaxy evaluation: the GZH Stripe 82 clumps as a dataset, and a table comparing the
+classical baseline, a simulation-only model and a fine-tuned model on held-out galaxies.
+
+Dataset (:func:`prepare_gzh_s82`): the clump catalogue of Mehta et al. (2021) is placed on the
+424 px Galaxy Zoo JPEGs by the ``catalog`` converter (:func:`clump_d2.convert.catalog.
+convert_catalog`, its defaults are these tables), then moved to the central 200x200 crop
+(``crop: [112, 112, 200, 200]``, as the Clump Scout detector sees its images; the mapper cuts
+it) with the converter's edge rule, and split by galaxy with :func:`clump_d2.convert.splits.
+split_coco` (fixed: ``train=0.5, test=0.5``, seed 0; stratified by clump count). Every image
+carries ``psf_fwhm_px`` (median of its clumps' PSF FWHM in px) and ``centre_x/centre_y``.
+
+Evaluation (:func:`evaluate_methods`): every method runs through Detectron2's
+``inference_on_dataset`` with the same test loader and :class:`~clump_d2.evaluation.
+ClumpEvaluator` (one-to-one matching, IoU >= 0.5 by default). The operating score threshold
+of each method is the one that maximises F1 on the *train* split (the galaxies the
+fine-tuned model saw), so the test numbers are not tuned on the test galaxies; or, for a
+fine-tuned model, *cross-fitted* on that split (``Method.threshold_from``: models fine-tuned
+on one half of it, each scored on the other half), so that the galaxies choosing the
+threshold are new to the model scoring them, as the test galaxies are.
+"""
+from __future__ import annotations
+
+import copy
+import csv
+import dataclasses
+import json
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from clump_d2.structures import BOX_HALF_SIDE_PER_FWHM
+
+if TYPE_CHECKING:  # a type only: the baseline is imported where it runs
+    from clump_d2.baselines import ClassicalParams
+
+logger = logging.getLogger(__name__)
+
+@dataclass
+class Method:
+    """One row of the comparison: ``kind`` "baseline" or "model" (config + weights);
+    ``psf_boxes``: re-size the model's boxes to 2.5 x the image's PSF FWHM
+    (:class:`PsfSizedBoxes`).
+
+    ``threshold_from``: (weights, dataset) pairs that choose the operating threshold instead
+    of (``weights``, the tuning split): the F1-best threshold of their counts pooled. A model
+    fine-tuned on the tuning galaxies scores them higher than new ones, so its F1-best there
+    is too strict; cross-fitting (models fine-tuned on one half of the tuning galaxies, each
+    scored on the other half: ``train_a``/``train_b``) scores every tuning galaxy with a model
+    that has not seen it."""
+
+    name: str
+    kind: str = "model"
+    config: str = ""
+    weights: str = ""
+    opts: List[str] = field(default_factory=list)
+    psf_boxes: bool = False
+    threshold_from: List[tuple] = field(default_factory=list)
+    baseline_params: Optional["ClassicalParams"] = None  # of a "baseline" (None: defaults)
+
+
+class PsfSizedBoxes:
+    """Wrap a Detectron2 model so that every predicted box becomes a square of side
+    2.5 x the input's ``psf_fwhm_px`` on the predicted centre (Clump Scout's box
+    definition): where the PSF is known, the box size carries no information, and a network
+    that localises clumps well but sizes boxes poorly is otherwise penalised by the IoU rule.
+    Inputs without ``psf_fwhm_px`` keep their boxes."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def __call__(self, batched_inputs):
+        import torch
+
+        outputs = self.model(batched_inputs)
+        for inp, out in zip(batched_inputs, outputs):
+            fwhm = inp.get("psf_fwhm_px")
+            inst = out["instances"]
+            if not fwhm or len(inst) == 0:
+                continue
+            b = inst.pred_boxes.tensor
+            c = (b[:, :2] + b[:, 2:]) / 2
+            half = BOX_HALF_SIDE_PER_FWHM * float(fwhm)
+            h, w = inst.image_size
+            new = torch.cat([c - half, c + half], dim=1)
+            new[:, 0::2] = new[:, 0::2].clamp(0, w)
+            new[:, 1::2] = new[:, 1::2].clamp(0, h)
+            inst.pred_boxes.tensor = new
+        return outputs
+
+    def eval(self):  # inference_on_dataset switches the model to eval mode
+        self.model.eval()
+        return self
+
+    def train(self, mode: bool = True):
+        self.model.train(mode)
+        return self
+
+
+def _run(method: Method, cfg, dataset: str, output_dir: Optional[str]) -> Dict:
+    """Evaluate one method on one dataset; returns the ClumpEvaluator's full report, with the
+    count of false positives on hand-rejected candidates (:func:`false_positive_census`)."""
+    from detectron2.data import DatasetCatalog
+    from detectron2.evaluation import inference_on_dataset
+
+    from clump_d2.baselines import ClassicalClumpFinder
+    from clump_d2.engine import ClumpTrainer
+    from clump_d2.evaluation import ClumpEvaluator
+    from clump_d2.inference.predict import build_inference_model
+
+    if method.kind == "baseline":
+        model = ClassicalClumpFinder(method.baseline_params)
+    else:
+        model = build_inference_model(cfg)
+        if method.psf_boxes:
+            model = PsfSizedBoxes(model)
+    evaluator = ClumpEvaluator(cfg, dataset, output_dir=None, distributed=False)
+    loader = ClumpTrainer.build_test_loader(cfg, dataset)
+    inference_on_dataset(model, loader, evaluator)
+    dicts = DatasetCatalog.get(dataset)
+    report = evaluator.compute(evaluator._predictions, dicts)
+    if output_dir:
+        evaluator.write(report, output_dir)
+    report["false_positives"] = false_positive_census(
+        evaluator._predictions, dicts, evaluator.score_thresh, evaluator.criterion)
+    return report
+
+
+#: A false positive "is" a hand-rejected candidate within this many PSF FWHM of it (the
+#: distance rule's tolerance: half the 2.5 x FWHM box side).
+REJECT_MATCH_FWHM = BOX_HALF_SIDE_PER_FWHM
+
+
+def false_positive_census(predictions: Sequence[Dict], dataset_dicts: Sequence[Dict],
+                          score_thresh: float, criterion) -> Dict[str, int]:
+    """Unmatched detections at ``score_thresh`` (same one-to-one matching as the evaluator)
+    and how many of them lie within ``REJECT_MATCH_FWHM`` x the image's PSF FWHM of a
+    candidate that the catalogue's authors rejected by hand (``rejected_candidates`` of the
+    image record; images without it count as having none)."""
+    from clump_d2.evaluation.clump_evaluation import truth_from_dicts
+    from clump_d2.evaluation.metrics import match_masks
+
+    truth = truth_from_dicts(dataset_dicts)
+    records = {d["image_id"]: d for d in dataset_dicts}
+    by_image = {}
+    for p in predictions:
+        by_image.setdefault(p["image_id"], p)
+    unmatched = on_rejected = rejected = 0
+    for image_id, t in truth.items():
+        rec = records[image_id]
+        cands = np.asarray(rec.get("rejected_candidates") or [], dtype=float).reshape(-1, 2)
+        rejected += len(cands)
+        p = by_image.get(image_id)
+        if p is None:
+            continue
+        _, matched = match_masks(t["boxes"], p["boxes"], p["scores"], score_thresh, criterion)
+        free = (p["scores"] >= score_thresh) & ~matched
+        unmatched += int(free.sum())
+        if free.any() and len(cands) and rec.get("psf_fwhm_px"):
+            centres = (p["boxes"][free, :2] + p["boxes"][free, 2:]) / 2
+            dist = np.hypot(*(centres[:, None, :] - cands[None, :, :]).transpose(2, 0, 1))
+            on_rejected += int((dist.min(axis=1)
+                                <= REJECT_MATCH_FWHM * rec["psf_fwhm_px"]).sum())
+    return {"n_unmatched": unmatched, "n_unmatched_on_rejected": on_rejected,
+            "n_rejected_candidates": rejected}
+
+
+#: Flux-fraction bins (clump r flux / host r flux) reported for every method on real data.
+FLUX_BIN_EDGES = (0.0, 0.003, 0.01, 0.03, 1.0)
+
+
+def _cfg_for(method: Method, base_config: str, extra: Sequence[str] = ()):
+    from clump_d2.engine import build_config
+
+    opts = list(method.opts) + list(extra)
+    if method.kind == "model":
+        opts += ["MODEL.WEIGHTS", method.weights]
+    return build_config(method.config or base_config, opts + ["DATALOADER.NUM_WORKERS", "0"])
+
+
+def evaluate_methods(methods: Sequence[Method], tune_dataset: str, test_dataset: str,
+                     output_dir: str | os.PathLike, base_config: str) -> List[Dict]:
+    """Evaluate each method on ``test_dataset`` at the score threshold maximising F1 on
+    ``tune_dataset``; write ``real_eval.{json,csv,md}`` to ``output_dir``; return the rows."""
+    output_dir = Path(output_dir)
+    rows = []
+    edges = "flux_fraction:" + ",".join(f"{e:g}" for e in FLUX_BIN_EDGES)
+    for m in methods:
+        pairs = list(m.threshold_from) or [(m.weights, tune_dataset)]
+        scorers = [(dataclasses.replace(m, weights=w), ds) for w, ds in pairs]
+        thresh, tune_f1 = tuned_threshold(
+            [_run(scorer, _cfg_for(scorer, base_config), ds, None) for scorer, ds in scorers])
+        # The test run reports (and writes its metrics, binned completeness and plots) at
+        # the threshold chosen on the tuning split.
+        cfg = _cfg_for(m, base_config, ["MODEL.CLUMP_EVAL.SCORE_THRESH", str(thresh),
+                                        "MODEL.CLUMP_EVAL.BIN_EDGES", f"['{edges}']"])
+        test = _run(m, cfg, test_dataset, str(output_dir / m.name / test_dataset))
+        op = test["operating"]["all"]
+        at = {"thresh": thresh, **{k: op[k] for k in ("completeness", "purity", "F1", "n_true",
+                                                        "n_detections", "n_matched")},
+              **test["false_positives"]}
+        flux_bins = test["binned"].get("flux_fraction", {}).get("bins", [])
+        s = test["curve_summary"]["all"]
+        rows.append({"method": m.name, "tuned_on": ", ".join(ds for _, ds in pairs),
+                     "test": test_dataset, **at,
+                     **{f"C_flux_{b['lo']:g}-{b['hi']:g}": b["completeness"] for b in flux_bins},
+                     **{f"n_flux_{b['lo']:g}-{b['hi']:g}": b["n_true"] for b in flux_bins},
+                     "tune_F1": tune_f1, "test_F1_max": s["F1_max"],
+                     "test_F1_max_thresh": s["F1_max_thresh"],
+                     "test_equal_CP_value": s["equal_CP_value"], "rule": test["match"]["rule"],
+                     "weights": m.weights})
+        logger.info("%s on %s at score >= %.2f: C %.3f P %.3f F1 %.3f", m.name, test_dataset,
+                    at["thresh"], at["completeness"], at["purity"], at["F1"])
+    write_table(rows, output_dir)
+    return rows
+
+
+def tuned_threshold(reports: Sequence[Dict]) -> tuple:
+    """(threshold, F1) maximising the F1 of the ClumpEvaluator reports' counts summed (one
+    report: its own F1 curve); every report must share the threshold grid."""
+    from clump_d2.evaluation.metrics import N_DET, N_MATCHED, N_TRUE, ratios
+
+    grid = np.asarray(reports[0]["thresholds"], dtype=np.float64)
+    counts = np.zeros((len(grid), 3))
+    for r in reports:
+        if not np.allclose(np.asarray(r["thresholds"], dtype=np.float64), grid):
+            raise ValueError("threshold grids differ between the tuning runs")
+        c = r["curves"]["all"]
+        for k, key in ((N_TRUE, "n_true"), (N_DET, "n_detections"), (N_MATCHED, "n_matched")):
+            counts[:, k] += np.asarray(c[key], dtype=np.float64)
+    f1 = np.nan_to_num(ratios(counts)["F1"], nan=-1.0)
+    best = int(np.argmax(f1))
+    return float(grid[best]), float(f1[best])
+
+
+def _fmt(v) -> str:
+    return "undefined" if v is None or (isinstance(v, float) and not math.isfinite(v)) \
+        else f"{v:.2f}"
+
+
+def write_table(rows: Sequence[Dict], output_dir: str | os.PathLike) -> Dict[str, Path]:
+    """``real_eval.json``, ``real_eval.csv`` and ``real_eval.md`` (the README table)."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    paths = {k: output_dir / f"real_eval.{k}" for k in ("json", "csv", "md")}
+    clean = [{k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+              for k, v in r.items()} for r in rows]
+    paths["json"].write_text(json.dumps(clean, indent=2))
+    with open(paths["csv"], "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["method"])
+        w.writeheader()
+        w.writerows(rows)
+    flux_keys = [k for k in (rows[0] if rows else {}) if k.startswith("C_flux_")]
+    lines = ["| method | score thresh (F1-best on the tuning galaxies) | completeness | purity | F1 | "
+             "matched / true | detections | false pos. (on hand-rejected candidates) | "
+             "best F1 on test (thresh) | C = P | "
+             + " | ".join(f"C, flux frac {k[7:]} (n)" for k in flux_keys) + " |",
+             "|---|---|---|---|---|---|---|---|---|---|" + "---|" * len(flux_keys)]
+    for r in rows:
+        lines.append(
+            f"| {r['method']} | {r['thresh']:.2f} | {_fmt(r['completeness'])} | "
+            f"{_fmt(r['purity'])} | {_fmt(r['F1'])} | {r['n_matched']} / {r['n_true']} | "
+            f"{r['n_detections']} | {r['n_unmatched']} ({r['n_unmatched_on_rejected']}) | "
+            f"{_fmt(r['test_F1_max'])} ({_fmt(r['test_F1_max_thresh'])}) "
+            f"| {_fmt(r['test_equal_CP_value'])} | "
+            + " | ".join(f"{_fmt(r[k])} ({r['n_flux_' + k[7:]]})" for k in flux_keys) + " |")
+    paths["md"].write_text("\n".join(lines) + "\n")
+    return paths
+
+
+def pool_folds(folds: Dict[str, str | os.PathLike], output_dir: str | os.PathLike) -> List[Dict]:
+    """Pool :func:`evaluate_methods` runs on complementary splits ({label: its output dir
+    holding ``real_eval.json``}): per method, each fold's row and a pooled row (counts summed,
+    completeness = matched / true, purity = matched / detections); written to
+    ``real_eval_folds.{json,md}`` in ``output_dir``; returns the pooled rows."""
+    from clump_d2.evaluation.matching import f1_score, safe_ratio
+
+    runs = {label: json.loads((Path(d) / "real_eval.json").read_text())
+            for label, d in folds.items()}
+    methods = list(dict.fromkeys(r["method"] for rows in runs.values() for r in rows))
+    counts = ("n_true", "n_detections", "n_matched", "n_unmatched", "n_unmatched_on_rejected")
+    bins = [k[7:] for k in next(iter(runs.values()))[0] if k.startswith("C_flux_")] \
+        if any(runs.values()) else []
+    lines = ["| method | fold | thresh | completeness | purity | F1 | matched / true | detections "
+             "| false pos. (on hand-rejected candidates) | "
+             + " | ".join(f"C, flux frac {b} (n)" for b in bins) + " |",
+             "|---|---|---|---|---|---|---|---|---|" + "---|" * len(bins)]
+    pooled = []
+    for m in methods:
+        total = dict.fromkeys(counts, 0)
+        found = {b: [0, 0] for b in bins}  # matched, true per flux bin
+        for label, rows in runs.items():
+            r = next((r for r in rows if r["method"] == m), None)
+            if r is None:
+                continue
+            for k in counts:
+                total[k] += int(r.get(k) or 0)
+            for b in bins:
+                n = int(r[f"n_flux_{b}"])
+                found[b][0] += 0 if n == 0 else round(r[f"C_flux_{b}"] * n)
+                found[b][1] += n
+            lines.append(f"| {m} | {label} | {r['thresh']:.2f} | {_fmt(r['completeness'])} | "
+                         f"{_fmt(r['purity'])} | {_fmt(r['F1'])} | {r['n_matched']} / "
+                         f"{r['n_true']} | {r['n_detections']} | {r.get('n_unmatched')} "
+                         f"({r.get('n_unmatched_on_rejected')}) | "
+                         + " | ".join(f"{_fmt(r[f'C_flux_{b}'])} ({r[f'n_flux_{b}']})"
+                                      for b in bins) + " |")
+        c = safe_ratio(total["n_matched"], total["n_true"])
+        p = safe_ratio(total["n_matched"], total["n_detections"])
+        row = {"method": m, "folds": list(runs), **total, "completeness": c, "purity": p,
+               "F1": f1_score(c, p),
+               **{f"C_flux_{b}": safe_ratio(*found[b]) for b in bins},
+               **{f"n_flux_{b}": found[b][1] for b in bins}}
+        pooled.append(row)
+        lines.append(f"| {m} | **pooled** | | **{_fmt(c)}** | **{_fmt(p)}** | {_fmt(row['F1'])} "
+                     f"| {total['n_matched']} / {total['n_true']} | {total['n_detections']} | "
+                     f"{total['n_unmatched']} ({total['n_unmatched_on_rejected']}) | "
+                     + " | ".join(f"{_fmt(row[f'C_flux_{b}'])} ({found[b][1]})" for b in bins)
+                     + " |")
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "real_eval_folds.json").write_text(json.dumps(
+        [{k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+          for k, v in r.items()} for r in pooled], indent=2))
+    (output_dir / "real_eval_folds.md").write_text("\n".join(lines) + "\n")
+    return pooled
+
+

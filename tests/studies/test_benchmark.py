@@ -1,0 +1,102 @@
+"""tools/benchmark.py in quick mode (no speed is asserted) and the FLOP counting it uses."""
+import json
+import math
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_fvcore_flops_match_hand_count_for_tiny_conv_net():
+    from fvcore.nn import FlopCountAnalysis
+
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, kernel_size=3, padding=1, bias=False),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(4, 2, kernel_size=1, bias=False),
+    )
+    x = torch.zeros(1, 3, 10, 12)
+    counter = FlopCountAnalysis(net, x)
+    counter.unsupported_ops_warnings(False)
+    # multiply-adds: conv1 = out pixels x out ch x (in ch x 3 x 3); conv2 = pixels x 2 x 4
+    hand = 10 * 12 * 4 * (3 * 3 * 3) + 10 * 12 * 2 * 4
+    assert counter.total() == hand
+
+
+def test_quick_benchmark_writes_every_field(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("benchmark_tool", REPO / "tools" / "benchmark.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    out = tmp_path / "bench"
+    result = tool.main(["--config-file", str(REPO / "configs" / "quickstart.yaml"), "--quick",
+                        "--vs-paper-pipeline", "--paper-min-size", "128", "--output", str(out),
+                        "MODEL.DEVICE", "cpu"])
+    saved = json.loads((out / "benchmark.json").read_text())
+    assert saved["options"]["num_images"] == 2
+    for name in ("clump_d2", "paper"):
+        figures = saved[name]
+        for key in ("inference_galaxies_per_s", "train_images_per_s", "gflops_per_image",
+                    "fraction_of_sgemm_peak_inference"):
+            assert math.isfinite(figures[key]) and figures[key] > 0, (name, key)
+        assert len(figures["inference_samples"]) == 1 and len(figures["train_samples"]) == 1
+        assert figures["peak_memory_mb_inference"] is not None
+    # the paper pipeline (ResNet50 at 128 px) costs more than the R18 quickstart at 200 px
+    assert saved["paper"]["gflops_per_image"] > saved["clump_d2"]["gflops_per_image"]
+    ratio = saved["ratio_ours_over_paper"]
+    assert math.isclose(ratio["gflops_per_image"], saved["clump_d2"]["gflops_per_image"]
+                        / saved["paper"]["gflops_per_image"])
+    table = (out / "benchmark.md").read_text()
+    assert "inference galaxies/s" in table and "ours / paper" in table
+    assert result["sgemm_gflops_per_s"] > 0
+
+
+def test_catalogue_scaling_runs_predict_catalog_per_count(tmp_path):
+    import importlib.util
+
+    import pandas as pd
+
+    spec = importlib.util.spec_from_file_location("benchmark_tool", REPO / "tools" / "benchmark.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    out = tmp_path / "bench"
+    result = tool.main(["--config-file", str(REPO / "configs" / "quickstart.yaml"),
+                        "--skip-speed", "--catalogue-scaling", "3", "7", "--pool-size", "2",
+                        "--output", str(out), "MODEL.DEVICE", "cpu",
+                        "DATASETS.SYNTHETIC.IMAGE_SIZE", "64", "INFERENCE.SHARD_SIZE", "4",
+                        "OUTPUT_DIR", str(tmp_path / "run")])
+    rows = json.loads((out / "benchmark.json").read_text())["catalogue_scaling"]
+    assert rows == result["catalogue_scaling"]
+    assert [r["galaxies"] for r in rows] == [3, 7]
+    assert [r["catalogued"] for r in rows] == [3, 7]  # every galaxy in the catalogue
+    assert [r["shards"] for r in rows] == [1, 2]
+    for r in rows:
+        assert r["inference_galaxies_per_s"] > 0 and r["command_seconds"] > 0
+        assert math.isclose(r["command_galaxies_per_s"], r["galaxies"] / r["command_seconds"],
+                            rel_tol=0.01)
+    # 2 distinct images, cycled: 7 galaxies with unique ids reading 2 files
+    galaxies = pd.read_parquet(out / "scaling" / "clumps_7_galaxies.parquet")
+    assert galaxies["galaxy_id"].nunique() == 7 and galaxies["file_name"].nunique() == 2
+    assert "| 7 |" in (out / "benchmark.md").read_text()
+
+
+def test_benchmark_inputs_follow_the_config_resize():
+    """A config that upsamples (configs/Speed/quickstart_800px.yaml) is benchmarked at the
+    size its data loader feeds the model, boxes scaled with the image."""
+    import numpy as np
+
+    from clump_d2.studies.benchmark import BenchmarkOptions, Detectron2Pipeline, make_galaxies
+    from clump_d2.engine import build_config
+
+    galaxies = [g for g in make_galaxies(BenchmarkOptions(num_images=6)) if len(g["boxes"])][:1]
+    for config, side in (("quickstart.yaml", 200), ("Speed/quickstart_800px.yaml", 800)):
+        cfg = build_config(str(REPO / "configs" / config), ["MODEL.DEVICE", "cpu"])
+        pipe = Detectron2Pipeline(cfg)
+        for with_targets in (False, True):
+            item = pipe._inputs(galaxies, with_targets=with_targets)[0]
+            assert tuple(item["image"].shape) == (3, side, side)
+            assert (item["height"], item["width"]) == (200, 200)
+        boxes = item["instances"].gt_boxes.tensor.numpy()
+        assert np.allclose(boxes, galaxies[0]["boxes"] * side / 200, atol=1e-3)

@@ -1,0 +1,264 @@
+"""Real-data evaluation end to end on a tiny subset of the GZH Stripe 82 galaxies."""
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from clump_d2.convert.gzh_s82 import CROP_OFFSET, CROP_SIZE, prepare_gzh_s82
+from clump_d2.studies.realdata import Method, evaluate_methods
+
+N_GALAXIES = 6
+
+
+@pytest.fixture(scope="module")
+def tiny_gzh(realdata, tmp_path_factory):
+    from clump_d2.data.datasets import register_clump_dataset
+
+    out = tmp_path_factory.mktemp("gzhtiny")
+    paths = prepare_gzh_s82(realdata / "gzh_s82_clumps", out, galaxies=N_GALAXIES)
+    for split in ("train", "test", "train_a", "train_b", "test_a", "test_b"):
+        register_clump_dataset(f"gzhtiny_{split}", paths[split], out / "images")
+    return out, paths
+
+
+def test_prepare_crop_frame_and_split(tiny_gzh):
+    out, paths = tiny_gzh
+    full = json.loads(paths["all"].read_text())
+    assert len(full["images"]) == N_GALAXIES
+    train = json.loads(paths["train"].read_text())
+    test = json.loads(paths["test"].read_text())
+    assert {i["id"] for i in train["images"]}.isdisjoint({i["id"] for i in test["images"]})
+    assert len(train["images"]) + len(test["images"]) == N_GALAXIES
+    assert len(train["annotations"]) + len(test["annotations"]) == len(full["annotations"])
+    for name, split in (("train", train), ("test", test)):  # halves for cross-fitting
+        a, b = (json.loads(paths[f"{name}_{h}"].read_text()) for h in "ab")
+        ids = [{i["id"] for i in half["images"]} for half in (a, b)]
+        assert ids[0].isdisjoint(ids[1]) and ids[0] and ids[1]
+        assert ids[0] | ids[1] == {i["id"] for i in split["images"]}
+        assert len(a["annotations"]) + len(b["annotations"]) == len(split["annotations"])
+    for im in full["images"]:
+        assert im["crop"] == [CROP_OFFSET, CROP_OFFSET, CROP_SIZE, CROP_SIZE]
+        assert im["width"] == im["height"] == CROP_SIZE and im["full_width"] == 424
+        assert 1.5 < im["psf_fwhm_px"] < 40
+    for a in full["annotations"]:
+        x, y, w, h = a["bbox"]
+        assert 0 <= x and 0 <= y and x + w <= CROP_SIZE + 1e-6 and y + h <= CROP_SIZE + 1e-6
+        # the clump position moved with the crop and sits in its box
+        assert x <= a["x"] <= x + w and y <= a["y"] <= y + h
+
+
+def test_evaluation_table_matches_a_direct_count(tiny_gzh, tmp_path, tiny_model_opts):
+    """Baseline + an (untrained) tiny network through the evaluator; the baseline's numbers
+    equal matching find_clumps' boxes on the crops by hand at the same threshold."""
+    from clump_d2.baselines import find_clumps
+    from clump_d2.evaluation.matching import MatchCounts, count_matches
+
+    out, paths = tiny_gzh
+    opts = tiny_model_opts(tmp_path / "model")
+    methods = [Method("classical_baseline", kind="baseline"),
+               Method("tiny_random", config="configs/RealData/sim_sdss_r18.yaml", weights="",
+                      opts=opts)]
+    rows = evaluate_methods(methods, "gzhtiny_train", "gzhtiny_test", tmp_path / "eval",
+                            "configs/RealData/sim_sdss_r18.yaml")
+    test = json.loads(paths["test"].read_text())
+    assert [r["method"] for r in rows] == ["classical_baseline", "tiny_random"]
+    for r in rows:
+        assert r["n_true"] == len(test["annotations"])
+        for k in ("completeness", "purity", "F1"):
+            assert np.isnan(r[k]) or 0.0 <= r[k] <= 1.0
+    base = rows[0]
+    counts = MatchCounts()
+    for im in test["images"]:
+        rgb = np.asarray(Image.open(out / "images" / im["file_name"]).convert("RGB"))
+        crop = rgb[CROP_OFFSET:CROP_OFFSET + CROP_SIZE, CROP_OFFSET:CROP_OFFSET + CROP_SIZE]
+        found = find_clumps(crop, im["psf_fwhm_px"])
+        truth = [[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2],
+                  a["bbox"][1] + a["bbox"][3]]
+                 for a in test["annotations"] if a["image_id"] == im["id"]]
+        counts += count_matches(truth, found["boxes"][found["scores"] >= base["thresh"] - 1e-9])
+    assert base["n_matched"] == counts.n_matched and base["n_detections"] == counts.n_det
+    assert base["n_matched"] >= 1  # the baseline finds some real clumps
+    md = (tmp_path / "eval" / "real_eval.md").read_text()
+    assert "classical_baseline" in md and "tiny_random" in md
+    assert base["n_unmatched"] == base["n_detections"] - base["n_matched"]
+    assert 0 <= base["n_unmatched_on_rejected"] <= base["n_unmatched"]
+    assert base["n_rejected_candidates"] == sum(len(im["rejected_candidates"])
+                                                for im in test["images"])
+
+
+def test_cross_fitted_threshold_of_a_fixed_method_is_its_own(tiny_gzh, tmp_path):
+    """The baseline does not learn, so its counts on the two halves of the tuning split add up
+    to its counts on the whole split: the cross-fitted threshold equals the plain one."""
+    halves = [("", "gzhtiny_train_a"), ("", "gzhtiny_train_b")]
+    rows = evaluate_methods(
+        [Method("plain", kind="baseline"),
+         Method("crossfit", kind="baseline", threshold_from=halves)],
+        "gzhtiny_train", "gzhtiny_test", tmp_path, "configs/RealData/sim_sdss_r18.yaml")
+    plain, crossfit = rows
+    assert crossfit["thresh"] == plain["thresh"]
+    assert crossfit["tune_F1"] == pytest.approx(plain["tune_F1"])
+    assert crossfit["tuned_on"] == "gzhtiny_train_a, gzhtiny_train_b"
+    assert (crossfit["n_matched"], crossfit["n_detections"]) == (plain["n_matched"],
+                                                                 plain["n_detections"])
+
+
+def test_tuned_threshold_pools_counts_before_taking_f1():
+    from clump_d2.studies.realdata import tuned_threshold
+
+    def report(n_true, n_det, n_matched):
+        return {"thresholds": [0.3, 0.5, 0.7],
+                "curves": {"all": {"n_true": n_true, "n_detections": n_det,
+                                   "n_matched": n_matched}}}
+
+    # alone, run 1 peaks at 0.3 (F1 0.8, 0.667, 0.333) and run 2 at 0.7 (0.333, 0.6, 0.667);
+    # pooled, 0.5 wins: F1 = 2 x 11 / (20 + 15) = 0.629 vs 0.52 and 0.519
+    r1 = report([10, 10, 10], [10, 5, 2], [8, 5, 2])
+    r2 = report([10, 10, 10], [20, 10, 5], [5, 6, 5])
+    assert tuned_threshold([r1])[0] == 0.3
+    assert tuned_threshold([r2])[0] == 0.7
+    t, f1 = tuned_threshold([r1, r2])
+    assert t == 0.5 and f1 == pytest.approx(22 / 35)
+    with pytest.raises(ValueError, match="grids differ"):
+        tuned_threshold([r1, {**r2, "thresholds": [0.2, 0.5, 0.7]}])
+
+
+def test_rejected_candidates_land_where_the_catalogue_clumps_say(tiny_gzh, realdata):
+    """The stamp -> JPEG map of place_rejected_candidates, fed the catalogue's own clumps as
+    if they were rejects, puts each on its RA/Dec position (the converter's); and the real
+    rejects inside the crops are carried, in crop coordinates."""
+    from astropy.table import Table
+
+    from clump_d2.convert.catalog import convert_catalog
+    from clump_d2.convert.gzh_s82 import gzh_paths, place_rejected_candidates
+
+    gzh = realdata / "gzh_s82_clumps"
+    paths = gzh_paths(gzh)
+    coco = convert_catalog(paths["clumps"], paths["galaxies"], paths["images"])[0].to_dict()
+    clumps = Table.read(gzh / "final_clump_catalog.fits")
+    gid = {im["id"]: str(im["galaxy_id"]) for im in coco["images"]}
+    on_jpeg = {(gid[a["image_id"]], int(a["clump_id"])) for a in coco["annotations"]}
+    as_rejects = [{"survey_id": r["gzh_id"], "X": r["clump_x"], "Y": r["clump_y"]}
+                  for r in clumps if (str(r["gzh_id"]), int(r["clump_id"])) in on_jpeg]
+    placed = place_rejected_candidates(coco, clumps, as_rejects)
+    assert placed == len(coco["annotations"]) >= 130
+    truth = {str(im["galaxy_id"]): sorted((a["x"], a["y"]) for a in coco["annotations"]
+                                          if a["image_id"] == im["id"]) for im in coco["images"]}
+    for im in coco["images"]:
+        got = sorted(map(tuple, im["rejected_candidates"]))
+        assert np.allclose(got, truth[str(im["galaxy_id"])], atol=1e-3)
+    out, split_paths = tiny_gzh
+    full = json.loads(split_paths["all"].read_text())
+    for im in full["images"]:
+        for x, y in im["rejected_candidates"]:
+            assert 0 <= x < CROP_SIZE and 0 <= y < CROP_SIZE
+
+
+def test_false_positive_census_counts_unmatched_detections_on_rejects():
+    from detectron2.structures import BoxMode
+
+    from clump_d2.evaluation.matching import MatchCriterion
+    from clump_d2.studies.realdata import false_positive_census
+
+    record = {"image_id": 1, "psf_fwhm_px": 4.0, "rejected_candidates": [[80.0, 80.0]],
+              "annotations": [{"bbox": [10, 10, 10, 10], "bbox_mode": BoxMode.XYWH_ABS,
+                               "category_id": 0}]}
+    boxes = np.array([[10.5, 10, 20.5, 20],  # the clump
+                      [76.0, 77, 86, 87],  # centre (81, 82): 2.2 px from the reject, <= 5
+                      [40.0, 40, 50, 50],  # nowhere near
+                      [75.0, 75, 85, 85]])  # on the reject but below the threshold
+    pred = {"image_id": 1, "boxes": boxes, "scores": np.array([0.9, 0.8, 0.7, 0.2]),
+            "classes": np.zeros(4, int)}
+    census = false_positive_census([pred], [record], 0.5, MatchCriterion("iou"))
+    assert census == {"n_unmatched": 2, "n_unmatched_on_rejected": 1,
+                      "n_rejected_candidates": 1}
+    census = false_positive_census([pred], [dict(record, rejected_candidates=[])], 0.1,
+                                   MatchCriterion("iou"))
+    assert census == {"n_unmatched": 3, "n_unmatched_on_rejected": 0,
+                      "n_rejected_candidates": 0}
+
+
+def test_psf_sized_boxes_resizes_around_the_centre():
+    import torch
+    from detectron2.structures import Boxes, Instances
+
+    from clump_d2.studies.realdata import PsfSizedBoxes
+
+    def one():
+        inst = Instances((100, 100))
+        inst.pred_boxes = Boxes(torch.tensor([[40.0, 50.0, 60.0, 60.0], [0.0, 0.0, 6.0, 4.0]]))
+        inst.scores = torch.tensor([0.9, 0.8])
+        return inst
+
+    def fake(batched):
+        return [{"instances": one()} for _ in batched]
+
+    out = PsfSizedBoxes(fake)([{"psf_fwhm_px": 4.0}, {}])
+    b = out[0]["instances"].pred_boxes.tensor
+    assert torch.allclose(b[0], torch.tensor([45.0, 50.0, 55.0, 60.0]))  # side 2.5 x 4
+    assert torch.allclose(b[1], torch.tensor([0.0, 0.0, 8.0, 7.0]))  # clipped at the edge
+    kept = out[1]["instances"].pred_boxes.tensor  # no PSF: boxes unchanged
+    assert torch.allclose(kept[0], torch.tensor([40.0, 50.0, 60.0, 60.0]))
+
+
+def test_simulate_presets_write_their_label_populations(tmp_path):
+    """eval_real simulate --preset: 'catalogue' labels clumps far below Clump Scout's ~3 %
+    limit, 'clumpscout' does not; an unknown preset is refused by name."""
+    from clump_d2.sim.synthetic import simulate_sdss
+
+    fracs = {}
+    for preset in ("clumpscout", "catalogue"):
+        paths = simulate_sdss(tmp_path / preset, num_train=12, num_val=0, seed=1,
+                              image_size=96, preset=preset)
+        assert set(paths) == {"train"}
+        coco = json.loads(paths["train"].read_text())
+        assert len(coco["images"]) == 12
+        fracs[preset] = [a["flux_frac"] for a in coco["annotations"]]
+    assert min(fracs["clumpscout"]) >= 0.03 - 1e-9
+    assert fracs["catalogue"] and np.median(fracs["catalogue"]) < 0.01
+    with pytest.raises(ValueError, match="hst.*clumpscout"):
+        simulate_sdss(tmp_path / "x", num_train=1, num_val=0, preset="hst")
+
+
+def test_pool_folds_sums_counts_over_folds(tmp_path):
+    """eval_real pool: per-fold rows kept, pooled completeness/purity from summed counts (not
+    the mean of the folds' ratios), flux bins pooled by matched counts."""
+    from clump_d2.studies.realdata import pool_folds, write_table
+
+    def row(method, matched, true, det, fp_rej, c_bin, n_bin):
+        return {"method": method, "thresh": 0.5, "completeness": matched / true,
+                "purity": matched / det, "F1": 0.0, "n_true": true, "n_detections": det,
+                "n_matched": matched, "n_unmatched": det - matched,
+                "n_unmatched_on_rejected": fp_rej, "C_flux_0-1": c_bin, "n_flux_0-1": n_bin,
+                "test_F1_max": 0.0, "test_F1_max_thresh": 0.5, "test_equal_CP_value": 0.0}
+
+    write_table([row("net", 6, 10, 8, 1, 0.6, 10), row("base", 2, 10, 4, 0, 0.2, 10)],
+                tmp_path / "a")
+    write_table([row("net", 1, 30, 2, 1, 1 / 30, 30)], tmp_path / "b")
+    pooled = pool_folds({"a": tmp_path / "a", "b": tmp_path / "b"}, tmp_path / "out")
+    net = next(r for r in pooled if r["method"] == "net")
+    assert (net["n_matched"], net["n_true"], net["n_detections"]) == (7, 40, 10)
+    assert net["completeness"] == pytest.approx(7 / 40) and net["purity"] == pytest.approx(0.7)
+    assert net["n_unmatched_on_rejected"] == 2 and net["C_flux_0-1"] == pytest.approx(7 / 40)
+    base = next(r for r in pooled if r["method"] == "base")  # only in fold a
+    assert (base["n_matched"], base["n_true"]) == (2, 10)
+    md = (tmp_path / "out" / "real_eval_folds.md").read_text()
+    assert md.count("**pooled**") == 2 and "| net | b |" in md and "0.17" in md
+
+
+def test_detectability_census_on_real_galaxies(tiny_gzh):
+    """Every catalogue clump gets an S/N in the crops, and brighter clumps (by the
+    catalogue's own photometry) stand out more in the JPEGs."""
+    from detectron2.data import DatasetCatalog
+
+    from clump_d2.studies.detectability import dataset_census, summarise_census
+
+    records = DatasetCatalog.get("gzhtiny_train") + DatasetCatalog.get("gzhtiny_test")
+    census = dataset_census(records)
+    summary = summarise_census(census)
+    n = sum(len(r["annotations"]) for r in records)
+    assert summary["clumps"] == n and summary["clumps_outside_image"] == 0
+    snr = np.concatenate([c.clump_snr for c in census])
+    ff = np.concatenate([c.clump_flux_fraction for c in census])
+    assert np.median(snr[ff >= 0.005]) > np.median(snr[ff < 0.005]) + 1.0
+    assert summary["thresholds"][0]["completeness"] >= summary["thresholds"][-1]["completeness"]
