@@ -11,7 +11,8 @@ Sky -> pixel, per galaxy:
 * otherwise a gnomonic (TAN) projection centred on the galaxy's RA/Dec at the image centre
   ``(W/2, H/2)``, with pixel scale ``pixel_scale_factor x <pixel_scale_column>`` arcsec/px
   (Galaxy Zoo cutouts: ``0.02 x PETROR90_R``) or a constant ``pixel_scale``; north up and
-  east left by default (``east_left`` / ``north_up`` flip them). For the GZH JPEGs this is
+  east left by default (``east_left`` / ``north_up`` / ``rotation_deg``, as in
+  :mod:`clump_d2.data.sky`, which builds that WCS). For the GZH JPEGs this is
   the mapping of their SOURCE.md (``col = 212 - dx``, ``row = 212 - dy``) up to the half-pixel
   convention: here pixel ``i`` spans ``[i, i + 1)``, so the image centre is ``x = W/2``.
 
@@ -37,6 +38,7 @@ from tqdm import tqdm
 from clump_d2.structures import BOX_SIDE_PER_FWHM, fit_box_to_frame, square_box, xyxy_to_xywh
 from .coco_writer import CocoBuilder, ConversionReport
 from clump_d2.data.fits_io import FITS_SUFFIXES, read_fits_header
+from clump_d2.data.sky import sky_to_pixel, tangent_wcs
 from clump_d2.data.tables import read_table
 
 logger = logging.getLogger(__name__)
@@ -65,32 +67,10 @@ class CatalogOptions:
     flux_column: Optional[str] = "clump_flux_r"  # kept as "flux"
     host_flux_column: Optional[str] = "gal_flux_r"  # flux / host flux kept as "flux_fraction"
     keep_columns: Sequence[str] = ()  # more clump-catalogue columns copied verbatim
+    # Orientation of images without a WCS: the options of clump_d2.data.sky.
     east_left: bool = True  # RA increases to the left (the sky as seen)
     north_up: bool = True  # Dec increases upwards (towards row 0)
-
-
-def tangent_wcs(ra: float, dec: float, scale_arcsec: float, width: int, height: int,
-                east_left: bool = True, north_up: bool = True) -> WCS:
-    """A TAN WCS for an image of ``width x height`` centred on (ra, dec).
-
-    Pixel axes follow the image array (x = column, y = row index, row 0 at the top), so
-    "north up" means Dec decreases with the row index.
-    """
-    w = WCS(naxis=2)
-    w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
-    w.wcs.crval = [ra, dec]
-    # FITS pixel p (1-based) covers [p - 1, p) in continuous coordinates: the centre W/2 is
-    # FITS pixel W/2 + 0.5.
-    w.wcs.crpix = [width / 2.0 + 0.5, height / 2.0 + 0.5]
-    d = scale_arcsec / 3600.0
-    w.wcs.cdelt = [-d if east_left else d, -d if north_up else d]
-    return w
-
-
-def sky_to_pixel(wcs: WCS, ra: np.ndarray, dec: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    """Continuous pixel coordinates (pixel i spans [i, i + 1)) of sky positions (degrees)."""
-    x, y = wcs.all_world2pix(np.asarray(ra, float), np.asarray(dec, float), 0)
-    return np.asarray(x) + 0.5, np.asarray(y) + 0.5
+    rotation_deg: float = 0.0  # position angle of "up", degrees from north through east
 
 
 def convert_catalog(clump_catalog: str | os.PathLike, galaxy_table: str | os.PathLike,
@@ -213,7 +193,8 @@ def _image_geometry(image_dir: Path, file_name: str, g: Dict[str, Any], o: Catal
             raise ValueError(f"image {path} is unreadable ({e})") from e
     scale = _scale(g, o)
     wcs = tangent_wcs(float(g[o.galaxy_ra_column]), float(g[o.galaxy_dec_column]), scale,
-                      width, height, o.east_left, o.north_up)
+                      width, height, north_up=o.north_up, east_left=o.east_left,
+                      rotation_deg=float(o.rotation_deg))
     return width, height, wcs, "tangent"
 
 

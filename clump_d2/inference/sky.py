@@ -1,73 +1,32 @@
 """Pixel positions of detections -> sky coordinates (RA/Dec, degrees).
 
-Pixel convention. Detectron2 boxes live in *continuous* pixel coordinates: pixel ``(i, j)``
-(row ``i``, column ``j`` of the stored array) covers ``[j, j + 1) x [i, i + 1)``, so its centre
-is at ``(j + 0.5, i + 0.5)``. FITS/astropy put the centre of the first pixel at 0 (0-based,
-``origin=0``) or 1 (FITS 1-based). Hence a detection centre ``(x, y)`` is the astropy 0-based
-pixel ``(x - 0.5, y - 0.5)``; both routes below use that one conversion.
+Both routes end in astropy's ``WCS.all_pix2world`` through
+:func:`clump_d2.data.sky.pixel_to_sky` (which also owns the half-pixel convention:
+continuous ``(x, y)`` is the astropy 0-based pixel ``(x - 0.5, y - 0.5)``):
 
-Two routes:
-
-* **WCS** (FITS images with a celestial WCS): ``astropy.wcs.WCS.all_pix2world`` at
-  ``(x - 0.5, y - 0.5)``, ``origin=0`` (distortion terms included).
+* **WCS** (FITS images with a celestial WCS): the header's own WCS (distortion terms
+  included), shifted by the corner of the crop the model saw.
 * **Centre + pixel scale** (cutouts centred on a catalogued position, e.g. SDSS colour JPEGs):
-  a gnomonic (tangent-plane, as ``RA---TAN``/``DEC--TAN``) projection about the RA/Dec of the
+  the gnomonic TAN WCS of :func:`clump_d2.data.sky.tangent_wcs` about the RA/Dec of the
   reference pixel (by default the centre of the image, ``(W / 2, H / 2)`` in continuous
-  coordinates), with a constant pixel scale in arcsec/px and an orientation:
-
-  - ``north_up``: north points towards the first row of the stored array (the top of a
-    PNG/JPEG as displayed; the *bottom* of a FITS image as DS9 displays it);
-  - ``east_left``: east points towards the first column;
-  - ``rotation_deg``: the position angle of "up" (degrees from north through east), for
-    images not aligned with north.
-
-  With the defaults (north up, east left, no rotation) the standard coordinates are
-  ``xi = -(x - x0) * s`` and ``eta = -(y - y0) * s``, which is exactly the FITS WCS with
-  ``CD1_1 = CD2_2 = -s / 3600`` (deg/px), ``CD1_2 = CD2_1 = 0`` and ``CRPIX = (x0 + 0.5,
-  y0 + 0.5)`` (1-based); the tests check this equivalence to 1e-9 arcsec precision.
+  coordinates), with a constant pixel scale in arcsec/px and the orientation options
+  ``north_up`` / ``east_left`` / ``rotation_deg`` (meanings in :mod:`clump_d2.data.sky`, the
+  same as for :mod:`clump_d2.convert.catalog`).
 """
 from __future__ import annotations
 
+import functools
+import warnings
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
 import numpy as np
+from astropy.io import fits
+from astropy.wcs import WCS, FITSFixedWarning
 
-ARCSEC_PER_RAD = 180.0 / np.pi * 3600.0
+from clump_d2.data.sky import pixel_offsets_to_standard, pixel_to_sky, tangent_wcs
 
-
-def tangent_plane_to_sky(xi_arcsec, eta_arcsec, ra0_deg: float, dec0_deg: float
-                         ) -> Tuple[np.ndarray, np.ndarray]:
-    """Inverse gnomonic projection: standard coordinates (arcsec) about (ra0, dec0) -> RA/Dec.
-
-    ``xi`` points east and ``eta`` north at the tangent point. RA is returned in [0, 360).
-    """
-    xi = np.asarray(xi_arcsec, dtype=np.float64) / ARCSEC_PER_RAD
-    eta = np.asarray(eta_arcsec, dtype=np.float64) / ARCSEC_PER_RAD
-    ra0, dec0 = np.radians(ra0_deg), np.radians(dec0_deg)
-    denom = np.cos(dec0) - eta * np.sin(dec0)
-    ra = ra0 + np.arctan2(xi, denom)
-    dec = np.arctan2(np.sin(dec0) + eta * np.cos(dec0), np.hypot(xi, denom))
-    return np.degrees(ra) % 360.0, np.degrees(dec)
-
-
-def pixel_offsets_to_standard(dx, dy, pixel_scale: float, north_up: bool = True,
-                              east_left: bool = True, rotation_deg: float = 0.0
-                              ) -> Tuple[np.ndarray, np.ndarray]:
-    """Pixel offsets from the reference pixel (x right, y down the array) -> (xi, eta) arcsec.
-
-    See the module docstring for the orientation convention.
-    """
-    dx = np.asarray(dx, dtype=np.float64)
-    dy = np.asarray(dy, dtype=np.float64)
-    # Offsets in arcsec along the image's "up" (towards row 0) and its "east side" (the side
-    # east lies on when not rotated), so that the rotation below is a proper rotation.
-    up = -dy * pixel_scale if north_up else dy * pixel_scale
-    side = -dx * pixel_scale if east_left else dx * pixel_scale
-    theta = np.radians(rotation_deg)
-    xi = up * np.sin(theta) + side * np.cos(theta)
-    eta = up * np.cos(theta) - side * np.sin(theta)
-    return xi, eta
+__all__ = ["CentreScaleSky", "WcsSky", "build_sky_transform", "pixel_offsets_to_standard"]
 
 
 @dataclass(frozen=True)
@@ -80,7 +39,7 @@ class CentreScaleSky:
         pixel_scale: arcsec per pixel.
         ref_x: reference pixel, continuous coordinates (the image centre is ``W / 2``).
         ref_y: as ``ref_x``, along the rows.
-        north_up, east_left, rotation_deg: orientation (module docstring).
+        north_up, east_left, rotation_deg: orientation (:mod:`clump_d2.data.sky`).
     """
 
     ra: float
@@ -94,11 +53,15 @@ class CentreScaleSky:
 
     source = "centre+scale"
 
+    @functools.cached_property
+    def wcs(self) -> WCS:
+        """The TAN WCS of this projection (built once per galaxy)."""
+        return tangent_wcs(self.ra, self.dec, self.pixel_scale, ref_x=self.ref_x,
+                           ref_y=self.ref_y, north_up=self.north_up, east_left=self.east_left,
+                           rotation_deg=self.rotation_deg)
+
     def __call__(self, x, y) -> Tuple[np.ndarray, np.ndarray]:
-        xi, eta = pixel_offsets_to_standard(
-            np.asarray(x, np.float64) - self.ref_x, np.asarray(y, np.float64) - self.ref_y,
-            self.pixel_scale, self.north_up, self.east_left, self.rotation_deg)
-        return tangent_plane_to_sky(xi, eta, self.ra, self.dec)
+        return pixel_to_sky(self.wcs, x, y)
 
 
 class WcsSky:
@@ -119,11 +82,6 @@ class WcsSky:
                     ) -> Optional["WcsSky"]:
         """A ``WcsSky`` for a FITS header (object or its string form), or None if the header
         has no celestial WCS."""
-        import warnings
-
-        from astropy.io import fits
-        from astropy.wcs import WCS, FITSFixedWarning
-
         if isinstance(header, str):
             header = fits.Header.fromstring(header)
         with warnings.catch_warnings():
@@ -135,12 +93,8 @@ class WcsSky:
         return cls(wcs, offset)
 
     def __call__(self, x, y) -> Tuple[np.ndarray, np.ndarray]:
-        x = np.asarray(x, np.float64) + self.offset[0] - 0.5
-        y = np.asarray(y, np.float64) + self.offset[1] - 0.5
-        if x.size == 0:
-            return np.zeros(0), np.zeros(0)
-        ra, dec = self.wcs.all_pix2world(x, y, 0)
-        return np.asarray(ra, np.float64) % 360.0, np.asarray(dec, np.float64)
+        return pixel_to_sky(self.wcs, np.asarray(x, np.float64) + self.offset[0],
+                            np.asarray(y, np.float64) + self.offset[1])
 
 
 def _finite(value) -> bool:

@@ -1,9 +1,14 @@
 """Pixel -> sky: the tangent-plane route is exactly a FITS TAN WCS, the WCS route applies the
 half-pixel convention, and the orientation options do what they say."""
 import numpy as np
+import pandas as pd
 import pytest
+from astropy.io import fits
 from astropy.wcs import WCS
+from PIL import Image
 
+from clump_d2.convert.catalog import CatalogOptions, convert_catalog
+from clump_d2.data.sky import sky_to_pixel, tangent_wcs
 from clump_d2.inference.sky import (
     CentreScaleSky,
     WcsSky,
@@ -93,6 +98,39 @@ def test_build_sky_transform_precedence():
     assert build_sky_transform({"ra": 50.0, "dec": None, "pixel_scale": 0.3}, 64, 32) is None
     assert build_sky_transform({"ra": float("nan"), "dec": 1.0, "pixel_scale": 0.3}, 8, 8) is None
     # a header without a celestial WCS falls back to the centre route
-    from astropy.io import fits
     plain = fits.Header({"NAXIS": 2, "NAXIS1": 64, "NAXIS2": 32}).tostring()
     assert build_sky_transform(record, 64, 32, plain).source == "centre+scale"
+
+
+def test_round_trip_through_catalog_converter_and_inference(tmp_path):
+    """pixel -> sky (inference, CentreScaleSky) -> pixel (convert_catalog) returns the pixel,
+    with a rotation and east to the right: both users share one projection and its options."""
+    width, height, scale, ra0, dec0 = 60, 40, 0.3, 210.5, -12.25
+    orient = dict(north_up=True, east_left=False, rotation_deg=37.0)
+    Image.new("RGB", (width, height)).save(tmp_path / "g.png")
+    pix = np.array([[12.3, 7.9], [30.0, 20.0], [51.6, 33.1]])
+    sky = build_sky_transform({"ra": ra0, "dec": dec0, "pixel_scale": scale}, width, height,
+                              **orient)
+    ra, dec = sky(pix[:, 0], pix[:, 1])
+    assert (ra[1], dec[1]) == pytest.approx((ra0, dec0), abs=1e-12)  # the centre
+    # east to the right: a detection right of the centre (not rotated) has a larger RA
+    plain = build_sky_transform({"ra": ra0, "dec": dec0, "pixel_scale": scale}, width, height,
+                                east_left=False)
+    assert plain(40.0, 20.0)[0] > ra0
+    pd.DataFrame({"id": ["g"] * 3, "clump_ra": ra, "clump_dec": dec}).to_csv(
+        tmp_path / "cl.csv", index=False)
+    pd.DataFrame({"survey_id": ["g"], "RA": [ra0], "DEC": [dec0]}).to_csv(
+        tmp_path / "gal.csv", index=False)
+    options = CatalogOptions(image_template="{galaxy_id}.png", pixel_scale_column=None,
+                             pixel_scale=scale, clump_id_column=None, flux_column=None,
+                             **orient)
+    coco, _ = convert_catalog(tmp_path / "cl.csv", tmp_path / "gal.csv", tmp_path, options)
+    got = np.array([[a["x"], a["y"]] for a in coco.annotations])
+    np.testing.assert_allclose(got, pix, atol=1e-8)
+    # and the same WCS object both ways, sky -> pixel directly
+    w = tangent_wcs(ra0, dec0, scale, width, height, **orient)
+    np.testing.assert_allclose(np.stack(sky_to_pixel(w, ra, dec), 1), pix, atol=1e-8)
+    # a different orientation does not round-trip (the options matter)
+    other = tangent_wcs(ra0, dec0, scale, width, height, north_up=True, east_left=True,
+                        rotation_deg=37.0)
+    assert np.abs(np.stack(sky_to_pixel(other, ra, dec), 1) - pix).max() > 5.0
