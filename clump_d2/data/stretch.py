@@ -16,10 +16,15 @@
 
 Percentiles and zscale are computed per image (and per band), so each cutout uses its
 own dynamic range, as the Clump Scout PNGs did.
+
+:class:`DisplayStretch` is the other direction: it undoes the Lupton asinh display stretch of
+8-bit colour images (PNG/JPEG) to get linear relative fluxes back (injection-recovery,
+display photometry).
 """
 from __future__ import annotations
 
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Optional, Sequence
 
 import numpy as np
 from astropy.visualization import AsinhStretch, ZScaleInterval
@@ -80,3 +85,52 @@ def _lupton(bands: np.ndarray, percentiles: Sequence[float], q: float,
     over = peak > 1.0
     out[:, over] /= peak[over]
     return out
+
+
+@dataclass
+class DisplayStretch:
+    """Lupton et al. (2004) colour-preserving asinh display stretch of 8-bit colour images,
+    and its inverse.
+
+    If ``c_k`` are the channel values / 255 and ``m`` their mean, the stretch sets
+    ``m = asinh(Q I) / Q`` for the linear intensity ``I``, so ``I = sinh(Q m) / Q`` and each
+    linear channel is ``x_k = c_k I / m``. Exact for the SDSS-preset simulations (Q = 10,
+    ``clump_d2.sim.synthetic.SdssRealism``); an approximation for real survey JPEGs, whose
+    exact stretch (and JPEG compression) is unknown: Q = 10 reproduced the GZH Stripe 82
+    crops' dynamic range. Saturated (255) and clipped (0) pixels cannot be inverted exactly.
+    """
+
+    q: float = 10.0
+
+    def linearise(self, rgb: np.ndarray, rng: Optional[np.random.Generator] = None
+                  ) -> np.ndarray:
+        """uint8 (H, W, 3) -> linear float (H, W, 3) (intensity units of the stretch).
+
+        With ``rng``, each 8-bit value is dithered uniformly within its quantisation bin
+        (+-0.5): the true value is unknown inside the bin, and without dither an injected
+        clump's wings fainter than half a grey level would round back to the old value and
+        its flux would be lost. ``display()`` of the dithered image still gives the input
+        bytes exactly.
+        """
+        v = np.asarray(rgb, dtype=np.float64)
+        if rng is not None:
+            v = v + rng.uniform(-0.499, 0.499, size=v.shape)
+        c = np.clip(v, 0.0, 255.0) / 255.0
+        m = c.mean(axis=2, keepdims=True)
+        intensity = np.sinh(self.q * m) / self.q
+        with np.errstate(invalid="ignore", divide="ignore"):
+            x = np.where(m > 0, c * intensity / np.where(m > 0, m, 1), 0.0)
+        return x
+
+    def display(self, x: np.ndarray) -> np.ndarray:
+        """Linear (H, W, 3) -> uint8, the forward stretch (a pixel whose brightest channel
+        exceeds 255 is scaled down as a whole, as make_lupton_rgb does)."""
+        x = np.clip(np.asarray(x, dtype=np.float64), 0.0, None)
+        intensity = x.mean(axis=2, keepdims=True)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            factor = np.where(intensity > 0, np.arcsinh(self.q * intensity)
+                              / (self.q * np.where(intensity > 0, intensity, 1)), 0.0)
+        c = x * factor
+        peak = c.max(axis=2, keepdims=True)
+        c = np.where(peak > 1.0, c / np.where(peak > 1.0, peak, 1), c)
+        return np.round(c * 255.0).astype(np.uint8)

@@ -54,6 +54,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from tqdm import tqdm
 
+from clump_d2.data.stretch import DisplayStretch as DisplayModel  # moved to the library
 from clump_d2.evaluation.matching import MatchCriterion, match_boxes
 from clump_d2.evaluation.metrics import wilson_interval
 from clump_d2.structures import BOX_SIDE_PER_FWHM, clump_box_xyxy
@@ -62,46 +63,6 @@ logger = logging.getLogger(__name__)
 
 #: A detector: (image (H, W, C) float in network units, record) -> {"boxes" XYXY, "scores"}.
 Detector = Callable[[np.ndarray, Dict], Dict[str, np.ndarray]]
-
-
-@dataclass
-class DisplayModel:
-    """Lupton asinh display stretch of 8-bit colour images (see module docstring)."""
-
-    q: float = 10.0
-
-    def linearise(self, rgb: np.ndarray, rng: Optional[np.random.Generator] = None
-                  ) -> np.ndarray:
-        """uint8 (H, W, 3) -> linear float (H, W, 3) (intensity units of the stretch).
-
-        With ``rng``, each 8-bit value is dithered uniformly within its quantisation bin
-        (+-0.5): the true value is unknown inside the bin, and without dither an injected
-        clump's wings fainter than half a grey level would round back to the old value and
-        its flux would be lost. ``display()`` of the dithered image still gives the input
-        bytes exactly.
-        """
-        v = np.asarray(rgb, dtype=np.float64)
-        if rng is not None:
-            v = v + rng.uniform(-0.499, 0.499, size=v.shape)
-        c = np.clip(v, 0.0, 255.0) / 255.0
-        m = c.mean(axis=2, keepdims=True)
-        intensity = np.sinh(self.q * m) / self.q
-        with np.errstate(invalid="ignore", divide="ignore"):
-            x = np.where(m > 0, c * intensity / np.where(m > 0, m, 1), 0.0)
-        return x
-
-    def display(self, x: np.ndarray) -> np.ndarray:
-        """Linear (H, W, 3) -> uint8, the forward stretch (a pixel whose brightest channel
-        exceeds 255 is scaled down as a whole, as make_lupton_rgb does)."""
-        x = np.clip(np.asarray(x, dtype=np.float64), 0.0, None)
-        intensity = x.mean(axis=2, keepdims=True)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            factor = np.where(intensity > 0, np.arcsinh(self.q * intensity)
-                              / (self.q * np.where(intensity > 0, intensity, 1)), 0.0)
-        c = x * factor
-        peak = c.max(axis=2, keepdims=True)
-        c = np.where(peak > 1.0, c / np.where(peak > 1.0, peak, 1), c)
-        return np.round(c * 255.0).astype(np.uint8)
 
 
 def gaussian_psf_stamp(shape: Tuple[int, int], x: float, y: float, fwhm: float) -> np.ndarray:
