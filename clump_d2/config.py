@@ -3,6 +3,24 @@
 Call ``add_clump_config(cfg)`` on ``detectron2.config.get_cfg()`` *before*
 ``merge_from_file``. Detectron2's global defaults are never changed.
 Each area owns a section below (data, backbone, evaluation, training, inference).
+
+Score thresholds: one key each, one default each.
+
+=================================  =======  ==================================================
+key                                default  what it bounds
+=================================  =======  ==================================================
+``MODEL.ROI_HEADS.SCORE_THRESH_TEST``  0.05  what the model outputs at all (Detectron2's
+                                            key); must be <= the lowest threshold swept
+``TEST.CLUMP_EVAL.SCORE_THRESH``   0.5      the operating point: completeness/purity, the
+                                            pictures, the baseline, injection-recovery
+                                            and what the catalogue keeps
+(none: ``TEST.CLUMP_EVAL.CURVE_POINTS``)    the sweep: thresholds evenly in [0, 1]
+=================================  =======  ==================================================
+
+Renamed keys (a YAML or override using the old name fails with a message naming the new
+one): ``MODEL.CLUMP_EVAL.*`` -> ``TEST.CLUMP_EVAL.*`` (Detectron2 keeps evaluation settings
+under ``TEST``); ``INFERENCE.SCORE_THRESH`` -> ``TEST.CLUMP_EVAL.SCORE_THRESH`` (the
+catalogue keeps the detections at the operating point).
 """
 from detectron2.config import CfgNode as CN
 
@@ -14,6 +32,7 @@ def add_clump_config(cfg: CN) -> CN:
     _add_evaluation_config(cfg)
     _add_training_config(cfg)
     _add_inference_config(cfg)
+    _add_photometry_config(cfg)
     return cfg
 
 
@@ -103,22 +122,26 @@ def _add_backbone_config(cfg: CN) -> None:
 
 # --- evaluation ------------------------------------------------------------------------------
 def _add_evaluation_config(cfg: CN) -> None:
-    cfg.MODEL.CLUMP_EVAL = CN()
-    # Operating score threshold for completeness/purity (independent of
-    # ROI_HEADS.SCORE_THRESH_TEST, which only bounds what the model outputs).
-    cfg.MODEL.CLUMP_EVAL.SCORE_THRESH = 0.5
+    # Detectron2's key, kept: it only bounds what the model outputs (boxes scoring below it
+    # are never returned), so it must be <= the lowest threshold swept or looked at.
+    cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST
+    cfg.TEST.CLUMP_EVAL = CN()
+    # The operating point: detections with score >= it count for completeness/purity, are
+    # drawn in the pictures, are what the baseline and injection-recovery report, and are
+    # what the catalogue keeps (before its NMS, PSF merging and bulge flag).
+    cfg.TEST.CLUMP_EVAL.SCORE_THRESH = 0.5
     # Matching criterion: "iou" (IoU >= IOU_THRESH) or "distance" (centre distance <=
     # DISTANCE_FACTOR x the true box's half side, i.e. x 1.25 PSF FWHM for Clump Scout boxes).
-    cfg.MODEL.CLUMP_EVAL.MATCH = "iou"
-    cfg.MODEL.CLUMP_EVAL.IOU_THRESH = 0.5  # IoU threshold of the "iou" criterion
-    cfg.MODEL.CLUMP_EVAL.DISTANCE_FACTOR = 1.0  # factor of the "distance" criterion
-    cfg.MODEL.CLUMP_EVAL.CURVE_POINTS = 101  # score thresholds of the sweep, evenly in [0, 1]
-    cfg.MODEL.CLUMP_EVAL.NUM_BINS = 5  # equal-count bins per attribute for binned completeness
+    cfg.TEST.CLUMP_EVAL.MATCH = "iou"
+    cfg.TEST.CLUMP_EVAL.IOU_THRESH = 0.5  # IoU threshold of the "iou" criterion
+    cfg.TEST.CLUMP_EVAL.DISTANCE_FACTOR = 1.0  # factor of the "distance" criterion
+    cfg.TEST.CLUMP_EVAL.CURVE_POINTS = 101  # score thresholds of the sweep, evenly in [0, 1]
+    cfg.TEST.CLUMP_EVAL.NUM_BINS = 5  # equal-count bins per attribute for binned completeness
     # Attributes of the true clumps to bin by; empty: every numeric one present (+ box_size).
-    cfg.MODEL.CLUMP_EVAL.BIN_ATTRIBUTES = []
+    cfg.TEST.CLUMP_EVAL.BIN_ATTRIBUTES = []
     # Explicit bin edges overriding the equal-count bins, e.g. ["flux_frac:0.03,0.1,0.35"].
-    cfg.MODEL.CLUMP_EVAL.BIN_EDGES = []
-    cfg.MODEL.CLUMP_EVAL.PLOTS = True  # write the PNG plots next to clump_metrics.json
+    cfg.TEST.CLUMP_EVAL.BIN_EDGES = []
+    cfg.TEST.CLUMP_EVAL.PLOTS = True  # write the PNG plots next to clump_metrics.json
 
 
 # --- training --------------------------------------------------------------------------------
@@ -147,9 +170,8 @@ def _add_training_config(cfg: CN) -> None:
 # --- inference -------------------------------------------------------------------------------
 def _add_inference_config(cfg: CN) -> None:
     cfg.INFERENCE = CN()
-    # Score threshold of the catalogue; < 0 uses MODEL.CLUMP_EVAL.SCORE_THRESH (the operating
-    # point the evaluation reports completeness/purity at).
-    cfg.INFERENCE.SCORE_THRESH = -1.0
+    # The catalogue keeps detections at TEST.CLUMP_EVAL.SCORE_THRESH (the operating point),
+    # then post-processes them with the keys below.
     # Class-agnostic NMS IoU threshold (a clump found as both clump and odd_clump is one
     # clump); 0 disables it.
     cfg.INFERENCE.NMS_THRESH = 0.5
@@ -174,3 +196,42 @@ def _add_inference_config(cfg: CN) -> None:
     cfg.INFERENCE.SKY.EAST_LEFT = True  # east towards the first column (SDSS cutouts: True)
     # Position angle of "up", degrees from north through east (0: north is up).
     cfg.INFERENCE.SKY.ROTATION_DEG = 0.0
+
+
+# --- photometry ------------------------------------------------------------------------------
+def _add_photometry_config(cfg: CN) -> None:
+    # Clump photometry, host segmentation and giant flags (clump_d2/photometry).
+    cfg.PHOTOMETRY = CN()
+    cfg.PHOTOMETRY.ENABLED = True  # measure every catalogue detection (fluxes, ratios, flags)
+    cfg.PHOTOMETRY.APERTURE_FWHM = 1.0  # aperture radius, x PSF FWHM (Gaussian-corrected)
+    cfg.PHOTOMETRY.ANNULUS_FWHM = (1.5, 2.5)  # local-background annulus radii, x PSF FWHM
+    cfg.PHOTOMETRY.MASK_FWHM = 1.0  # other clumps masked in the annulus within this x FWHM
+    cfg.PHOTOMETRY.HOST_NSIGMA = 1.5  # host segment threshold, x sky rms (PSF-smoothed image)
+    cfg.PHOTOMETRY.HOST_NPIXELS = 10  # fewest connected pixels of a segment
+    cfg.PHOTOMETRY.HOST_DEBLEND = False  # deblend the host from touching sources (photutils)
+    cfg.PHOTOMETRY.HOST_DEBLEND_CONTRAST = 0.3  # flux fraction a deblended child needs
+    cfg.PHOTOMETRY.DETECTION_BAND = ""  # FITS band of the host segmentation ("": band sum)
+    cfg.PHOTOMETRY.DROP_OUTSIDE_HOST = False  # the paper's rule: drop detections off the host
+    cfg.PHOTOMETRY.GIANT_BAND = ""  # band of the giant flags ("": the bluest; RGB: "B")
+    cfg.PHOTOMETRY.GIANT_THRESHOLDS_PCT = (3.0, 8.0)  # is_giant_<pct>pct: clump/host flux >= pct
+    cfg.PHOTOMETRY.DISPLAY_Q = 10.0  # Lupton Q undone to linearise PNG/JPEG (display photometry)
+
+
+# --- renamed keys ----------------------------------------------------------------------------
+#: Old key -> new key. Merging a YAML or an override that uses an old key raises a KeyError
+#: naming the new one (yacs' renamed keys), instead of a bare "Non-existent key".
+RENAMED_KEYS = {
+    "MODEL.CLUMP_EVAL": "TEST.CLUMP_EVAL",
+    **{f"MODEL.CLUMP_EVAL.{k}": f"TEST.CLUMP_EVAL.{k}" for k in (
+        "SCORE_THRESH", "MATCH", "IOU_THRESH", "DISTANCE_FACTOR", "CURVE_POINTS", "NUM_BINS",
+        "BIN_ATTRIBUTES", "BIN_EDGES", "PLOTS")},
+    "INFERENCE.SCORE_THRESH": "TEST.CLUMP_EVAL.SCORE_THRESH",
+}
+
+
+def _register_renamed_keys(cfg: CN) -> None:
+    for old, new in RENAMED_KEYS.items():
+        if not cfg.key_is_renamed(old):  # add_clump_config may run twice on one cfg
+            cfg.register_renamed_key(old, new, "evaluation settings live under TEST, and the "
+                                     "catalogue keeps detections at the operating point "
+                                     "(see clump_d2/config.py).")
