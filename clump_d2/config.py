@@ -6,16 +6,19 @@ Each area owns a section below (data, backbone, evaluation, training, inference)
 
 Score thresholds: one key each, one default each.
 
-=================================  =======  ==================================================
-key                                default  what it bounds
-=================================  =======  ==================================================
-``MODEL.ROI_HEADS.SCORE_THRESH_TEST``  0.05  what the model outputs at all (Detectron2's
-                                            key); must be <= the lowest threshold swept
-``TEST.CLUMP_EVAL.SCORE_THRESH``   0.5      the operating point: completeness/purity, the
-                                            pictures, the baseline, injection-recovery
-                                            and what the catalogue keeps
-(none: ``TEST.CLUMP_EVAL.CURVE_POINTS``)    the sweep: thresholds evenly in [0, 1]
-=================================  =======  ==================================================
+==================================== ======= ==============================================
+key                                  default what it bounds
+==================================== ======= ==============================================
+``MODEL.ROI_HEADS.SCORE_THRESH_TEST`` 0.05   model output floor: boxes below it are never
+                                             output (Detectron2's key); keep it <= the lowest
+                                             threshold swept, or the curves are cut off
+``TEST.CLUMP_EVAL.SCORE_THRESH``      0.5    operating point: completeness/purity, pictures,
+                                             baseline, injection-recovery
+catalogue (same key:                  0.5    what the catalogue keeps, before its NMS, PSF
+``TEST.CLUMP_EVAL.SCORE_THRESH``)            merging and bulge flag
+==================================== ======= ==============================================
+
+The completeness/purity curves sweep ``TEST.CLUMP_EVAL.CURVE_POINTS`` thresholds in [0, 1].
 
 Renamed keys (a YAML or override using the old name fails with a message naming the new
 one): ``MODEL.CLUMP_EVAL.*`` -> ``TEST.CLUMP_EVAL.*`` (Detectron2 keeps evaluation settings
@@ -31,6 +34,7 @@ def add_clump_config(cfg: CN) -> CN:
     _add_backbone_config(cfg)
     _add_evaluation_config(cfg)
     _add_training_config(cfg)
+    _add_ignore_region_config(cfg)
     _add_inference_config(cfg)
     _add_photometry_config(cfg)
     return cfg
@@ -122,9 +126,8 @@ def _add_backbone_config(cfg: CN) -> None:
 
 # --- evaluation ------------------------------------------------------------------------------
 def _add_evaluation_config(cfg: CN) -> None:
-    # Detectron2's key, kept: it only bounds what the model outputs (boxes scoring below it
-    # are never returned), so it must be <= the lowest threshold swept or looked at.
-    cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST
+    # (Detectron2's MODEL.ROI_HEADS.SCORE_THRESH_TEST only bounds what the model outputs:
+    # keep it <= the lowest threshold swept or looked at; see the table above.)
     cfg.TEST.CLUMP_EVAL = CN()
     # The operating point: detections with score >= it count for completeness/purity, are
     # drawn in the pictures, are what the baseline and injection-recovery report, and are
@@ -142,6 +145,16 @@ def _add_evaluation_config(cfg: CN) -> None:
     # Explicit bin edges overriding the equal-count bins, e.g. ["flux_frac:0.03,0.1,0.35"].
     cfg.TEST.CLUMP_EVAL.BIN_EDGES = []
     cfg.TEST.CLUMP_EVAL.PLOTS = True  # write the PNG plots next to clump_metrics.json
+
+
+# --- ignore regions ---------------------------------------------------------------------------
+def _add_ignore_region_config(cfg: CN) -> None:
+    # Annotations with iscrowd 1 are ignore regions (real but unlabelled: a host's own knots).
+    # Used by MODEL.PROPOSAL_GENERATOR.NAME "IgnoreRegionRPN" and MODEL.ROI_HEADS.NAME
+    # "IgnoreRegionROIHeads" (clump_d2/modeling/ignore_regions.py).
+    cfg.MODEL.IGNORE_REGIONS = CN()
+    # An anchor/proposal is inside an ignore region when this fraction of its area lies in one.
+    cfg.MODEL.IGNORE_REGIONS.IOA_THRESH = 0.5
 
 
 # --- training --------------------------------------------------------------------------------
