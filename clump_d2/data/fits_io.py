@@ -27,14 +27,13 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from astropy.io import fits
 
+# The suffix list and the FITS test live in image_io (the one home of image formats); they
+# stay importable from here for the callers that read FITS.
+from .image_io import BAND_PLACEHOLDER, FITS_SUFFIXES, is_fits  # noqa: F401
+
 logger = logging.getLogger(__name__)
 
-FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fits.fz")
 NAN_FILL_RULES = ("median", "zero", "min")
-
-
-def is_fits(file_name: str | os.PathLike) -> bool:
-    return os.fspath(file_name).lower().endswith(FITS_SUFFIXES)
 
 
 def _image_hdu(hdul: fits.HDUList, path: Path, hdu: int):
@@ -100,7 +99,7 @@ def read_fits_bands(file_name: str | os.PathLike, bands: Sequence[str],
             different shapes, or a file without image data.
     """
     file_name = os.fspath(file_name)
-    if band_files or "{band}" in file_name:
+    if band_files or BAND_PLACEHOLDER in file_name:
         if not bands:
             raise ValueError(f"{file_name}: per-band FITS files need the band list "
                              "(INPUT.FITS.BANDS)")

@@ -1,6 +1,7 @@
 """Dataset mapper: image file -> tensor, with the physics-respecting augmentations.
 
-Image formats (:meth:`ClumpDatasetMapper.read_image`):
+Image formats (:func:`read_image_file`, the one reader; the suffixes and the reader decision
+are :mod:`clump_d2.data.image_io`'s):
 
 * PNG/JPEG (anything PIL reads): Detectron2's ``read_image`` in ``INPUT.FORMAT``, unchanged;
 * FITS (``.fits``, ``.fit``, ``.fts``, ``.fits.gz``, per-band names with ``{band}``, or a
@@ -24,7 +25,8 @@ from detectron2.data import DatasetMapper
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 
-from .fits_io import FitsReadOptions, is_fits, read_fits_for_network
+from .fits_io import FitsReadOptions, read_fits_for_network
+from .image_io import reads_as_fits
 from .transforms import build_clump_augmentations
 
 logger = logging.getLogger(__name__)
@@ -58,16 +60,10 @@ class ClumpDatasetMapper(DatasetMapper):
     def read_image(self, dataset_dict: Dict) -> np.ndarray:
         """(H, W, C) array: PNG/JPEG in ``image_format`` channel order, FITS as float32 bands
         in ``INPUT.FITS.BANDS`` order; cut to the record's ``crop`` if it has one."""
-        file_name = dataset_dict["file_name"]
-        band_files = dataset_dict.get("band_files")
-        if band_files or is_fits(file_name) or "{band}" in file_name:
-            image = read_fits_for_network(file_name, self.fits_options, band_files=band_files)
-        else:
-            image = utils.read_image(file_name, format=self.image_format)
-        crop = dataset_dict.get("crop")
-        if crop:
-            image = crop_image(image, crop, file_name)
-        return image
+        return read_image_file(dataset_dict["file_name"], image_format=self.image_format,
+                               fits_options=self.fits_options,
+                               band_files=dataset_dict.get("band_files"),
+                               crop=dataset_dict.get("crop"))
 
     def __call__(self, dataset_dict: Dict) -> Dict:
         dataset_dict = copy.deepcopy(dataset_dict)
@@ -92,6 +88,27 @@ class ClumpDatasetMapper(DatasetMapper):
         instances = utils.annotations_to_instances(annos, image_shape)
         dataset_dict["instances"] = utils.filter_empty_instances(instances)
         return dataset_dict
+
+
+def read_image_file(file_name: str, *, image_format: str = "RGB",
+                    fits_options: Optional[FitsReadOptions] = None,
+                    band_files: Optional[Dict[str, str]] = None,
+                    crop: Optional[Sequence[float]] = None) -> np.ndarray:
+    """An image file as the network reads it: (H, W, C), cut to ``crop`` [x0, y0, w, h].
+
+    FITS (:func:`clump_d2.data.image_io.reads_as_fits`): float32 bands of ``fits_options``
+    (default ``FitsReadOptions()``); otherwise Detectron2's ``read_image`` in
+    ``image_format`` channel order.
+    """
+    file_name = str(file_name)
+    if reads_as_fits(file_name, band_files):
+        image = read_fits_for_network(file_name, fits_options or FitsReadOptions(),
+                                      band_files=band_files)
+    else:
+        image = utils.read_image(file_name, format=image_format)
+    if crop:
+        image = crop_image(image, crop, file_name)
+    return image
 
 
 def crop_image(image: np.ndarray, crop: Sequence[float], file_name: str = "image") -> np.ndarray:

@@ -1,17 +1,31 @@
-"""Read a table (CSV, TSV, Parquet or a FITS binary table) into pandas, naming the file on
-failure. Pickles are refused: unpickling runs code (convert them once with
-``pandas.read_pickle(p).to_csv(...)`` on a machine you trust)."""
+"""Tables in and out: one reader, one writer, one Markdown helper.
+
+* :func:`read_table`: a table (CSV, TSV, Parquet or a FITS binary table) into pandas, naming
+  the file on failure. Pickles are refused: unpickling runs code (convert them once with
+  ``pandas.read_pickle(p).to_csv(...)`` on a machine you trust).
+* :func:`write_table`: a DataFrame to Parquet, CSV or FITS (format from the file name),
+  atomically: a temporary file in the same folder, then ``os.replace``, so a killed process
+  never leaves a half-written table under the final name.
+* :func:`markdown_table`: rows -> a GitHub Markdown table (the README's result tables).
+"""
 from __future__ import annotations
 
 import logging
 import os
 from pathlib import Path
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 
 import pandas as pd
+from astropy.table import Table
+
+from .image_io import FITS_SUFFIXES
 
 logger = logging.getLogger(__name__)
 
-FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz")
+#: Suffixes :func:`read_table` reads (a catalogue given by file name must end in one).
+TABLE_SUFFIXES = (".csv", ".tsv", ".tab", ".parquet") + FITS_SUFFIXES
+#: Formats :func:`write_table` writes.
+WRITE_FORMATS = ("parquet", "csv", "fits")
 
 
 def read_table(path: str | os.PathLike, **csv_kwargs) -> pd.DataFrame:
@@ -42,9 +56,77 @@ def read_table(path: str | os.PathLike, **csv_kwargs) -> pd.DataFrame:
         raise ValueError(f"cannot read table {path}: {type(e).__name__}: {e}") from e
 
 
-def _read_fits_table(path: Path) -> pd.DataFrame:
-    from astropy.table import Table
+def table_format(path: str | os.PathLike) -> str:
+    """``parquet``, ``csv`` or ``fits`` (what :func:`write_table` writes) from a file name.
 
+    Raises:
+        ValueError: any other suffix.
+    """
+    name = os.fspath(path).lower()
+    if name.endswith(".parquet"):
+        return "parquet"
+    if name.endswith(".csv"):
+        return "csv"
+    if name.endswith((".fits", ".fit")):
+        return "fits"
+    raise ValueError(f"output {path}: unknown format; use .parquet (default), .csv or .fits")
+
+
+def write_table(df: pd.DataFrame, path: str | os.PathLike, fmt: Optional[str] = None) -> Path:
+    """Write ``df`` to ``path`` atomically (module docstring); ``fmt`` (one of
+    ``WRITE_FORMATS``) defaults to :func:`table_format` of the name. Returns ``path``."""
+    path = Path(path)
+    fmt = fmt or table_format(path)
+    if fmt not in WRITE_FORMATS:
+        raise ValueError(f"unknown table format {fmt!r}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        if fmt == "parquet":
+            df.to_parquet(tmp, index=False)
+        elif fmt == "csv":
+            df.to_csv(tmp, index=False)
+        else:
+            # FITS has no nullable integers: Int64 columns become float64 (NaN for missing).
+            table = Table.from_pandas(df.astype({c: "float64" for c in df.columns
+                                                 if str(df[c].dtype) == "Int64"}))
+            table.write(tmp, format="fits", overwrite=True)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str],
+                   headers: Optional[Sequence[str]] = None,
+                   formats: Optional[Dict[str, Callable[[Any], str]]] = None) -> str:
+    """A GitHub Markdown table (ending in a newline) of ``rows`` (dicts) in ``columns`` order.
+
+    Args:
+        rows: one mapping per row; a missing key is an empty cell.
+        columns: the keys shown, in order.
+        headers: the header cells (default: the column keys).
+        formats: per column, a function value -> cell text (default ``str``; None -> "").
+
+    ``|`` in a cell is escaped so that it cannot split the cell.
+    """
+    headers = list(columns if headers is None else headers)
+    if len(headers) != len(columns):
+        raise ValueError(f"{len(headers)} headers for {len(columns)} columns")
+    formats = formats or {}
+
+    def cell(row, col) -> str:
+        value = row.get(col)
+        text = formats[col](value) if col in formats else ("" if value is None else str(value))
+        return text.replace("|", "\\|")
+
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(cell(row, c) for c in columns) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _read_fits_table(path: Path) -> pd.DataFrame:
     table = Table.read(path)
     # Multidimensional columns cannot live in a DataFrame; they are not needed here.
     names = [n for n in table.colnames if len(table[n].shape) <= 1]

@@ -1,4 +1,6 @@
-"""The clump catalogue: its columns, the rows of one galaxy, and writing tables atomically.
+"""The clump catalogue: its columns, the rows of one galaxy, and reading it back.
+
+Tables are written by :func:`clump_d2.data.tables.write_table` (atomic; Parquet, CSV, FITS).
 
 One row per clump. A galaxy without clumps, or whose image could not be read, still has one
 row (``clump_id`` 0, clump columns empty) so that every input galaxy appears with its
@@ -12,11 +14,13 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import pandas as pd
+
+from clump_d2.data.tables import read_table as data_read_table
+from clump_d2.data.tables import table_format, write_table  # noqa: F401  (write_table: API)
 
 from .postprocess import Detections
 
@@ -109,60 +113,12 @@ def galaxy_table(catalogue: pd.DataFrame) -> pd.DataFrame:
     return table.reset_index(drop=True)
 
 
-def output_format(path: str | os.PathLike) -> str:
-    """``parquet``, ``csv`` or ``fits`` from a file name."""
-    name = os.fspath(path).lower()
-    if name.endswith(".parquet"):
-        return "parquet"
-    if name.endswith(".csv"):
-        return "csv"
-    if name.endswith((".fits", ".fit")):
-        return "fits"
-    raise ValueError(f"output {path}: unknown format; use .parquet (default), .csv or .fits")
-
-
-def write_table(df: pd.DataFrame, path: str | os.PathLike, fmt: Optional[str] = None) -> Path:
-    """Write ``df`` to ``path`` atomically (a temporary file in the same folder, then
-    ``os.replace``), so a killed process never leaves a half-written table under the final
-    name."""
-    path = Path(path)
-    fmt = fmt or output_format(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        if fmt == "parquet":
-            df.to_parquet(tmp, index=False)
-        elif fmt == "csv":
-            df.to_csv(tmp, index=False)
-        elif fmt == "fits":
-            from astropy.table import Table
-
-            table = Table.from_pandas(df.astype({c: "float64" for c in df.columns
-                                                 if str(df[c].dtype) == "Int64"}))
-            table.write(tmp, format="fits", overwrite=True)
-        else:
-            raise ValueError(f"unknown table format {fmt!r}")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
-
-
 def read_table(path: str | os.PathLike) -> pd.DataFrame:
-    """Read a catalogue written by :func:`write_table` (any of the three formats)."""
-    fmt = output_format(path)
-    if fmt == "parquet":
-        return pd.read_parquet(path)
-    if fmt == "csv":
+    """Read a catalogue written by :func:`~clump_d2.data.tables.write_table` (any of its three
+    formats), with the catalogue's text columns kept as text in CSV."""
+    if table_format(path) == "csv":
         return pd.read_csv(path, dtype={"galaxy_id": str}, keep_default_na=False,
                            na_values={c: [""] for c in COLUMN_NAMES if c not in
                                       ("galaxy_id", "class_name", "galaxy_status",
                                        "sky_source", "file_name")})
-    from astropy.table import Table
-
-    df = Table.read(path).to_pandas()
-    for col in df.columns:  # FITS strings come back as bytes
-        if df[col].dtype == object and len(df) and isinstance(df[col].iloc[0], bytes):
-            df[col] = df[col].str.decode("utf-8")
-    return df
+    return data_read_table(path)

@@ -25,26 +25,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
+from clump_d2.data.image_io import IMAGE_SUFFIXES, is_image_file, strip_image_suffix
+from clump_d2.data.tables import TABLE_SUFFIXES, read_table
+
 logger = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".fits", ".fit", ".fts",
-                  ".fits.gz", ".fit.gz", ".fits.fz")
-TABLE_SUFFIXES = (".csv", ".tsv", ".parquet", ".fits", ".fit", ".fits.gz")
 #: Record keys copied from COCO ``images`` entries and catalogue rows when present.
 OPTIONAL_KEYS = ("ra", "dec", "pixel_scale", "ref_x", "ref_y", "centre_x", "centre_y",
                  "psf_fwhm_px", "height", "width")
-
-
-def _has_suffix(name: str, suffixes: Sequence[str]) -> bool:
-    return name.lower().endswith(tuple(suffixes))
-
-
-def _strip_suffix(name: str) -> str:
-    lower = name.lower()
-    for suffix in sorted(IMAGE_SUFFIXES, key=len, reverse=True):
-        if lower.endswith(suffix):
-            return name[: -len(suffix)]
-    return name
 
 
 def records_from_folder(folder: str | os.PathLike) -> List[Dict]:
@@ -53,10 +41,10 @@ def records_from_folder(folder: str | os.PathLike) -> List[Dict]:
     if not folder.is_dir():
         raise FileNotFoundError(f"input folder {folder} does not exist")
     paths = sorted(p for p in folder.rglob("*")
-                   if p.is_file() and _has_suffix(p.name, IMAGE_SUFFIXES))
+                   if p.is_file() and is_image_file(p.name))
     if not paths:
         raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found under {folder}")
-    return [{"galaxy_id": _strip_suffix(p.relative_to(folder).as_posix()),
+    return [{"galaxy_id": strip_image_suffix(p.relative_to(folder).as_posix()),
              "file_name": str(p)} for p in paths]
 
 
@@ -155,8 +143,6 @@ def records_from_catalogue(table_file: str | os.PathLike,
     Raises:
         ValueError: naming the file, for missing columns or repeated ids.
     """
-    from clump_d2.data.tables import read_table
-
     table_file = Path(table_file)
     columns = columns or CatalogueColumns()
     df = read_table(table_file)
@@ -217,7 +203,7 @@ def load_records(source: str | os.PathLike, image_root: Optional[str] = None,
         records = records_from_folder(source)
     elif source.suffix.lower() == ".json":
         records = records_from_coco(source, image_root)
-    elif _has_suffix(source.name, TABLE_SUFFIXES):
+    elif source.name.lower().endswith(TABLE_SUFFIXES):
         if columns is None:
             columns = CatalogueColumns(image_root=image_root)
         elif image_root and not columns.image_root:

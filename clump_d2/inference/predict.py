@@ -23,8 +23,13 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import pandas as pd
 import torch
+from detectron2.data import MetadataCatalog
 from detectron2.utils import comm
 from tqdm import tqdm
+
+from clump_d2.data.build import build_batched_test_loader
+from clump_d2.data.tables import table_format, write_table
+from clump_d2.structures import CLUMP_CLASSES
 
 from .catalogue import (
     STATUS_FAILED,
@@ -33,11 +38,9 @@ from .catalogue import (
     STATUS_UNREADABLE,
     galaxy_rows,
     galaxy_table,
-    output_format,
     rows_to_frame,
-    write_table,
 )
-from .mapper import InferenceMapper, build_inference_loader
+from .mapper import InferenceMapper
 from .postprocess import Detections, PostProcessConfig, postprocess
 from .sky import build_sky_transform
 
@@ -67,10 +70,6 @@ def build_inference_model(cfg):
 
 
 def _class_names(cfg) -> List[str]:
-    from detectron2.data import MetadataCatalog
-
-    from clump_d2.data.datasets.builtin import CLUMP_CLASSES
-
     for name in list(cfg.DATASETS.TEST) + list(cfg.DATASETS.TRAIN):
         classes = MetadataCatalog.get(name).get("thing_classes", None)
         if classes:
@@ -147,8 +146,8 @@ class CataloguePredictor:
     def predict(self, records: Sequence[Dict], progress: Optional[tqdm] = None) -> List[Dict]:
         """Catalogue rows of ``records`` (every record gets at least one row), in order."""
         rows: List[Dict] = []
-        loader = build_inference_loader(records, self.mapper, self.batch_size,
-                                        self.num_workers)
+        loader = build_batched_test_loader(records, self.mapper, self.batch_size,
+                                           self.num_workers, sequential=True)
         with torch.inference_mode():
             for batch in loader:
                 good = [item for item in batch if "error" not in item]
@@ -295,7 +294,7 @@ def run_catalogue(cfg, records: Sequence[Dict], output: str | os.PathLike, *, mo
     """
     start = time.perf_counter()
     output = Path(output)
-    output_format(output)  # fail early on an unknown format
+    table_format(output)  # fail early on an unknown format
     paths = output_paths(output)
     shard_dir = shard_dir_for(output)
     shards = _shards(list(records), cfg.INFERENCE.SHARD_SIZE)
