@@ -37,6 +37,7 @@ def add_clump_config(cfg: CN) -> CN:
     _add_ignore_region_config(cfg)
     _add_inference_config(cfg)
     _add_photometry_config(cfg)
+    _register_renamed_keys(cfg)
     return cfg
 
 

@@ -51,7 +51,7 @@ evaluate() {  # tuning split, test split, fine-tuned model dir, output dir, extr
         "$@"
 }
 for rule in distance iou; do
-    if [ $rule = distance ]; then extra=(MODEL.CLUMP_EVAL.MATCH distance); else extra=(--psf-boxes); fi
+    if [ $rule = distance ]; then extra=(TEST.CLUMP_EVAL.MATCH distance); else extra=(--psf-boxes); fi
     evaluate train test $R/finetune_catalogue $R/eval_xfit_$rule "${extra[@]}"
     evaluate test train $R/finetune_catalogue_swap $R/eval_xfit_swap_$rule "${extra[@]}"
     $PY tools/eval_real.py pool --fold "train→test=$R/eval_xfit_$rule" \

@@ -12,11 +12,49 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_add_clump_config_adds_keys_without_touching_global_defaults():
     cfg = add_clump_config(get_cfg())
-    assert cfg.MODEL.CLUMP_EVAL.SCORE_THRESH == 0.5
+    assert cfg.TEST.CLUMP_EVAL.SCORE_THRESH == 0.5
     assert cfg.INPUT.AUG.ROT90 is True
     assert cfg.DATASETS.SYNTHETIC.NUM_TRAIN > 0
     fresh = get_cfg()
-    assert "CLUMP_EVAL" not in fresh.MODEL and "AUG" not in fresh.INPUT
+    assert "CLUMP_EVAL" not in fresh.TEST and "AUG" not in fresh.INPUT
+    assert "CLUMP_EVAL" not in cfg.MODEL and "SCORE_THRESH" not in cfg.INFERENCE
+    add_clump_config(cfg)  # twice on one config is harmless
+
+
+def test_one_key_per_score_threshold():
+    """Output floor (Detectron2's), operating point, and the catalogue at the operating point."""
+    cfg = build_config(str(REPO / "configs" / "quickstart.yaml"))
+    assert cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST == pytest.approx(0.05)
+    assert cfg.TEST.CLUMP_EVAL.SCORE_THRESH == pytest.approx(0.6)
+    for path in sorted((REPO / "configs").rglob("*.yaml")):
+        c = build_config(str(path))
+        assert c.MODEL.ROI_HEADS.SCORE_THRESH_TEST <= c.TEST.CLUMP_EVAL.SCORE_THRESH, path
+
+
+@pytest.mark.parametrize("old,new", [
+    ("MODEL.CLUMP_EVAL.SCORE_THRESH", "TEST.CLUMP_EVAL.SCORE_THRESH"),
+    ("MODEL.CLUMP_EVAL.MATCH", "TEST.CLUMP_EVAL.MATCH"),
+    ("MODEL.CLUMP_EVAL.PLOTS", "TEST.CLUMP_EVAL.PLOTS"),
+    ("INFERENCE.SCORE_THRESH", "TEST.CLUMP_EVAL.SCORE_THRESH"),
+])
+def test_renamed_keys_in_overrides_name_the_new_key(old, new):
+    with pytest.raises(KeyError, match=f"{old} was renamed to {new}"):
+        build_config("", [old, "0.3"])
+    cfg = build_config("", freeze=False).clone()  # a clone keeps the renames
+    with pytest.raises(KeyError, match=f"{old} was renamed to {new}"):
+        cfg.merge_from_list([old, "0.3"])
+
+
+@pytest.mark.parametrize("yaml_text,old,new", [
+    ("MODEL:\n  CLUMP_EVAL:\n    SCORE_THRESH: 0.3\n", "MODEL.CLUMP_EVAL", "TEST.CLUMP_EVAL"),
+    ("INFERENCE:\n  SCORE_THRESH: 0.3\n", "INFERENCE.SCORE_THRESH",
+     "TEST.CLUMP_EVAL.SCORE_THRESH"),
+])
+def test_renamed_keys_in_a_yaml_name_the_new_key(tmp_path, yaml_text, old, new):
+    path = tmp_path / "old.yaml"
+    path.write_text(f"_BASE_: {REPO / 'configs' / 'quickstart.yaml'}\n{yaml_text}")
+    with pytest.raises(KeyError, match=f"{old} was renamed to {new}"):
+        build_config(str(path))
 
 
 def test_base_config_is_sized_for_clumps():

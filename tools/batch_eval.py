@@ -5,7 +5,7 @@
     python tools/batch_eval.py \\
         --pair final configs/quickstart.yaml output/quickstart/model_final.pth \\
         --pair early configs/quickstart.yaml output/quickstart/model_0000299.pth \\
-        --output-dir out/batch MODEL.CLUMP_EVAL.MATCH distance
+        --output-dir out/batch TEST.CLUMP_EVAL.MATCH distance
 
 Re-running the same command skips finished (pair, dataset) units and retries failed ones.
 Trailing KEY VALUE pairs override every pair's config. Logic: clump_d2.engine.batch.

@@ -8,13 +8,18 @@
 import clump_d2  # noqa: F401  (fills detectron2 0.6's gaps before detectron2 is used)
 import clump_d2.data  # noqa: F401  (registers the clump datasets)
 import clump_d2.modeling  # noqa: F401  (registers the Zoobot backbones)
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import default_argument_parser, default_setup, launch
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
-from clump_d2.engine import ClumpTrainer, build_config, check_launch_args, prepare_datasets
+from clump_d2.engine import (
+    ClumpTrainer,
+    build_config,
+    build_model_for_inference,
+    check_launch_args,
+    prepare_datasets,
+)
 
 
 def setup(args):
@@ -29,10 +34,7 @@ def main(args):
     cfg = setup(args)
     prepare_datasets(cfg)
     if args.eval_only:
-        model = ClumpTrainer.build_model(cfg)
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
-            cfg.MODEL.WEIGHTS, resume=args.resume
-        )
+        model = build_model_for_inference(cfg, resume=args.resume)
         results = ClumpTrainer.test(cfg, model)
         if comm.is_main_process():
             verify_results(cfg, results)

@@ -1,8 +1,8 @@
 """Batch evaluation jobs: many (config, checkpoint) pairs x datasets -> one table and one plot.
 
 Each (pair, dataset) unit is evaluated exactly as ``tools/train_net.py --eval-only`` does
-(``build_config`` -> ``ClumpTrainer.build_model`` -> ``DetectionCheckpointer`` ->
-``ClumpTrainer.test``), so both give the same numbers. Every unit's outcome is stored in its
+(``build_config`` -> :func:`~clump_d2.engine.evaluate.build_model_for_inference` ->
+:func:`~clump_d2.engine.evaluate.evaluate_on_dataset`), so both give the same numbers. Every unit's outcome is stored in its
 own JSON file under ``<output_dir>/results/`` as soon as it is known, which makes a job
 resumable: a re-run skips units already evaluated with the same config, weights (path, size,
 modification time), overrides and dataset, and retries failed ones. A failing unit is
@@ -26,10 +26,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
+import yaml
+from detectron2.evaluation.testing import flatten_results_dict
 from tqdm import tqdm
 
 from clump_d2.evaluation.clump_evaluation import CURVE_FILE, _clean
 from clump_d2.evaluation.plots import plot_comparison
+
+from .defaults import build_config, prepare_datasets
+from .evaluate import build_model_for_inference, evaluate_on_dataset
 
 logger = logging.getLogger(__name__)
 
@@ -65,8 +70,6 @@ def load_pairs(path: str) -> List[EvalPair]:
     to the working directory."""
     text = Path(path).read_text()
     if str(path).endswith((".yaml", ".yml")):
-        import yaml
-
         items = yaml.safe_load(text) or []
     else:
         items = list(csv.DictReader(text.splitlines()))
@@ -105,8 +108,6 @@ def fingerprint(pair: EvalPair, dataset: str, extra_opts: Sequence[str] = ()) ->
 
 def unit_config(pair: EvalPair, dataset: str, output_dir: str, extra_opts: Sequence[str] = ()):
     """The frozen config of one unit (its evaluator writes under runs/<pair>/)."""
-    from clump_d2.engine import build_config
-
     run_dir = os.path.join(output_dir, "runs", _safe(pair.name))
     return build_config(pair.config, [*pair.opts, *extra_opts, "MODEL.WEIGHTS", pair.weights,
                                       "DATASETS.TEST", (dataset,), "OUTPUT_DIR", run_dir])
@@ -119,17 +120,9 @@ def evaluate_unit(pair: EvalPair, dataset: str, output_dir: str,
     Returns:
         {"metrics": flat {"clumps/F1": ..., "bbox/AP": ...}, "curve": {column: [...]}}.
     """
-    from detectron2.checkpoint import DetectionCheckpointer
-    from detectron2.evaluation.testing import flatten_results_dict
-
-    from clump_d2.engine import ClumpTrainer, prepare_datasets
-
     cfg = unit_config(pair, dataset, output_dir, extra_opts)
     prepare_datasets(cfg)
-    model = ClumpTrainer.build_model(cfg)
-    DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS,
-                                                                        resume=False)
-    results = ClumpTrainer.test(cfg, model)
+    results = evaluate_on_dataset(cfg, build_model_for_inference(cfg), dataset)
     metrics = {k: float(v) for k, v in flatten_results_dict(results).items()}
     curve_path = Path(cfg.OUTPUT_DIR) / "inference" / dataset / CURVE_FILE
     return {"metrics": metrics, "curve": read_curve(curve_path) if curve_path.is_file() else {}}
@@ -203,8 +196,6 @@ def run_batch(pairs: Sequence[EvalPair], datasets: Sequence[str], output_dir: st
 
 def _default_datasets(pair: EvalPair, extra_opts) -> List[str]:
     try:
-        from clump_d2.engine import build_config
-
         return list(build_config(pair.config, [*pair.opts, *extra_opts]).DATASETS.TEST)
     except Exception as e:  # reported as the pair's failure on a placeholder dataset
         logger.error("cannot read DATASETS.TEST of %s (%s): %s", pair.name, pair.config, e)

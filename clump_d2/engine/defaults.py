@@ -9,6 +9,7 @@ from detectron2.utils import comm
 
 from clump_d2.config import add_clump_config
 from clump_d2.data.datasets import builtin
+from clump_d2.sim.synthetic import SyntheticParams, make_split
 
 logger = logging.getLogger(__name__)
 
@@ -56,8 +57,6 @@ def prepare_datasets(cfg) -> None:
 
     Runs on the main process only; the others wait, so no two processes write one file.
     """
-    from clump_d2.sim.synthetic import SyntheticParams, make_split
-
     names = list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST)
     wanted = {n.split("_", 1)[1] for n in names if n.startswith(builtin.SYNTHETIC_NAME + "_")}
     syn = cfg.DATASETS.SYNTHETIC

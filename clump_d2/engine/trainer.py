@@ -2,18 +2,18 @@
 from __future__ import annotations
 
 import logging
-import os
+
+from collections import OrderedDict
 
 from detectron2.data import build_detection_test_loader, build_detection_train_loader
 from detectron2.engine import DefaultTrainer, hooks
-from detectron2.evaluation import COCOEvaluator, DatasetEvaluators
+from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils import comm
 
-from clump_d2.data.build import build_batched_test_loader
 from clump_d2.data.mapper import ClumpDatasetMapper
-from clump_d2.evaluation import ClumpEvaluator
 from clump_d2.modeling.runtime import apply_channels_last, wrap_for_inference
 
+from .evaluate import build_evaluators, build_test_loader, evaluate_on_dataset
 from .hooks import EarlyStop, EarlyStopping, ValidationLoss
 
 logger = logging.getLogger(__name__)
@@ -30,9 +30,26 @@ class ClumpTrainer(DefaultTrainer):
 
     @classmethod
     def test(cls, cfg, model, evaluators=None):
-        """DefaultTrainer.test, under ``TEST.AMP``'s autocast and with ``TEST.DIHEDRAL_TTA``
-        when they are enabled."""
-        return super().test(cfg, wrap_for_inference(model, cfg), evaluators)
+        """DefaultTrainer.test through :func:`~clump_d2.engine.evaluate.evaluate_on_dataset`
+        for each of ``DATASETS.TEST`` (under ``TEST.AMP``'s autocast and with
+        ``TEST.DIHEDRAL_TTA`` when they are enabled).
+
+        Returns:
+            {dataset: results}, or the results alone with one dataset (as Detectron2).
+        """
+        if isinstance(evaluators, DatasetEvaluator):
+            evaluators = [evaluators]
+        if evaluators is not None and len(evaluators) != len(cfg.DATASETS.TEST):
+            raise ValueError(f"{len(evaluators)} evaluators for {len(cfg.DATASETS.TEST)} "
+                             "test datasets")
+        model = wrap_for_inference(model, cfg)
+        results = OrderedDict()
+        for idx, name in enumerate(cfg.DATASETS.TEST):
+            results[name] = evaluate_on_dataset(
+                cfg, model, name,
+                evaluators=evaluators[idx] if evaluators else cls.build_evaluator(cfg, name),
+                data_loader=cls.build_test_loader(cfg, name), wrap=False)
+        return list(results.values())[0] if len(results) == 1 else results
 
     @classmethod
     def build_train_loader(cls, cfg):
@@ -40,18 +57,13 @@ class ClumpTrainer(DefaultTrainer):
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
-        return build_batched_test_loader(
-            dataset_name, ClumpDatasetMapper(cfg, is_train=False),
-            batch_size=cfg.TEST.IMS_PER_BATCH, num_workers=cfg.DATALOADER.NUM_WORKERS)
+        """:func:`~clump_d2.engine.evaluate.build_test_loader` (batched test-time mapper)."""
+        return build_test_loader(cfg, dataset_name)
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
-        output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
-        return DatasetEvaluators([
-            # The C++ fast path is not available in a pure-Python detectron2.
-            COCOEvaluator(dataset_name, output_dir=output_folder, use_fast_impl=False),
-            ClumpEvaluator(cfg, dataset_name, output_dir=output_folder),
-        ])
+        """:func:`~clump_d2.engine.evaluate.build_evaluators` (COCO AP + completeness/purity)."""
+        return build_evaluators(cfg, dataset_name, output_folder)
 
     @classmethod
     def build_validation_loader(cls, cfg, dataset_name):

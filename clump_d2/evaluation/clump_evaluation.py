@@ -88,6 +88,19 @@ def _clean(value):
     return value
 
 
+def instances_to_prediction(image_id, instances) -> Dict:
+    """One model output's ``Instances`` as the evaluator keeps them: ``{"image_id", "boxes"
+    (N, 4) XYXY float64, "scores" (N,) float64, "classes" (N,) int64}`` (every detection the
+    model returned; the operating threshold is applied when counting)."""
+    instances = instances.to("cpu")
+    return {
+        "image_id": image_id,
+        "boxes": instances.pred_boxes.tensor.numpy().astype(np.float64),
+        "scores": instances.scores.numpy().astype(np.float64),
+        "classes": instances.pred_classes.numpy().astype(np.int64),
+    }
+
+
 class ClumpEvaluator(DatasetEvaluator):
     """Completeness, purity and F1 of clump detections, at an operating score threshold and
     swept over thresholds, class-agnostic and per class, binned by clump attributes.
@@ -103,6 +116,10 @@ class ClumpEvaluator(DatasetEvaluator):
     etc. (hidden from the copy-paste summary, like COCO's ``AP-<class>``). Undefined values
     (purity with no detections) are NaN. With ``output_dir`` it also writes
     ``clump_metrics.json``, ``clump_curve.csv`` and PNG plots there.
+
+    After ``evaluate()``, :attr:`predictions` holds every image's raw predictions (as
+    :func:`instances_to_prediction` makes them) and :attr:`report` the full report of
+    :meth:`compute`; :meth:`image_counts` gives each image's counts at the operating point.
     """
 
     @configurable
@@ -111,7 +128,7 @@ class ClumpEvaluator(DatasetEvaluator):
                  curve_points: int = 101, num_bins: int = 5,
                  bin_attributes: Sequence[str] = (), bin_edges: Optional[Mapping] = None,
                  plot: bool = True, output_dir: Optional[str] = None,
-                 distributed: bool = True):
+                 distributed: bool = True, criterion: Optional[MatchCriterion] = None):
         """
         Args:
             dataset_name: a registered dataset with clump annotations.
@@ -124,11 +141,13 @@ class ClumpEvaluator(DatasetEvaluator):
             plot: write the PNG plots (with ``output_dir``).
             output_dir: where to write metrics, curve and plots (None: nothing written).
             distributed: gather predictions from all processes before evaluating.
+            criterion: the matching criterion (overrides ``match``, ``iou_thresh`` and
+                ``distance_factor``).
         """
         self.dataset_name = dataset_name
         self.score_thresh = float(score_thresh)
-        self.criterion = MatchCriterion(match, iou_thresh=iou_thresh,
-                                        distance_factor=distance_factor)
+        self.criterion = criterion or MatchCriterion(match, iou_thresh=iou_thresh,
+                                                     distance_factor=distance_factor)
         self.thresholds = np.linspace(0.0, 1.0, int(curve_points))
         self.num_bins = int(num_bins)
         self.bin_attributes = list(bin_attributes)
@@ -139,17 +158,16 @@ class ClumpEvaluator(DatasetEvaluator):
         meta = MetadataCatalog.get(dataset_name)
         self.class_names = list(getattr(meta, "thing_classes", None) or ["clump", "odd_clump"])
         self._predictions: List[Dict] = []
+        self.report: Optional[Dict] = None
 
     @classmethod
     def from_config(cls, cfg, dataset_name: str, output_dir: Optional[str] = None,
                     distributed: bool = True):
-        ev = cfg.MODEL.CLUMP_EVAL
+        ev = cfg.TEST.CLUMP_EVAL
         return {
             "dataset_name": dataset_name,
             "score_thresh": ev.SCORE_THRESH,
-            "match": ev.MATCH,
-            "iou_thresh": ev.IOU_THRESH,
-            "distance_factor": ev.DISTANCE_FACTOR,
+            "criterion": MatchCriterion.from_config(cfg),
             "curve_points": ev.CURVE_POINTS,
             "num_bins": ev.NUM_BINS,
             "bin_attributes": list(ev.BIN_ATTRIBUTES),
@@ -159,18 +177,20 @@ class ClumpEvaluator(DatasetEvaluator):
             "distributed": distributed,
         }
 
+    @property
+    def predictions(self) -> List[Dict]:
+        """This process's raw predictions so far, one dict per image
+        (:func:`instances_to_prediction`)."""
+        return self._predictions
+
     def reset(self):
         self._predictions = []
+        self.report = None
 
     def process(self, inputs, outputs):
         for inp, out in zip(inputs, outputs):
-            instances = out["instances"].to("cpu")
-            self._predictions.append({
-                "image_id": inp["image_id"],
-                "boxes": instances.pred_boxes.tensor.numpy().astype(np.float64),
-                "scores": instances.scores.numpy().astype(np.float64),
-                "classes": instances.pred_classes.numpy().astype(np.int64),
-            })
+            self._predictions.append(instances_to_prediction(inp["image_id"],
+                                                             out["instances"]))
 
     # --- evaluation ---------------------------------------------------------------------------
 
@@ -182,6 +202,7 @@ class ClumpEvaluator(DatasetEvaluator):
             if not comm.is_main_process():
                 return {}
         report = self.compute(predictions, DatasetCatalog.get(self.dataset_name))
+        self.report = report
         if self.output_dir:
             self.write(report, self.output_dir)
         m = report["operating"]["all"]
@@ -222,6 +243,25 @@ class ClumpEvaluator(DatasetEvaluator):
         found = np.concatenate(found) if found else np.zeros(0, bool)
         attrs = {k: np.concatenate(v) for k, v in attrs.items()}
         return self._report(counts, thresholds, found, attrs, len(truth))
+
+    def image_counts(self, predictions: Sequence[Mapping], dataset_dicts: Sequence[Mapping]
+                     ) -> Dict[object, Dict[str, int]]:
+        """Per image: ``{"n_true", "n_detections", "n_matched"}`` at the operating threshold,
+        class-agnostic, with the same matching as :meth:`compute` (their sums are its
+        operating counts)."""
+        truth = truth_from_dicts(dataset_dicts)
+        by_image = {}
+        for p in predictions:
+            by_image.setdefault(p["image_id"], p)
+        empty = {"boxes": np.zeros((0, 4)), "scores": np.zeros(0), "classes": np.zeros(0, int)}
+        out = {}
+        for image_id in sorted(truth):
+            t, p = truth[image_id], by_image.get(image_id, empty)
+            c = M.sweep_image(t["boxes"], t["classes"], p["boxes"], p["scores"], p["classes"],
+                              [self.score_thresh], self.criterion, 0)[0, 0]
+            out[image_id] = {"n_true": int(c[M.N_TRUE]), "n_detections": int(c[M.N_DET]),
+                             "n_matched": int(c[M.N_MATCHED])}
+        return out
 
     def _report(self, counts, thresholds, found, attrs, n_images) -> Dict:
         scopes = ["all"] + self.class_names

@@ -61,6 +61,14 @@ class MatchCriterion:
             raise ValueError(f"unknown match criterion {self.kind!r}; expected one of "
                              f"{MATCH_CRITERIA}")
 
+    @classmethod
+    def from_config(cls, cfg) -> "MatchCriterion":
+        """The criterion of ``TEST.CLUMP_EVAL`` (``MATCH``, ``IOU_THRESH``,
+        ``DISTANCE_FACTOR``): the one place a config becomes a criterion."""
+        ev = cfg.TEST.CLUMP_EVAL
+        return cls(str(ev.MATCH), iou_thresh=float(ev.IOU_THRESH),
+                   distance_factor=float(ev.DISTANCE_FACTOR))
+
     def describe(self) -> str:
         """Short human-readable form, e.g. for plot titles."""
         if self.kind == "iou":

@@ -123,7 +123,11 @@ def flag_centre(det: Detections, centre_xy, fwhm_factor: float,
 
 @dataclass(frozen=True)
 class PostProcessConfig:
-    """Options of :func:`postprocess` (``cfg.INFERENCE``; see ``clump_d2.config``)."""
+    """Options of :func:`postprocess` (``cfg.INFERENCE``; see ``clump_d2.config``).
+
+    ``score_thresh`` is the operating point ``TEST.CLUMP_EVAL.SCORE_THRESH``: the catalogue
+    keeps the detections the evaluation counts, then post-processes them (NMS, PSF
+    merging, bulge flag)."""
 
     score_thresh: float = 0.5
     nms_thresh: float = 0.5
@@ -135,8 +139,7 @@ class PostProcessConfig:
     @classmethod
     def from_cfg(cls, cfg) -> "PostProcessConfig":
         inf = cfg.INFERENCE
-        thresh = inf.SCORE_THRESH if inf.SCORE_THRESH >= 0 else cfg.MODEL.CLUMP_EVAL.SCORE_THRESH
-        return cls(float(thresh), float(inf.NMS_THRESH), float(inf.MERGE_FWHM),
+        return cls(float(cfg.TEST.CLUMP_EVAL.SCORE_THRESH), float(inf.NMS_THRESH), float(inf.MERGE_FWHM),
                    float(inf.BULGE_FWHM), bool(inf.DROP_BULGE), float(inf.PSF_FWHM_PX))
 
 

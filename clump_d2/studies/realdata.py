@@ -196,8 +196,8 @@ def evaluate_methods(methods: Sequence[Method], tune_dataset: str, test_dataset:
             [_run(scorer, _cfg_for(scorer, base_config), ds, None) for scorer, ds in scorers])
         # The test run reports (and writes its metrics, binned completeness and plots) at
         # the threshold chosen on the tuning split.
-        cfg = _cfg_for(m, base_config, ["MODEL.CLUMP_EVAL.SCORE_THRESH", str(thresh),
-                                        "MODEL.CLUMP_EVAL.BIN_EDGES", f"['{edges}']"])
+        cfg = _cfg_for(m, base_config, ["TEST.CLUMP_EVAL.SCORE_THRESH", str(thresh),
+                                        "TEST.CLUMP_EVAL.BIN_EDGES", f"['{edges}']"])
         test = _run(m, cfg, test_dataset, str(output_dir / m.name / test_dataset))
         op = test["operating"]["all"]
         at = {"thresh": thresh, **{k: op[k] for k in ("completeness", "purity", "F1", "n_true",

@@ -22,9 +22,9 @@ REPO = Path(__file__).resolve().parents[2]
 def test_load_pairs_yaml_and_csv(tmp_path):
     (tmp_path / "p.yaml").write_text(
         "- {name: a, config: c.yaml, weights: w.pth}\n"
-        "- {name: b, config: c.yaml, weights: v.pth, opts: [MODEL.CLUMP_EVAL.MATCH, distance]}\n")
+        "- {name: b, config: c.yaml, weights: v.pth, opts: [TEST.CLUMP_EVAL.MATCH, distance]}\n")
     pairs = load_pairs(str(tmp_path / "p.yaml"))
-    assert pairs[1] == EvalPair("b", "c.yaml", "v.pth", ["MODEL.CLUMP_EVAL.MATCH", "distance"])
+    assert pairs[1] == EvalPair("b", "c.yaml", "v.pth", ["TEST.CLUMP_EVAL.MATCH", "distance"])
     (tmp_path / "p.csv").write_text("name,config,weights,opts\na,c.yaml,w.pth,\n"
                                     "b,c.yaml,v.pth,SOLVER.BASE_LR 0.1\n")
     assert load_pairs(str(tmp_path / "p.csv"))[1].opts == ["SOLVER.BASE_LR", "0.1"]
@@ -43,8 +43,8 @@ def _load_train_net():
 def test_batch_resumes_records_failures_and_matches_eval_only(tmp_path, tiny_synthetic,
                                                               tiny_model_opts):
     cfg = build_config(str(REPO / "configs" / "quickstart.yaml"), tiny_model_opts(tmp_path) + [
-        "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0", "MODEL.CLUMP_EVAL.SCORE_THRESH", "0.3",
-        "MODEL.CLUMP_EVAL.CURVE_POINTS", "21", "MODEL.CLUMP_EVAL.PLOTS", "False"])
+        "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0", "TEST.CLUMP_EVAL.SCORE_THRESH", "0.3",
+        "TEST.CLUMP_EVAL.CURVE_POINTS", "21", "TEST.CLUMP_EVAL.PLOTS", "False"])
     config_file = tmp_path / "tiny.yaml"
     config_file.write_text(cfg.dump())
     torch.manual_seed(0)

@@ -54,8 +54,8 @@ def test_validation_losses_cover_every_batch_and_leave_state_alone():
 def _tiny_cfg(tmp_path, tiny_model_opts, *extra):
     opts = tiny_model_opts(tmp_path) + [
         # report detections down to score 0, so that F1 is defined for an untrained model
-        "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0", "MODEL.CLUMP_EVAL.SCORE_THRESH", "0.0",
-        "MODEL.CLUMP_EVAL.PLOTS", "False", "MODEL.CLUMP_EVAL.CURVE_POINTS", "11",
+        "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0", "TEST.CLUMP_EVAL.SCORE_THRESH", "0.0",
+        "TEST.CLUMP_EVAL.PLOTS", "False", "TEST.CLUMP_EVAL.CURVE_POINTS", "11",
         "TEST.DETECTIONS_PER_IMAGE", "10",
         *extra]
     return build_config(str(REPO / "configs" / "quickstart.yaml"), opts)

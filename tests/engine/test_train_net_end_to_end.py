@@ -24,7 +24,7 @@ def test_quickstart_config_trains_and_evaluates_tiny(tmp_path, tiny_model_opts):
     opts[i + 1] = "('clumpsim_train',)"
     opts[opts.index("DATASETS.TEST") + 1] = "('clumpsim_val',)"
     opts += ["DATASETS.SYNTHETIC.NUM_TRAIN", "6", "DATASETS.SYNTHETIC.NUM_VAL", "4",
-             "DATASETS.SYNTHETIC.IMAGE_SIZE", "96", "MODEL.CLUMP_EVAL.SCORE_THRESH", "0.0"]
+             "DATASETS.SYNTHETIC.IMAGE_SIZE", "96", "TEST.CLUMP_EVAL.SCORE_THRESH", "0.0"]
     log = _run(["--config-file", "configs/quickstart.yaml", "--num-gpus", "0", *opts], env)
 
     val_json = tmp_path / "datasets" / "clumpsim" / "annotations" / "val.json"

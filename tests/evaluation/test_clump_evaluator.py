@@ -112,9 +112,9 @@ def test_missing_image_counts_its_clumps_as_missed(handmade):
 
 def test_distance_criterion_from_config(handmade):
     cfg = add_clump_config(get_cfg())
-    cfg.MODEL.CLUMP_EVAL.MATCH = "distance"
-    cfg.MODEL.CLUMP_EVAL.DISTANCE_FACTOR = 1.0
-    cfg.MODEL.CLUMP_EVAL.SCORE_THRESH = 0.0
+    cfg.TEST.CLUMP_EVAL.MATCH = "distance"
+    cfg.TEST.CLUMP_EVAL.DISTANCE_FACTOR = 1.0
+    cfg.TEST.CLUMP_EVAL.SCORE_THRESH = 0.0
     ev = ClumpEvaluator(cfg, handmade, distributed=False)
     assert ev.criterion == MatchCriterion("distance", 0.5, 1.0)
     shifted = [dict(p, boxes=p["boxes"] + [4, 0, 4, 0]) for p in PREDICTIONS]  # 4 px off

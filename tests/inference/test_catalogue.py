@@ -17,7 +17,8 @@ from clump_d2.inference.catalogue import COLUMN_NAMES, read_table
 from clump_d2.inference.inputs import load_records
 from clump_d2.inference.predict import run_catalogue, shard_dir_for, shard_path
 
-FAST = ("INFERENCE.SCORE_THRESH", "0.0", "INFERENCE.BATCH_SIZE", "3", "INFERENCE.SHARD_SIZE", "4")
+FAST = ("TEST.CLUMP_EVAL.SCORE_THRESH", "0.0", "INFERENCE.BATCH_SIZE", "3",
+        "INFERENCE.SHARD_SIZE", "4")
 
 
 def _val(tiny_synthetic):

@@ -78,9 +78,13 @@ def test_postprocess_is_order_independent_and_thresholded():
     assert (d[np.triu_indices(len(ref), 1)] >= lim[np.triu_indices(len(ref), 1)]).all()
 
 
-def test_from_cfg_uses_evaluation_threshold_by_default(inference_cfg):
-    cfg = inference_cfg("MODEL.CLUMP_EVAL.SCORE_THRESH", "0.42")
-    assert PostProcessConfig.from_cfg(cfg).score_thresh == pytest.approx(0.42)
-    cfg = inference_cfg("INFERENCE.SCORE_THRESH", "0.1", "INFERENCE.NMS_THRESH", "0.3")
+def test_from_cfg_keeps_detections_at_the_operating_point(inference_cfg):
+    """The catalogue's score cut is the evaluation's operating point (one key); the old
+    INFERENCE.SCORE_THRESH names it in its error."""
+    assert PostProcessConfig.from_cfg(inference_cfg()).score_thresh == pytest.approx(0.6)
+    cfg = inference_cfg("TEST.CLUMP_EVAL.SCORE_THRESH", "0.42", "INFERENCE.NMS_THRESH", "0.3")
     opts = PostProcessConfig.from_cfg(cfg)
-    assert opts.score_thresh == pytest.approx(0.1) and opts.nms_thresh == pytest.approx(0.3)
+    assert opts.score_thresh == pytest.approx(0.42) and opts.nms_thresh == pytest.approx(0.3)
+    with pytest.raises(KeyError, match="INFERENCE.SCORE_THRESH was renamed to "
+                                       "TEST.CLUMP_EVAL.SCORE_THRESH"):
+        inference_cfg("INFERENCE.SCORE_THRESH", "0.1")

@@ -23,7 +23,7 @@ def _argv(folder, output, weights, tiny_model_opts, extra=()):
     opts = tiny_model_opts(output.parent)
     return ["--config-file", str(REPO / "configs" / "quickstart.yaml"),
             "--input", str(folder), "--output", str(output), "--no-progress", *extra, *opts,
-            "MODEL.WEIGHTS", str(weights), "INFERENCE.SCORE_THRESH", "0.0",
+            "MODEL.WEIGHTS", str(weights), "TEST.CLUMP_EVAL.SCORE_THRESH", "0.0",
             "INFERENCE.SHARD_SIZE", "2", "INFERENCE.BATCH_SIZE", "2",
             # same threads per process in every run: CPU sums are thread-order dependent
             "INFERENCE.CPU_THREADS", "1"]

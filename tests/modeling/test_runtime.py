@@ -79,7 +79,7 @@ def test_inference_autocast_runs_the_convolutions_in_half_precision(tiny_model_o
 
 def test_evaluation_runs_under_autocast(tiny_synthetic, tiny_model_opts, tmp_path):
     cfg = _cfg(tiny_model_opts, tmp_path, "TEST.AMP.ENABLED", "True",
-               "TEST.AMP.DTYPE", "bfloat16", "MODEL.CLUMP_EVAL.PLOTS", "False")
+               "TEST.AMP.DTYPE", "bfloat16", "TEST.CLUMP_EVAL.PLOTS", "False")
     model = ClumpTrainer.build_model(cfg)
     seen = []
     model.backbone.bottom_up.stem.conv1.register_forward_hook(
