@@ -12,22 +12,47 @@
 
 Each writes ``<out>/annotations/<split>.json`` and ``<split>.report.json`` beside it; the
 dataset is then registered as ``<name>_<split>`` (see datasets/README.md).
+
+Outputs are written as one unit (all splits of a run or none, even if killed; see
+``clump_d2.convert.layout``); splits that an earlier ``split`` run made from data rewritten
+now are removed. A missing ``--images`` folder is an error, and so is an output that keeps
+fewer than half of the images/subjects/galaxies read, unless ``--force`` is given.
 """
 import argparse
 import json
 import logging
 import sys
+from pathlib import Path
 
 import clump_d2  # noqa: F401  (compat layer before detectron2)
 from clump_d2.convert.aggregation import AggregationParams, SubjectOptions, convert_export
 from clump_d2.convert.catalog import CatalogOptions, convert_catalog
 from clump_d2.convert.coco_writer import read_coco
 from clump_d2.convert.consensus import ConsensusOptions, convert_consensus_tables
-from clump_d2.convert.layout import LINK_MODES, annotation_path, place_images, write_split
+from clump_d2.convert.layout import LINK_MODES, annotation_path, place_images, write_dataset
 from clump_d2.convert.splits import split_coco
 from clump_d2.convert.zooniverse import ExportOptions
 
 logger = logging.getLogger("clump_d2.convert")
+
+#: The tally that counts the dataset's units (one image each) in each command's report.
+UNIT_TALLY = {"consensus": "images", "export": "subjects", "catalog": "galaxies"}
+
+
+def check_mostly_kept(command, results, force=False):
+    """Refuse (``SystemExit``) an output that drops more than half of the units read (a
+    mistyped option or folder, most likely), unless ``force``."""
+    name = UNIT_TALLY[command]
+    for split, (_, report) in results.items():
+        t = report.tallies.get(name)
+        if t is None or t.read == 0 or t.kept * 2 >= t.read:
+            continue
+        msg = (f"split {split!r}: only {t.kept} of {t.read} {name} kept (dropped: "
+               f"{dict(t.dropped)}); nothing written. Check the options and folders, or "
+               "pass --force to write it anyway")
+        if not force:
+            raise SystemExit(f"error: {msg}")
+        logger.warning("--force: %s", msg.replace("; nothing written", ""))
 
 
 def _pairs(values, what, default_key="all"):
@@ -58,6 +83,9 @@ def build_parser():
                         help="how images get into <out>/images (default: symlink)")
         sp.add_argument("--strict", action="store_true",
                         help="malformed rows raise an error (default: counted drops)")
+        sp.add_argument("--force", action="store_true",
+                        help="write the output even if it keeps fewer than half of the "
+                             "images/subjects/galaxies read")
         sp.add_argument("-v", "--verbose", action="store_true")
 
     c = sub.add_parser("consensus", help="consensus tables (x1,x2,y1,y2 boxes per clump)")
@@ -133,6 +161,9 @@ def main(argv=None):
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     policy = "error" if getattr(args, "strict", False) else "drop"
+    images = getattr(args, "images", None)
+    if images is not None and not Path(images).is_dir():
+        raise SystemExit(f"error: --images {images}: no such folder")
     if args.command == "consensus":
         x1, x2, y1, y2 = args.box_columns
         options = ConsensusOptions(
@@ -172,19 +203,23 @@ def main(argv=None):
     else:
         coco = read_coco(annotation_path(args.dataset, args.input))
         fractions = {k: float(v) for k, v in _pairs(args.fractions, "--fractions").items()}
+        if args.input in fractions:
+            raise SystemExit(f"error: --fractions names the input split {args.input!r}")
         splits, report = split_coco(coco, fractions, seed=args.seed, group_key=args.group_key)
         report.sources = [str(annotation_path(args.dataset, args.input))]
-        for name, part in splits.items():
-            write_split(args.dataset, name, part, report)
+        report.info["derived_from"] = args.input
+        write_dataset(args.dataset, {name: (part, report) for name, part in splits.items()})
         print(json.dumps(report.info["splits"], indent=2))
         return 0
+    check_mostly_kept(args.command, results, args.force)
     for split, (coco, report) in results.items():
-        if getattr(args, "images", None) and args.link != "none":
-            place_images(coco, args.images, args.out, args.link)
+        if images and args.link != "none":
+            place_images(coco, images, args.out, args.link)
         elif args.link != "none":
             logger.warning("no --images given: put the images under %s/images yourself",
                            args.out)
-        write_split(args.out, split, coco, report)
+    write_dataset(args.out, results)
+    for coco, report in results.values():
         report.log_summary()
     return 0
 

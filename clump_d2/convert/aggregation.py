@@ -154,6 +154,8 @@ def convert_export(path: str | os.PathLike, export_options: Optional[ExportOptio
     so = subject_options or SubjectOptions()
     params = params or AggregationParams()
     path = Path(path)
+    if image_dir is not None and not Path(image_dir).is_dir():  # a typo would drop them all
+        raise FileNotFoundError(f"image folder {image_dir} does not exist")
     report = ConversionReport(
         "export", [path] + ([so.subject_table] if so.subject_table else []),
         params={"export": _plain(export_options), "subjects": _plain(so),

@@ -83,6 +83,8 @@ def convert_catalog(clump_catalog: str | os.PathLike, galaxy_table: str | os.Pat
     """
     o = options or CatalogOptions()
     image_dir = Path(image_dir)
+    if not image_dir.is_dir():  # a typo would drop every galaxy as missing_image
+        raise FileNotFoundError(f"image folder {image_dir} does not exist")
     clumps = read_table(clump_catalog)
     galaxies = read_table(galaxy_table)
     _require(clumps, clump_catalog, [o.clump_galaxy_column, o.clump_ra_column,

@@ -13,7 +13,11 @@ Output conventions (shared by every converter):
   ``[i, i + 1)``), origin at the top-left corner of the image;
 * images without clumps are written too (they are real negatives);
 * extra per-image and per-clump keys (galaxy id, PSF FWHM, volunteer counts, flux, RA/Dec,
-  ...) sit beside the COCO keys and are kept by ``load_clump_json``.
+  ...) sit beside the COCO keys and are kept by ``load_clump_json``;
+* every file is written atomically (:func:`atomic_write_text`: a temporary file renamed over
+  the target), so a kill or a full disk leaves the previous file intact, never a truncated one;
+* an image ``file_name`` is a relative path that stays inside ``images/``
+  (:func:`is_safe_relative_name`), whatever the input data says.
 """
 from __future__ import annotations
 
@@ -121,8 +125,19 @@ class CocoBuilder:
 
     def add_image(self, image_id: int, file_name: str, width: int, height: int,
                   **extra) -> Dict[str, Any]:
-        """Add an image; ``image_id`` must be unique (a stable id from the source)."""
+        """Add an image; ``image_id`` must be unique (a stable id from the source).
+
+        Raises:
+            ValueError: if ``file_name`` would leave the images folder (absolute, ``..``) or
+                the size is not positive.
+        """
         image_id = int(image_id)
+        if not is_safe_relative_name(file_name):
+            raise ValueError(f"image {image_id}: file name {file_name!r} is not a relative path "
+                             "inside the images folder")
+        if not (int(width) > 0 and int(height) > 0):
+            raise ValueError(f"image {image_id} ({file_name}): size {width}x{height} is not "
+                             "positive")
         if image_id in self._image_ids:
             raise ValueError(f"image id {image_id} ({file_name}) added twice")
         self._image_ids.add(image_id)
@@ -168,13 +183,66 @@ def write_coco(coco: Dict[str, Any] | CocoBuilder, json_file: str | os.PathLike,
         report.info.setdefault("outputs", []).append(os.fspath(json_file))
         report_file = Path(report_file) if report_file else default_report_path(json_file)
         report_file.parent.mkdir(parents=True, exist_ok=True)
-    json_file.write_text(json.dumps(coco, indent=None, separators=(",", ":")))
+    atomic_write_text(json_file, coco_json_text(coco))
     logger.info("wrote %s: %d images (%d without clumps), %d boxes", json_file,
                 len(coco["images"]), _n_empty(coco), len(coco["annotations"]))
     if report is not None:
-        report_file.write_text(json.dumps(report.as_dict(), indent=2))
+        atomic_write_text(report_file, json.dumps(report.as_dict(), indent=2))
         logger.info("wrote report %s", report_file)
     return json_file
+
+
+def coco_json_text(coco: Dict[str, Any]) -> str:
+    """The compact JSON text of a COCO dict (as every converter writes it)."""
+    return json.dumps(coco, indent=None, separators=(",", ":"))
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` to ``path`` all or nothing.
+
+    The text goes to a temporary file beside ``path`` (same file system), is flushed to disk,
+    and is renamed over ``path``: a kill or a full disk at any moment leaves either the old
+    file or the new one, never a truncated one (a stale ``.<name>.tmp-<pid>`` at worst).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+    return path
+
+
+def fsync_dir(folder: str | os.PathLike) -> None:
+    """Flush a folder's entries (renames) to disk; a no-op where folders cannot be opened."""
+    try:
+        fd = os.open(os.fspath(folder), os.O_RDONLY)
+    except OSError:  # e.g. Windows
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def is_safe_relative_name(name: Any) -> bool:
+    """True if ``name`` is a non-empty relative path with no ``..`` part (so that
+    ``folder / name`` stays inside ``folder``): names from input data must never point
+    outside the dataset."""
+    if not isinstance(name, str) or not name.strip() or "\x00" in name:
+        return False
+    parts = name.replace("\\", "/").split("/")
+    return not (os.path.isabs(name) or name.startswith(("/", "\\")) or ".." in parts
+                or (len(name) > 1 and name[1] == ":"))
 
 
 def default_report_path(json_file: str | os.PathLike) -> Path:

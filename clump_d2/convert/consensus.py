@@ -30,7 +30,7 @@ import numpy as np
 from tqdm import tqdm
 
 from clump_d2.structures import BOX_SIDE_PER_FWHM, fit_box_to_frame, xyxy_to_xywh
-from .coco_writer import CocoBuilder, ConversionReport
+from .coco_writer import CocoBuilder, ConversionReport, is_safe_relative_name
 from clump_d2.data.tables import read_table
 
 logger = logging.getLogger(__name__)
@@ -78,6 +78,7 @@ def convert_consensus_tables(tables: Dict[str, str | os.PathLike],
         split name -> (COCO builder, report).
     """
     options = options or ConsensusOptions()
+    _require_folder(image_dir)
     seen: Dict[str, str] = {}
     out = {}
     for split, path in tables.items():
@@ -97,6 +98,7 @@ def convert_consensus_table(path: str | os.PathLike, options: Optional[Consensus
                             ) -> Tuple[CocoBuilder, ConversionReport]:
     """Convert one consensus table (see the module docstring for the rules)."""
     options = options or ConsensusOptions()
+    _require_folder(image_dir)
     if options.frame not in ("crop", "full"):
         raise ValueError(f"frame must be 'crop' or 'full', not {options.frame!r}")
     path = Path(path)
@@ -146,6 +148,15 @@ def convert_consensus_table(path: str | os.PathLike, options: Optional[Consensus
         entry = subjects[subject]
         images_t.add_read()
         file_name = o.file_template.format(image_key=entry["key"], subject=subject)
+        if not is_safe_relative_name(file_name):  # e.g. local_ids "../../x": never followed
+            detail = (f"{path}: subject {subject}: image name {file_name!r} leaves the images "
+                      "folder")
+            if o.on_bad_row == "error":
+                raise ValueError(detail)
+            images_t.drop("unsafe_file_name")
+            boxes_t.drop("unsafe_file_name", len(entry["rows"]))
+            logger.warning("%s; dropped with its %d boxes", detail, len(entry["rows"]))
+            continue
         if image_dir is not None and not (image_dir / file_name).is_file():
             images_t.drop("missing_image")
             boxes_t.drop("missing_image", len(entry["rows"]))
@@ -199,6 +210,12 @@ def convert_consensus_table(path: str | os.PathLike, options: Optional[Consensus
     report.info["boxes_per_image_read"] = _per_image_range(subjects)
     report.check()
     return coco, report
+
+
+def _require_folder(image_dir) -> None:
+    """A given image folder must exist: a mistyped one would drop every image."""
+    if image_dir is not None and not Path(image_dir).is_dir():
+        raise FileNotFoundError(f"image folder {image_dir} does not exist")
 
 
 def _per_image_range(subjects: Dict[str, Dict]) -> List[int]:

@@ -21,7 +21,7 @@ import numpy as np
 from astropy.table import Table
 
 from clump_d2.convert.catalog import convert_catalog
-from clump_d2.convert.layout import place_images, write_split
+from clump_d2.convert.layout import place_images, write_dataset
 from clump_d2.convert.splits import split_coco
 from clump_d2.structures import fit_box_to_frame, xyxy_to_xywh
 
@@ -171,18 +171,20 @@ def prepare_gzh_s82(gzh_dir: str | os.PathLike, out_dir: str | os.PathLike,
         coco["annotations"] = [a for a in coco["annotations"] if a["image_id"] in keep]
     coco = to_crop_frame(coco)
     out_dir = Path(out_dir)
-    written = {"all": write_split(out_dir, "all", coco, report)}
     place_images(coco, paths["images"], out_dir, mode="symlink")
+    unit = {"all": (coco, report)}  # every split written at once: all of them, or none
     splits, split_report = split_coco(coco, fractions or DEFAULT_SPLIT, seed=seed)
+    split_report.info["derived_from"] = "all"
     for name, sub in list(splits.items()):
-        written[name] = write_split(out_dir, name, sub, split_report)
+        unit[name] = (sub, split_report)
         # Halves of each split (``<split>_a``, ``<split>_b``), for thresholds cross-fitted
         # on galaxies a fine-tuned model has not seen (see :class:`Method`).
         halves, halves_report = split_coco(sub, {"a": 0.5, "b": 0.5}, seed=seed)
+        halves_report.info["derived_from"] = name
         for half, hsub in halves.items():
-            written[f"{name}_{half}"] = write_split(out_dir, f"{name}_{half}", hsub,
-                                                    halves_report)
+            unit[f"{name}_{half}"] = (hsub, halves_report)
             splits[f"{name}_{half}"] = hsub
+    written = write_dataset(out_dir, unit)
     for name, sub in splits.items():
         logger.info("%s: %d galaxies, %d clumps", name, len(sub["images"]),
                     len(sub["annotations"]))

@@ -1,0 +1,239 @@
+"""Converter outputs survive kills and hostile input: atomic writes, splits as one unit, no
+stale splits, names that stay inside the dataset, a mistyped --images folder refused."""
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from clump_d2.convert.coco_writer import atomic_write_text, is_safe_relative_name
+from clump_d2.convert.layout import place_images, recover_dataset
+from clump_d2.data.datasets import register_all_clump_datasets
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _tool():
+    spec = importlib.util.spec_from_file_location("tool_convert_atomic",
+                                                  REPO / "tools" / "convert_clumpscout.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _tables(root: Path, n=8, size=48, key_of=None):
+    """n tiny PNGs and a consensus table with one 6 px box per galaxy in its 24 px crop."""
+    png = root / "png"
+    png.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(n):
+        key = key_of(i) if key_of else str(700 + i)
+        if not key.startswith(".."):
+            Image.fromarray(np.full((size, size, 3), 40 + i, np.uint8)).save(png / f"{key}.png")
+        rows.append([9000 + i, key, 1, 4.0 + i, 10.0 + i, 5.0, 11.0])
+    table = root / "t.csv"
+    pd.DataFrame(rows, columns=["image_id", "local_ids", "label", "x1", "x2", "y1",
+                                "y2"]).to_csv(table, index=False)
+    return table, png
+
+
+GEOMETRY = ["--image-size", "48x48", "--crop-offset", "12", "12", "--crop-size", "24x24"]
+
+
+def _snapshot(folder: Path):
+    return {f.name: f.read_bytes() for f in sorted(folder.iterdir()) if f.is_file()}
+
+
+# A child process that runs the converter and SIGKILLs itself in the middle of writing its
+# N-th JSON file under the dataset (half of the text written): a kill at the worst moment.
+_KILLER = r"""
+import builtins, io, os, signal, sys, runpy
+N, out = int(sys.argv[1]), os.path.realpath(sys.argv[2])
+real_open, count = io.open, [0]
+
+class Half:
+    def __init__(self, f):
+        self.f = f
+    def write(self, text):
+        self.f.write(text[: len(text) // 2])
+        self.f.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+    def __getattr__(self, k):
+        return getattr(self.f, k)
+    def __enter__(self):
+        return self
+    def __exit__(self, *a):
+        self.f.close()
+
+def killing_open(file, mode="r", *a, **k):
+    f = real_open(file, mode, *a, **k)
+    path = os.path.realpath(os.fspath(file)) if isinstance(file, (str, os.PathLike)) else ""
+    if "w" in mode and path.startswith(out) and ".json" in os.path.basename(path):
+        count[0] += 1
+        if count[0] == N:
+            return Half(f)
+    return f
+
+builtins.open = io.open = killing_open
+sys.argv = ["convert_clumpscout.py"] + sys.argv[3:]
+runpy.run_path(%r, run_name="__main__")
+""" % str(REPO / "tools" / "convert_clumpscout.py")
+
+
+@pytest.mark.parametrize("nth_file", [1, 3])
+def test_sigkill_during_write_keeps_previous_dataset(tmp_path, nth_file):
+    """Killed while writing the first file, or the second split: the old splits stay whole
+    (before: a truncated train.json, or train in the new frame beside val in the old)."""
+    table, png = _tables(tmp_path / "src")
+    out = tmp_path / f"kill{nth_file}"
+    table2 = tmp_path / "t2.csv"
+    df = pd.read_csv(table)
+    # a good dataset of two splits: train (4 galaxies) and val (the other 4)
+    df.iloc[4:].to_csv(table2, index=False)
+    df.iloc[:4].to_csv(table, index=False)
+    assert _tool().main(["consensus", "--table", f"train={table}", "--table", f"val={table2}",
+                         "--images", str(png), "--out", str(out), "--link", "none",
+                         *GEOMETRY]) == 0
+    before = _snapshot(out / "annotations")
+    assert set(before) == {"train.json", "train.report.json", "val.json", "val.report.json"}
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(
+        [sys.executable, "-c", _KILLER, str(nth_file), str(out), "consensus", "--table",
+         f"train={table}", "--table", f"val={table2}", "--images", str(png), "--out", str(out),
+         "--link", "none", "--frame", "full", "--image-size", "48x48", "--crop-offset", "12",
+         "12", "--crop-size", "24x24"], cwd=REPO, env=env, capture_output=True, text=True,
+        timeout=300)
+    assert proc.returncode == -9, proc.stderr[-2000:]  # really killed
+    assert _snapshot(out / "annotations") == before
+    names = register_all_clump_datasets(tmp_path, synthetic=False)
+    assert {f"kill{nth_file}_train", f"kill{nth_file}_val"} <= set(names)
+    # the next run cleans up what the killed one left, then writes the new frame
+    assert _tool().main(["consensus", "--table", f"train={table}", "--table", f"val={table2}",
+                         "--images", str(png), "--out", str(out), "--link", "none", "--frame",
+                         "full", *GEOMETRY]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["annotations"]
+    for split in ("train", "val"):
+        coco = json.loads((out / "annotations" / f"{split}.json").read_text())
+        assert {im["width"] for im in coco["images"]} == {48}
+
+
+def test_kill_between_the_two_renames_is_repaired(tmp_path):
+    ds = tmp_path / "ds"
+    (ds / ".annotations.old").mkdir(parents=True)
+    (ds / ".annotations.old" / "all.json").write_text("{}")
+    (ds / ".annotations.staging").mkdir()
+    recover_dataset(ds)
+    assert sorted(p.name for p in ds.iterdir()) == ["annotations"]
+    assert (ds / "annotations" / "all.json").read_text() == "{}"
+
+
+def test_atomic_write_text_replaces_whole_file(tmp_path):
+    f = tmp_path / "a" / "x.json"
+    atomic_write_text(f, "old")
+    atomic_write_text(f, "new")
+    assert f.read_text() == "new" and sorted(p.name for p in f.parent.iterdir()) == ["x.json"]
+
+
+def test_resplit_into_fewer_splits_leaves_no_stale_split(tmp_path):
+    table, png = _tables(tmp_path / "src", n=12)
+    convert = _tool()
+    ds = tmp_path / "datasets" / "rs"
+    assert convert.main(["consensus", "--table", f"all={table}", "--images", str(png), "--out",
+                         str(ds), "--link", "none", *GEOMETRY]) == 0
+    assert convert.main(["split", "--dataset", str(ds), "--fractions", "train=0.5", "val=0.25",
+                         "test=0.25"]) == 0
+    assert (ds / "annotations" / "test.json").is_file()
+    assert convert.main(["split", "--dataset", str(ds), "--fractions", "train=0.5", "val=0.5",
+                         "--seed", "1"]) == 0
+    assert sorted(p.name for p in (ds / "annotations").glob("*.json")
+                  if "report" not in p.name) == ["all.json", "train.json", "val.json"]
+    names = register_all_clump_datasets(tmp_path / "datasets", synthetic=False)
+    assert "rs_test" not in names and {"rs_all", "rs_train", "rs_val"} <= set(names)
+    ids = {s: {im["galaxy_id"] for im in json.loads(
+        (ds / "annotations" / f"{s}.json").read_text())["images"]} for s in ("train", "val")}
+    assert not ids["train"] & ids["val"] and len(ids["train"] | ids["val"]) == 12
+    # a re-converted "all" removes the splits made from the old one
+    assert convert.main(["consensus", "--table", f"all={table}", "--images", str(png), "--out",
+                         str(ds), "--link", "none", *GEOMETRY]) == 0
+    assert sorted(p.name for p in (ds / "annotations").glob("*.json")) == [
+        "all.json", "all.report.json"]
+
+
+def test_split_refuses_to_overwrite_its_input(tmp_path):
+    table, png = _tables(tmp_path / "src", n=4)
+    ds = tmp_path / "ds"
+    assert _tool().main(["consensus", "--table", f"all={table}", "--out", str(ds), "--link",
+                         "none", *GEOMETRY]) == 0
+    with pytest.raises(SystemExit, match="input split"):
+        _tool().main(["split", "--dataset", str(ds), "--fractions", "all=0.5", "b=0.5"])
+
+
+def test_names_from_labels_never_leave_the_output_folder(tmp_path):
+    """local_ids "../../../victim" must not make place_images replace a file outside --out."""
+    src = tmp_path / "s1" / "s2"
+    table, png = _tables(src, n=4, key_of=lambda i: "../../../victim" if i == 0 else str(i))
+    (tmp_path / "victim.png").write_bytes(b"attacker")  # what the name would link to
+    out = tmp_path / "d" / "o1" / "o2"
+    victim = tmp_path / "d" / "victim.png"  # out/images/../../../victim.png
+    victim.parent.mkdir(parents=True, exist_ok=True)
+    victim.write_bytes(b"precious")
+    assert _tool().main(["consensus", "--table", f"all={table}", "--images", str(png), "--out",
+                         str(out), *GEOMETRY]) == 0
+    assert victim.read_bytes() == b"precious" and not victim.is_symlink()
+    report = json.loads((out / "annotations" / "all.report.json").read_text())
+    assert report["counts"]["images"]["dropped"] == {"unsafe_file_name": 1}
+    assert report["counts"]["images"]["kept"] == 3
+    # place_images itself refuses such names, whoever built the COCO dict
+    coco = {"images": [{"id": 1, "file_name": "../../victim.png"}], "annotations": []}
+    with pytest.raises(ValueError, match="not a relative path"):
+        place_images(coco, png, out)
+    assert victim.read_bytes() == b"precious"
+    for name, ok in [("a/b.png", True), ("/etc/passwd", False), ("a/../../b", False),
+                     ("", False), ("..", False), ("C:/x", False)]:
+        assert is_safe_relative_name(name) is ok, name
+
+
+def test_symlinked_folder_inside_images_cannot_lead_out(tmp_path):
+    png = tmp_path / "png"
+    (png / "sub").mkdir(parents=True)
+    (png / "sub" / "x.png").write_bytes(b"img")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "x.png").write_bytes(b"precious")
+    (tmp_path / "ds" / "images").mkdir(parents=True)
+    (tmp_path / "ds" / "images" / "sub").symlink_to(outside)
+    with pytest.raises(ValueError, match="leads outside"):
+        place_images({"images": [{"id": 1, "file_name": "sub/x.png"}]}, png, tmp_path / "ds")
+    assert (outside / "x.png").read_bytes() == b"precious"
+
+
+def test_mistyped_images_folder_exits_nonzero_and_keeps_dataset(tmp_path):
+    table, png = _tables(tmp_path / "src", n=6)
+    ds = tmp_path / "ds"
+    convert = _tool()
+    assert convert.main(["consensus", "--table", f"all={table}", "--images", str(png), "--out",
+                         str(ds), *GEOMETRY]) == 0
+    before = _snapshot(ds / "annotations")
+    with pytest.raises(SystemExit) as e:
+        convert.main(["consensus", "--table", f"all={table}", "--images", str(png) + "_typo",
+                      "--out", str(ds), *GEOMETRY])
+    assert e.value.code not in (0, None) and "no such folder" in str(e.value.code)
+    assert _snapshot(ds / "annotations") == before
+    # a folder holding few of the images: most galaxies would be dropped -> needs --force
+    for f in sorted(png.iterdir())[:5]:
+        f.unlink()
+    with pytest.raises(SystemExit) as e:
+        convert.main(["consensus", "--table", f"all={table}", "--images", str(png), "--out",
+                      str(ds), *GEOMETRY])
+    assert "only 1 of 6 images kept" in str(e.value.code) and "--force" in str(e.value.code)
+    assert _snapshot(ds / "annotations") == before
+    assert convert.main(["consensus", "--table", f"all={table}", "--images", str(png), "--out",
+                         str(ds), "--force", *GEOMETRY]) == 0
+    coco = json.loads((ds / "annotations" / "all.json").read_text())
+    assert len(coco["images"]) == 1
