@@ -239,6 +239,10 @@ class SyntheticGalaxy:
     pixel_scale: float
     centre: tuple
     clumps: List[Dict] = field(default_factory=list)
+    # Flux of the galaxy per band (g, r, i): disc + bulge + clumps (+ unlabelled knots), summed
+    # over the image before stars, background galaxies and noise: the host flux of the
+    # clump/host flux ratios (Popp et al. 2024's clump fraction of the galaxy's light).
+    host_flux_bands: tuple = ()
 
 
 def _sersic_b(n: float) -> float:
@@ -321,9 +325,11 @@ def render_galaxy(rng: np.random.Generator, params: SyntheticParams) -> Syntheti
                 bands[b] += _point_source(xx, yy, cx, cy, sigma, flux * c)
             clumps.append(
                 {"x": float(cx), "y": float(cy), "flux_r": float(flux), "flux_frac": float(frac),
-                 "odd": odd, "distance_px": float(np.hypot(cx - x0, cy - y0))}
+                 "odd": odd, "distance_px": float(np.hypot(cx - x0, cy - y0)),
+                 "flux_bands": tuple(float(flux * c) for c in colour)}
             )
 
+    galaxy_flux = tuple(float(v) for v in bands.sum(axis=(1, 2)))
     for _ in range(int(rng.poisson(params.star_rate))):
         sx, sy = rng.uniform(5, size - 5, size=2)
         sflux = flux_r * _log_uniform(rng, 0.02, 0.6)
@@ -344,6 +350,7 @@ def render_galaxy(rng: np.random.Generator, params: SyntheticParams) -> Syntheti
     return SyntheticGalaxy(
         rgb=rgb, bands=bands.astype(np.float32), psf_fwhm_px=float(fwhm),
         pixel_scale=float(pixel_scale), centre=(float(x0), float(y0)), clumps=clumps,
+        host_flux_bands=galaxy_flux,
     )
 
 
@@ -507,7 +514,8 @@ def render_sdss_galaxy(rng: np.random.Generator, params: SyntheticParams) -> Syn
                 bands[b] += _point_source(xx, yy, cx, cy, sigma, flux * c)
             clumps.append(
                 {"x": float(cx), "y": float(cy), "flux_r": float(flux), "flux_frac": float(frac),
-                 "odd": odd, "distance_px": float(np.hypot(cx - x0, cy - y0))}
+                 "odd": odd, "distance_px": float(np.hypot(cx - x0, cy - y0)),
+                 "flux_bands": tuple(float(flux * c) for c in colour)}
             )
     # Unlabelled faint knots: below the labelling limit, blue like clumps.
     for _ in range(int(rng.poisson(r.knot_rate))):
@@ -517,6 +525,7 @@ def render_sdss_galaxy(rng: np.random.Generator, params: SyntheticParams) -> Syn
         for b, c in enumerate(colour):
             bands[b] += _point_source(xx, yy, kx, ky, sigma, kflux * c)
 
+    galaxy_flux = tuple(float(v) for v in bands.sum(axis=(1, 2)))
     for _ in range(int(rng.poisson(params.star_rate))):
         sx, sy = rng.uniform(5, size - 5, size=2)
         sflux = flux_r * _log_uniform(rng, 0.005, 0.3)
@@ -541,6 +550,7 @@ def render_sdss_galaxy(rng: np.random.Generator, params: SyntheticParams) -> Syn
     return SyntheticGalaxy(
         rgb=rgb, bands=bands.astype(np.float32), psf_fwhm_px=float(fwhm),
         pixel_scale=float(pixel_scale), centre=(float(x0), float(y0)), clumps=clumps,
+        host_flux_bands=galaxy_flux,
     )
 
 
@@ -563,9 +573,21 @@ def make_split(
     seed: int = 0,
     params: Optional[SyntheticParams] = None,
     show_progress: bool = True,
+    fits: bool = False,
+    fits_bunit: str = "nanomaggy",
+    fits_zero_point: Optional[float] = None,
 ) -> Path:
     """Write ``num`` galaxies as PNGs under ``out_dir/images/<split>/`` and a COCO JSON
     ``out_dir/annotations/<split>.json``; returns the JSON path.
+
+    With ``fits``, each galaxy's g, r, i bands (sky-sigma units, noise included) are also
+    written as per-band FITS files ``sim_<split>_<index>_<band>.fits`` with ``BUNIT =
+    fits_bunit`` (omitted when empty; "nanomaggy" means AB zero point 22.5) and ``MAGZP =
+    fits_zero_point`` when given, and the truth of the photometry joins the records: each image
+    gets ``fits_file`` (the ``{band}`` template, relative to the image root), ``fits_bands``,
+    ``flux_unit`` and ``host_flux_<band>`` (the galaxy's light: disc, bulge, clumps, knots), each
+    annotation ``flux_<band>`` and ``flux_frac_<band>`` (clump / host flux). ``flux_frac`` stays
+    the clump's r flux / (disc + bulge) r flux, as without ``fits``.
 
     The JSON is written last and atomically, so its presence means the split is complete.
     """
@@ -589,6 +611,9 @@ def make_split(
              "pixel_scale": galaxy.pixel_scale, "centre_x": galaxy.centre[0],
              "centre_y": galaxy.centre[1]}
         )
+        if fits:
+            images[-1].update(write_fits_bands(galaxy, out_dir / "images", file_name,
+                                               fits_bunit, fits_zero_point))
         for clump in galaxy.clumps:
             box = clump_box_xywh_in_frame(clump["x"], clump["y"], galaxy.psf_fwhm_px,
                                           params.image_size, params.image_size)
@@ -600,6 +625,8 @@ def make_split(
                  "flux_r": clump["flux_r"], "flux_frac": clump["flux_frac"],
                  "distance_px": clump["distance_px"], "psf_fwhm_px": galaxy.psf_fwhm_px}
             )
+            if fits:
+                annotations[-1].update(clump_band_truth(galaxy, clump))
     coco = {
         "info": {"description": "clump_d2 synthetic SDSS-like galaxies", "seed": seed,
                  "split": split, "generator": "clump_d2.sim.synthetic"},
@@ -611,6 +638,40 @@ def make_split(
     tmp.replace(json_path)
     logger.info("wrote %d galaxies, %d clumps to %s", len(images), len(annotations), json_path)
     return json_path
+
+
+def clump_band_truth(galaxy: SyntheticGalaxy, clump: Dict) -> Dict[str, float]:
+    """``x``, ``y``, ``flux_<band>`` and ``flux_frac_<band>`` (clump / host flux) of a clump."""
+    out = {"x": clump["x"], "y": clump["y"]}
+    for band, f, host in zip(BANDS, clump["flux_bands"], galaxy.host_flux_bands):
+        out[f"flux_{band}"] = float(f)
+        out[f"flux_frac_{band}"] = float(f / host) if host > 0 else float("nan")
+    return out
+
+
+def write_fits_bands(galaxy: SyntheticGalaxy, image_root: Path, file_name: str,
+                     bunit: str = "nanomaggy", zero_point: Optional[float] = None) -> Dict:
+    """Write a galaxy's bands as per-band FITS next to ``file_name`` (relative to
+    ``image_root``); returns the image-record keys (see :func:`make_split`)."""
+    from astropy.io import fits as pyfits
+
+    stem = file_name.rsplit(".", 1)[0]
+    template = f"{stem}_{{band}}.fits"
+    for band, data in zip(BANDS, galaxy.bands):
+        header = pyfits.Header()
+        header["BAND"] = band
+        if bunit:
+            header["BUNIT"] = bunit
+        if zero_point is not None:
+            header["MAGZP"] = float(zero_point)
+        header["PSF_FWHM"] = (galaxy.psf_fwhm_px, "PSF FWHM, pixels")
+        pyfits.PrimaryHDU(np.asarray(data, np.float32), header).writeto(
+            image_root / template.format(band=band), overwrite=True)
+    record = {"fits_file": template, "fits_bands": list(BANDS),
+              "flux_unit": bunit or "stored units"}
+    for band, host in zip(BANDS, galaxy.host_flux_bands):
+        record[f"host_flux_{band}"] = float(host)
+    return record
 
 
 def make_dataset(out_dir, splits: Dict[str, int], seed: int = 0,
