@@ -8,12 +8,15 @@
     # any images with one PSF FWHM (px); FITS cubes or per-band files with {band}
     python tools/inject_recover.py --images 'cutouts/*.fits' --psf-fwhm-px 5.5 \
         --config-file CONFIG --weights MODEL.pth --output-dir out  [KEY VALUE ...]
-    # the classical baseline instead of a network
-    python tools/inject_recover.py --dataset gzh_s82c_test --baseline --output-dir out
+    # the classical baseline instead of a network, at another operating point
+    python tools/inject_recover.py --dataset gzh_s82c_test --baseline --output-dir out \
+        TEST.CLUMP_EVAL.SCORE_THRESH 0.6
 
 Writes injections.csv, injection_summary.json and injection_recovery.png (recovered fraction
-vs clump flux fraction and vs distance from the centre, with counts). The method is
-described in clump_d2/evaluation/injection.py.
+vs clump flux fraction and vs distance from the centre, with counts). A clump is recovered
+when a detection at the operating point (TEST.CLUMP_EVAL.SCORE_THRESH, for the network and
+the baseline alike) matches it under the evaluator's rule (TEST.CLUMP_EVAL.MATCH ...). The
+method is described in clump_d2/studies/injection.py.
 """
 import argparse
 import glob
@@ -22,7 +25,6 @@ import sys
 
 import clump_d2  # noqa: F401  (compat first)
 import clump_d2.data  # noqa: F401  (registers the datasets)
-from clump_d2.evaluation import MatchCriterion
 from clump_d2.studies.injection import (InjectionConfig, baseline_detector, load_linear,
                                            model_detector, network_input_fn, run_injection,
                                            summarise, write_outputs)
@@ -51,14 +53,13 @@ def main(argv=None):
                     help="bins of distance / host R50 (also the injection range)")
     ap.add_argument("--per-image", type=int, default=3, help="clumps injected per trial")
     ap.add_argument("--trials", type=int, default=2, help="trials per image and flux")
-    ap.add_argument("--score-thresh", type=float, default=None,
-                    help="operating threshold (default MODEL.CLUMP_EVAL.SCORE_THRESH, 0.5 "
-                         "for the baseline)")
     ap.add_argument("--q", type=float, default=10.0, help="Lupton Q of the display model")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-images", type=int, default=None)
     ap.add_argument("--output-dir", required=True)
-    ap.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
+    ap.add_argument("opts", nargs=argparse.REMAINDER,
+                    help="config overrides KEY VALUE ..., e.g. TEST.CLUMP_EVAL.SCORE_THRESH 0.6 "
+                         "(the operating point, also of the baseline)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
@@ -73,10 +74,9 @@ def main(argv=None):
     if args.baseline:
         from clump_d2.baselines import ClassicalParams
 
-        detector, thresh = baseline_detector(ClassicalParams(min_colour=args.baseline_colour)), 0.5
+        detector = baseline_detector(ClassicalParams(min_colour=args.baseline_colour))
     else:
-        detector, thresh = model_detector(cfg), cfg.MODEL.CLUMP_EVAL.SCORE_THRESH
-    thresh = args.score_thresh if args.score_thresh is not None else thresh
+        detector = model_detector(cfg)
 
     records = []
     if args.dataset:
@@ -105,12 +105,11 @@ def main(argv=None):
     if len(kinds) > 1:
         ap.error("mix of FITS and PNG/JPEG inputs: run them separately")
     edges = sorted(args.radius_edges)
-    ev = cfg.MODEL.CLUMP_EVAL  # the evaluator's matching rule (MATCH, IOU_THRESH, ...)
-    icfg = InjectionConfig(flux_fractions=tuple(args.flux_fractions),
-                           radius_r50=(edges[0], edges[-1]), per_image=args.per_image,
-                           trials=args.trials, score_thresh=thresh, q=args.q, seed=args.seed,
-                           match=MatchCriterion(ev.MATCH, iou_thresh=ev.IOU_THRESH,
-                                                distance_factor=ev.DISTANCE_FACTOR))
+    # The evaluator's operating point and matching rule (TEST.CLUMP_EVAL).
+    icfg = InjectionConfig.from_config(cfg, flux_fractions=tuple(args.flux_fractions),
+                                       radius_r50=(edges[0], edges[-1]),
+                                       per_image=args.per_image, trials=args.trials, q=args.q,
+                                       seed=args.seed)
     rows = run_injection(images, detector, icfg, network_input_fn(kinds.pop(), args.q,
                                                                   fits_options))
     summary = summarise(rows, icfg.flux_fractions, edges)
@@ -118,7 +117,7 @@ def main(argv=None):
         "" if args.baseline_colour is None else f" + colour cut >= {args.baseline_colour:g}")
     paths = write_outputs(rows, summary, icfg, args.output_dir,
                           f"{name}: {len(images)} images, {len(rows)} injected clumps\n"
-                          f"recovered = matched at score >= {thresh:.2f}, "
+                          f"recovered = matched at score >= {icfg.score_thresh:.2f}, "
                           f"{icfg.match.describe()}")
     for b in summary["by_flux_frac"]:
         print(f"flux_frac {b['flux_frac']:g}: recovered {b['recovered']}/{b['n']} "

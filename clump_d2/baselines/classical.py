@@ -24,7 +24,8 @@ SExtractor on a smoothed-background-subtracted image), written with ``scipy.ndim
 6. **output**: Detectron2 ``Instances`` with square boxes of side 2.5 x PSF FWHM (Clump Scout
    boxes) clipped to the image, class ``clump`` and score ``s^2 / (s^2 + s0^2)`` of the peak
    signal-to-noise ``s`` (``s0 = score_snr``): monotonic in ``s``, so the evaluator's score
-   sweep is a sweep of the detection threshold.
+   sweep is a sweep of the detection threshold. Its operating point is the networks' key,
+   ``TEST.CLUMP_EVAL.SCORE_THRESH`` (0.5 by default: peak S/N = ``score_snr``).
 """
 from __future__ import annotations
 
@@ -34,12 +35,12 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
+from detectron2.structures import Boxes, Instances
 from scipy import ndimage as ndi
 
 from clump_d2.structures import BOX_SIDE_PER_FWHM
 
 logger = logging.getLogger(__name__)
-
 
 
 @dataclass
@@ -220,8 +221,6 @@ class ClassicalClumpFinder(torch.nn.Module):
         self.params = params or ClassicalParams()
 
     def forward(self, batched_inputs: List[Dict]) -> List[Dict]:
-        from detectron2.structures import Boxes, Instances
-
         outputs = []
         for inp in batched_inputs:
             image = inp["image"].detach().cpu().numpy().transpose(1, 2, 0)

@@ -2,14 +2,18 @@
 ``Visualizer``, for chosen galaxies, the worst ones, or a random sample; and a contact sheet.
 
 * Truth comes from a registered dataset (``DatasetCatalog``).
-* Predictions come from a model (run through :class:`~clump_d2.inference.predict.
-  CataloguePredictor`, so the boxes drawn are those a catalogue would hold: score cut, NMS,
-  merging), a COCO results JSON (``coco_instances_results.json`` of ``COCOEvaluator``), or a
-  clump catalogue written by ``tools/predict_catalog.py``.
-* Predictions are matched to the truth one-to-one with the evaluator's rule
-  (:func:`clump_d2.evaluation.matching.match_boxes`, criterion ``MODEL.CLUMP_EVAL``): matched
-  boxes are drawn green, missed clumps and false positives red. "Worst" galaxies are those
-  with the most missed clumps (``worst-missed``) or false positives (``worst-fp``).
+* Predictions come from a model, a COCO results JSON (``coco_instances_results.json`` of
+  ``COCOEvaluator``), or a clump catalogue written by ``tools/predict_catalog.py``. A model's
+  predictions are exactly the detections the evaluator counts: its raw output through the
+  evaluation loader (:func:`clump_d2.engine.predict_on_dataset`) at the operating point
+  ``TEST.CLUMP_EVAL.SCORE_THRESH``, *not* post-processed (a catalogue is: NMS, PSF merging,
+  bulge flag). COCO results are cut at the same threshold; a catalogue is drawn as it is.
+* Predictions are matched to the truth with the evaluator's own class-agnostic one-to-one
+  matching (:func:`clump_d2.evaluation.metrics.match_masks`, criterion
+  ``MatchCriterion.from_config(cfg)``), so a panel's found / missed / false counts are the
+  evaluator's for that galaxy: matched boxes are drawn green, missed clumps and false
+  positives red. "Worst" galaxies are those with the most missed clumps (``worst-missed``)
+  or false positives (``worst-fp``).
 * FITS images are shown through a display stretch (Lupton asinh by default) to RGB uint8,
   reddest band as red.
 
@@ -29,11 +33,19 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data import detection_utils as utils
 from detectron2.structures import BoxMode
 from detectron2.utils.visualizer import Visualizer, _create_text_labels
+from matplotlib.patches import Rectangle
 from PIL import Image, ImageDraw
 
-from clump_d2.evaluation.matching import MatchCriterion, as_boxes, match_boxes
+from clump_d2.data.fits_io import FitsReadOptions, is_fits, read_fits_for_network
+from clump_d2.data.mapper import crop_image
+from clump_d2.engine import build_model_for_inference, predict_on_dataset
+from clump_d2.evaluation.matching import MatchCriterion, as_boxes
+from clump_d2.evaluation.metrics import match_masks
+
+from .catalogue import read_table
 
 logger = logging.getLogger(__name__)
 
@@ -105,11 +117,6 @@ def display_image(record: Dict, bands: Sequence[str] = ("g", "r", "i"),
     ``bands`` order, bluest first) go through ``stretch`` (``clump_d2.data.stretch``) and are
     shown reddest band as red.
     """
-    from detectron2.data import detection_utils as utils
-
-    from clump_d2.data.fits_io import FitsReadOptions, is_fits, read_fits_for_network
-    from clump_d2.data.mapper import crop_image
-
     file_name = os.fspath(record["file_name"])
     band_files = record.get("band_files")
     if band_files or is_fits(file_name) or "{band}" in file_name:
@@ -160,8 +167,6 @@ def predictions_from_catalogue(path, records: Sequence[Dict], class_names: Seque
                                ) -> Dict[str, GalaxyPredictions]:
     """Predictions per image id from a clump catalogue (``tools/predict_catalog.py``);
     galaxies are matched by id, path or file stem."""
-    from .catalogue import read_table
-
     cat = read_table(path)
     cat = cat[cat["clump_id"] > 0]
     found: Dict[str, GalaxyPredictions] = {}
@@ -196,42 +201,37 @@ def predictions_from_coco_results(path, records: Sequence[Dict], dataset_name: s
     return _by_record(records, found)
 
 
-def predictions_from_model(cfg, records: Sequence[Dict], model=None
-                           ) -> Dict[str, GalaxyPredictions]:
-    """Run the model (built from ``cfg`` unless given) over ``records`` as the catalogue tool
-    does (same mapper, batching and post-processing)."""
-    from .predict import CataloguePredictor
+def predictions_from_model(cfg, records: Sequence[Dict], model=None, *,
+                           dataset_name: str = "") -> Dict[str, GalaxyPredictions]:
+    """The detections the evaluator counts on ``records``: the model's raw output through
+    the evaluation loader and wrapping (:func:`clump_d2.engine.predict_on_dataset`), kept
+    at the operating point ``TEST.CLUMP_EVAL.SCORE_THRESH`` (no catalogue post-processing).
 
-    predictor = CataloguePredictor(cfg, model=model)
-    inputs = []
-    for record in records:
-        item = {k: v for k, v in record.items() if k != "annotations"}
-        item["galaxy_id"] = str(record["image_id"])
-        inputs.append(item)
-    rows = predictor.predict(inputs)
-    found: Dict[str, list] = {}
-    for row in rows:
-        found.setdefault(row["galaxy_id"], [])
-        if row["clump_id"] > 0:
-            found[row["galaxy_id"]].append(row)
-    return {gid: GalaxyPredictions(as_boxes([[r["x1"], r["y1"], r["x2"], r["y2"]] for r in rs]),
-                                   np.array([r["score"] for r in rs], np.float64),
-                                   np.array([r["class_id"] for r in rs], np.int64))
-            for gid, rs in found.items()}
+    Args:
+        model: an unwrapped model (default: :func:`clump_d2.engine.build_model_for_inference`).
+    """
+    model = build_model_for_inference(cfg) if model is None else model
+    thresh = float(cfg.TEST.CLUMP_EVAL.SCORE_THRESH)
+    out = {}
+    for p in predict_on_dataset(cfg, model, dataset_name, records):
+        keep = p["scores"] >= thresh
+        out.setdefault(str(p["image_id"]), GalaxyPredictions(
+            p["boxes"][keep], p["scores"][keep], p["classes"][keep]))
+    return out
 
 
 # --- drawing -----------------------------------------------------------------------------------
 
 
-def criterion_from_cfg(cfg) -> MatchCriterion:
-    ev = cfg.MODEL.CLUMP_EVAL
-    return MatchCriterion(ev.MATCH, iou_thresh=ev.IOU_THRESH, distance_factor=ev.DISTANCE_FACTOR)
+def match_galaxy(truth_boxes, pred: GalaxyPredictions, criterion: MatchCriterion):
+    """(matched true clumps, matched detections) masks under the evaluator's matching
+    (:func:`~clump_d2.evaluation.metrics.match_masks`); every prediction given counts (they
+    are cut at the operating point where they are made)."""
+    return match_masks(truth_boxes, pred.boxes, pred.scores, -math.inf, criterion)
 
 
 def count_boxes(vis_image) -> int:
     """Boxes drawn on a Detectron2 ``VisImage`` (its matplotlib Rectangle patches)."""
-    from matplotlib.patches import Rectangle
-
     return sum(isinstance(p, Rectangle) for p in vis_image.ax.patches)
 
 
@@ -257,11 +257,8 @@ def draw_galaxy(record: Dict, pred: GalaxyPredictions, class_names: Sequence[str
     image = display_image(record) if image is None else _to_rgb_uint8(image)
     metadata = metadata if metadata is not None else MetadataCatalog.get("__clump_d2_vis__")
     t_boxes, t_classes = truth_boxes(record)
-    pairs = match_boxes(t_boxes, pred.boxes, det_scores=pred.scores, criterion=criterion)
-    t_hit = np.zeros(len(t_boxes), bool)
-    d_hit = np.zeros(len(pred.boxes), bool)
-    for i, j in pairs:
-        t_hit[i], d_hit[j] = True, True
+    t_hit, d_hit = match_galaxy(t_boxes, pred, criterion)
+    n_matched = int(t_hit.sum())
 
     def side(boxes, labels, hits):
         vis = Visualizer(image, metadata, scale=scale)
@@ -277,11 +274,11 @@ def draw_galaxy(record: Dict, pred: GalaxyPredictions, class_names: Sequence[str
     left, right = truth_vis.get_image(), pred_vis.get_image()
     gap = np.full((left.shape[0], GAP, 3), 255, np.uint8)
     galaxy_id = str(record.get("image_id", record.get("galaxy_id", "")))
-    text = (f"{galaxy_id}: truth {len(t_boxes)} | found {len(pairs)}, missed "
-            f"{len(t_boxes) - len(pairs)}, false {len(pred.boxes) - len(pairs)}")
+    text = (f"{galaxy_id}: truth {len(t_boxes)} | found {n_matched}, missed "
+            f"{len(t_boxes) - n_matched}, false {len(pred.boxes) - n_matched}")
     panel = _caption(np.concatenate([left, gap, right], axis=1), text)
     return Panel(galaxy_id, panel, truth_vis, pred_vis, len(t_boxes), len(pred.boxes),
-                 len(pairs), {"truth": t_labels, "predictions": p_labels})
+                 n_matched, {"truth": t_labels, "predictions": p_labels})
 
 
 def contact_sheet(images: Sequence[np.ndarray], columns: Optional[int] = None,
@@ -313,7 +310,7 @@ def match_counts(records: Sequence[Dict], predictions: Dict[str, GalaxyPredictio
         gid = str(record["image_id"])
         t_boxes, _ = truth_boxes(record)
         pred = predictions.get(gid, GalaxyPredictions.empty())
-        n = len(match_boxes(t_boxes, pred.boxes, det_scores=pred.scores, criterion=criterion))
+        n = int(match_galaxy(t_boxes, pred, criterion)[0].sum())
         out[gid] = (len(t_boxes) - n, len(pred.boxes) - n)
     return out
 
@@ -356,27 +353,28 @@ def visualize_dataset(cfg, dataset_name: str, output_dir, *, predictions: str = 
     ``contact_sheet.png`` under ``output_dir``.
 
     Args:
-        predictions: ``"model"`` (``cfg`` + ``MODEL.WEIGHTS``), a COCO results ``.json``, or a
-            clump catalogue (``.parquet``/``.csv``/``.fits``).
+        predictions: ``"model"`` (``cfg`` + ``MODEL.WEIGHTS``, or ``model``: the detections
+            the evaluator counts), a COCO results ``.json`` (cut at
+            ``TEST.CLUMP_EVAL.SCORE_THRESH``), or a clump catalogue
+            (``.parquet``/``.csv``/``.fits``, drawn as it is).
         select, num, ids, seed: which galaxies (:func:`select_galaxies`).
+        model: an unwrapped model to use instead of building one from ``cfg``.
 
     Returns:
         {"panels": [Panel...], "files": [paths], "contact_sheet": path}
     """
-    from .postprocess import PostProcessConfig
-
     records = DatasetCatalog.get(dataset_name)
     meta = MetadataCatalog.get(dataset_name)
     class_names = list(getattr(meta, "thing_classes", None) or ["clump", "odd_clump"])
-    criterion = criterion_from_cfg(cfg)
+    criterion = MatchCriterion.from_config(cfg)
     if predictions == "model":
         # worst-* needs every galaxy's predictions; otherwise only the chosen ones
         todo = records if select.startswith("worst") else select_galaxies(
             records, {}, select, num, criterion, ids, seed)
-        found = predictions_from_model(cfg, todo, model=model)
+        found = predictions_from_model(cfg, todo, model=model, dataset_name=dataset_name)
     elif predictions.lower().endswith(".json"):
         found = predictions_from_coco_results(predictions, records, dataset_name,
-                                              PostProcessConfig.from_cfg(cfg).score_thresh)
+                                              cfg.TEST.CLUMP_EVAL.SCORE_THRESH)
     else:
         found = predictions_from_catalogue(predictions, records, class_names)
     chosen = select_galaxies(records, found, select, num, criterion, ids, seed)

@@ -52,11 +52,18 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
+from clump_d2.baselines import find_clumps
+from clump_d2.baselines.classical import ClassicalParams, galaxy_mask
+from clump_d2.data.fits_io import FitsReadOptions, fill_nonfinite, is_fits, read_fits_bands
 from clump_d2.data.stretch import DisplayStretch as DisplayModel  # moved to the library
+from clump_d2.data.stretch import stretch_bands
+from clump_d2.engine import build_model_for_inference
 from clump_d2.evaluation.matching import MatchCriterion, match_boxes
 from clump_d2.evaluation.metrics import wilson_interval
+from clump_d2.modeling.runtime import wrap_for_inference
 from clump_d2.structures import BOX_SIDE_PER_FWHM, clump_box_xyxy
 
 logger = logging.getLogger(__name__)
@@ -82,8 +89,6 @@ def gaussian_psf_stamp(shape: Tuple[int, int], x: float, y: float, fwhm: float) 
 def host_properties(linear: np.ndarray, fwhm: float) -> Dict:
     """Segment, centre, sky level per channel, host flux per channel and R50 of a linear
     (H, W, C) image (or (C, H, W) bands transposed by the caller)."""
-    from clump_d2.baselines.classical import ClassicalParams, galaxy_mask
-
     lum = linear.mean(axis=2)
     mask, centre, _, sky_sigma = galaxy_mask(lum, fwhm, ClassicalParams())
     border = np.ones(lum.shape, bool)
@@ -124,11 +129,19 @@ class InjectionConfig:
     ref_channel: int = 1  # channel defining the flux fraction (G = SDSS r)
     sep_fwhm: float = 2.5  # min distance to other clumps / injections / detections, x FWHM
     bulge_fwhm: float = 1.5  # min distance to the centre, x FWHM
-    score_thresh: float = 0.5  # operating threshold of the detector
+    score_thresh: float = 0.5  # operating point (from_config: TEST.CLUMP_EVAL.SCORE_THRESH)
     avoid_score: float = 0.3  # original detections above this are avoided
     q: float = 10.0  # Lupton softening of the display model (PNG/JPEG)
     seed: int = 0
     match: MatchCriterion = field(default_factory=MatchCriterion)
+
+    @classmethod
+    def from_config(cls, cfg, **kwargs) -> "InjectionConfig":
+        """Recovery judged as the evaluator judges detections: at the operating point
+        ``TEST.CLUMP_EVAL.SCORE_THRESH`` with ``MatchCriterion.from_config(cfg)``; ``kwargs``
+        set the injection itself."""
+        return cls(score_thresh=float(cfg.TEST.CLUMP_EVAL.SCORE_THRESH),
+                   match=MatchCriterion.from_config(cfg), **kwargs)
 
 
 def _choose_positions(rng, n, host, fwhm, shape, avoid_xy, cfg: InjectionConfig):
@@ -300,8 +313,6 @@ def load_linear(file_name: str, crop: Optional[Sequence[int]] = None, q: float =
     ``fits_options`` (:class:`~clump_d2.data.fits_io.FitsReadOptions`), NaN/inf filled, in
     flux units. ``crop = [x0, y0, w, h]`` is cut before anything else.
     """
-    from clump_d2.data.fits_io import FitsReadOptions, fill_nonfinite, is_fits, read_fits_bands
-
     if band_files or is_fits(file_name) or "{band}" in str(file_name):
         o = fits_options or FitsReadOptions()
         bands = read_fits_bands(file_name, o.bands, band_files=band_files,
@@ -330,9 +341,6 @@ def network_input_fn(kind: str, q: float = 10.0, fits_options=None
     if kind == "display":
         model = DisplayModel(q)
         return lambda linear, im: model.display(linear).astype(np.float32)
-    from clump_d2.data.fits_io import FitsReadOptions
-    from clump_d2.data.stretch import stretch_bands
-
     o = fits_options or FitsReadOptions()
 
     def fits_to_network(linear, im):
@@ -344,14 +352,13 @@ def network_input_fn(kind: str, q: float = 10.0, fits_options=None
 
 
 def model_detector(cfg, model=None) -> Detector:
-    """A Detectron2 model (``build_inference_model(cfg)`` unless given) as a
-    :data:`Detector`; channels are reordered to ``INPUT.FORMAT`` (inputs are RGB)."""
-    import torch
-
-    if model is None:
-        from clump_d2.inference.predict import build_inference_model
-
-        model = build_inference_model(cfg)
+    """A Detectron2 model as a :data:`Detector`, built and wrapped as every evaluation does
+    (:func:`clump_d2.engine.build_model_for_inference` unless given, then autocast and
+    test-time augmentation per ``TEST.AMP`` / ``TEST.DIHEDRAL_TTA``); channels are
+    reordered to ``INPUT.FORMAT`` (inputs are RGB). It returns every detection above
+    ``MODEL.ROI_HEADS.SCORE_THRESH_TEST``; :func:`run_injection` applies the operating
+    threshold (:meth:`InjectionConfig.from_config`)."""
+    model = wrap_for_inference(build_model_for_inference(cfg) if model is None else model, cfg)
     bgr = cfg.INPUT.FORMAT == "BGR"
 
     def detect(image: np.ndarray, im: Dict) -> Dict[str, np.ndarray]:
@@ -368,8 +375,6 @@ def model_detector(cfg, model=None) -> Detector:
 
 def baseline_detector(params=None) -> Detector:
     """The classical finder (:mod:`clump_d2.baselines`) as a :data:`Detector`."""
-    from clump_d2.baselines import find_clumps
-
     def detect(image: np.ndarray, im: Dict) -> Dict[str, np.ndarray]:
         return find_clumps(image, float(im["psf_fwhm_px"]), params)
 

@@ -9,10 +9,10 @@ it) with the converter's edge rule, and split by galaxy with :func:`clump_d2.con
 split_coco` (fixed: ``train=0.5, test=0.5``, seed 0; stratified by clump count). Every image
 carries ``psf_fwhm_px`` (median of its clumps' PSF FWHM in px) and ``centre_x/centre_y``.
 
-Evaluation (:func:`evaluate_methods`): every method runs through Detectron2's
-``inference_on_dataset`` with the same test loader and :class:`~clump_d2.evaluation.
-ClumpEvaluator` (one-to-one matching, IoU >= 0.5 by default). The operating score threshold
-of each method is the one that maximises F1 on the *train* split (the galaxies the
+Evaluation (:func:`evaluate_methods`): every method runs through
+:func:`clump_d2.engine.evaluate_on_dataset` (the test loader and :class:`~clump_d2.
+evaluation.ClumpEvaluator` of every evaluation; one-to-one matching, IoU >= 0.5 by
+default). The operating score threshold of each method is the one that maximises F1 on the *train* split (the galaxies the
 fine-tuned model saw), so the test numbers are not tuned on the test galaxies; or, for a
 fine-tuned model, *cross-fitted* on that split (``Method.threshold_from``: models fine-tuned
 on one half of it, each scored on the other half), so that the galaxies choosing the
@@ -29,14 +29,20 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
+import torch
+from detectron2.data import DatasetCatalog
 
+from clump_d2.baselines import ClassicalClumpFinder, ClassicalParams
+from clump_d2.engine import build_config, build_model_for_inference, evaluate_on_dataset
+from clump_d2.evaluation import ClumpEvaluator
+from clump_d2.evaluation.clump_evaluation import truth_from_dicts
+from clump_d2.evaluation.matching import f1_score, safe_ratio
+from clump_d2.evaluation.metrics import N_DET, N_MATCHED, N_TRUE, match_masks, ratios
+from clump_d2.modeling.runtime import wrap_for_inference
 from clump_d2.structures import BOX_HALF_SIDE_PER_FWHM
-
-if TYPE_CHECKING:  # a type only: the baseline is imported where it runs
-    from clump_d2.baselines import ClassicalParams
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +66,7 @@ class Method:
     opts: List[str] = field(default_factory=list)
     psf_boxes: bool = False
     threshold_from: List[tuple] = field(default_factory=list)
-    baseline_params: Optional["ClassicalParams"] = None  # of a "baseline" (None: defaults)
+    baseline_params: Optional[ClassicalParams] = None  # of a "baseline" (None: defaults)
 
 
 class PsfSizedBoxes:
@@ -74,8 +80,6 @@ class PsfSizedBoxes:
         self.model = model
 
     def __call__(self, batched_inputs):
-        import torch
-
         outputs = self.model(batched_inputs)
         for inp, out in zip(batched_inputs, outputs):
             fwhm = inp.get("psf_fwhm_px")
@@ -92,6 +96,10 @@ class PsfSizedBoxes:
             inst.pred_boxes.tensor = new
         return outputs
 
+    @property
+    def training(self) -> bool:  # read by inference_on_dataset's inference_context
+        return bool(getattr(self.model, "training", False))
+
     def eval(self):  # inference_on_dataset switches the model to eval mode
         self.model.eval()
         return self
@@ -102,31 +110,24 @@ class PsfSizedBoxes:
 
 
 def _run(method: Method, cfg, dataset: str, output_dir: Optional[str]) -> Dict:
-    """Evaluate one method on one dataset; returns the ClumpEvaluator's full report, with the
-    count of false positives on hand-rejected candidates (:func:`false_positive_census`)."""
-    from detectron2.data import DatasetCatalog
-    from detectron2.evaluation import inference_on_dataset
-
-    from clump_d2.baselines import ClassicalClumpFinder
-    from clump_d2.engine import ClumpTrainer
-    from clump_d2.evaluation import ClumpEvaluator
-    from clump_d2.inference.predict import build_inference_model
-
+    """Evaluate one method on one dataset through :func:`~clump_d2.engine.
+    evaluate_on_dataset` (the loader and evaluator of every evaluation); returns the
+    ClumpEvaluator's full report, with the count of false positives on hand-rejected
+    candidates (:func:`false_positive_census`)."""
     if method.kind == "baseline":
-        model = ClassicalClumpFinder(method.baseline_params)
+        # Not a network: no autocast or test-time augmentation around it.
+        model, wrap = ClassicalClumpFinder(method.baseline_params), False
     else:
-        model = build_inference_model(cfg)
+        model, wrap = build_model_for_inference(cfg), True
         if method.psf_boxes:
-            model = PsfSizedBoxes(model)
-    evaluator = ClumpEvaluator(cfg, dataset, output_dir=None, distributed=False)
-    loader = ClumpTrainer.build_test_loader(cfg, dataset)
-    inference_on_dataset(model, loader, evaluator)
-    dicts = DatasetCatalog.get(dataset)
-    report = evaluator.compute(evaluator._predictions, dicts)
-    if output_dir:
-        evaluator.write(report, output_dir)
+            # Boxes re-sized after autocast/TTA, as the catalogue would see them.
+            model, wrap = PsfSizedBoxes(wrap_for_inference(model, cfg)), False
+    evaluator = ClumpEvaluator(cfg, dataset, output_dir=output_dir, distributed=False)
+    evaluate_on_dataset(cfg, model, dataset, evaluators=[evaluator], wrap=wrap)
+    report = evaluator.report
     report["false_positives"] = false_positive_census(
-        evaluator._predictions, dicts, evaluator.score_thresh, evaluator.criterion)
+        evaluator.predictions, DatasetCatalog.get(dataset), evaluator.score_thresh,
+        evaluator.criterion)
     return report
 
 
@@ -141,9 +142,6 @@ def false_positive_census(predictions: Sequence[Dict], dataset_dicts: Sequence[D
     and how many of them lie within ``REJECT_MATCH_FWHM`` x the image's PSF FWHM of a
     candidate that the catalogue's authors rejected by hand (``rejected_candidates`` of the
     image record; images without it count as having none)."""
-    from clump_d2.evaluation.clump_evaluation import truth_from_dicts
-    from clump_d2.evaluation.metrics import match_masks
-
     truth = truth_from_dicts(dataset_dicts)
     records = {d["image_id"]: d for d in dataset_dicts}
     by_image = {}
@@ -174,8 +172,6 @@ FLUX_BIN_EDGES = (0.0, 0.003, 0.01, 0.03, 1.0)
 
 
 def _cfg_for(method: Method, base_config: str, extra: Sequence[str] = ()):
-    from clump_d2.engine import build_config
-
     opts = list(method.opts) + list(extra)
     if method.kind == "model":
         opts += ["MODEL.WEIGHTS", method.weights]
@@ -222,8 +218,6 @@ def evaluate_methods(methods: Sequence[Method], tune_dataset: str, test_dataset:
 def tuned_threshold(reports: Sequence[Dict]) -> tuple:
     """(threshold, F1) maximising the F1 of the ClumpEvaluator reports' counts summed (one
     report: its own F1 curve); every report must share the threshold grid."""
-    from clump_d2.evaluation.metrics import N_DET, N_MATCHED, N_TRUE, ratios
-
     grid = np.asarray(reports[0]["thresholds"], dtype=np.float64)
     counts = np.zeros((len(grid), 3))
     for r in reports:
@@ -277,8 +271,6 @@ def pool_folds(folds: Dict[str, str | os.PathLike], output_dir: str | os.PathLik
     holding ``real_eval.json``}): per method, each fold's row and a pooled row (counts summed,
     completeness = matched / true, purity = matched / detections); written to
     ``real_eval_folds.{json,md}`` in ``output_dir``; returns the pooled rows."""
-    from clump_d2.evaluation.matching import f1_score, safe_ratio
-
     runs = {label: json.loads((Path(d) / "real_eval.json").read_text())
             for label, d in folds.items()}
     methods = list(dict.fromkeys(r["method"] for rows in runs.values() for r in rows))

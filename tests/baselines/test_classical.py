@@ -78,7 +78,7 @@ def test_runs_like_a_detectron2_model_through_the_evaluator():
     ev = ClumpEvaluator("unregistered_for_test", score_thresh=0.5, plot=False,
                         distributed=False)
     ev.process([{"image_id": 1}], [{"instances": out}])
-    report = ev.compute(ev._predictions, dicts)
+    report = ev.compute(ev.predictions, dicts)
     assert report["operating"]["all"]["n_matched"] == 3
     assert report["operating"]["all"]["completeness"] == pytest.approx(1.0)
 

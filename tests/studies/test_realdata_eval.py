@@ -199,6 +199,15 @@ def test_psf_sized_boxes_resizes_around_the_centre():
     assert torch.allclose(b[1], torch.tensor([0.0, 0.0, 8.0, 7.0]))  # clipped at the edge
     kept = out[1]["instances"].pred_boxes.tensor  # no PSF: boxes unchanged
     assert torch.allclose(kept[0], torch.tensor([40.0, 50.0, 60.0, 60.0]))
+    # inference_on_dataset (evaluate_on_dataset) switches it to eval mode and back
+    from detectron2.evaluation.evaluator import inference_context
+
+    net = torch.nn.Linear(1, 1)
+    wrapped = PsfSizedBoxes(net)
+    assert wrapped.training
+    with inference_context(wrapped):
+        assert not net.training
+    assert net.training
 
 
 def test_simulate_presets_write_their_label_populations(tmp_path):
