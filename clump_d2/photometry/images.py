@@ -56,17 +56,19 @@ class PhotometryImage:
 def load_photometry_image(file_name: str | os.PathLike, bands: Sequence[str] = (),
                           band_files: Optional[Dict[str, str]] = None,
                           cube_bands: Sequence[str] = (), hdu: int = -1,
-                          display_q: float = 10.0) -> PhotometryImage:
+                          display_q: float = 10.0,
+                          display_channels: Sequence[str] = ()) -> PhotometryImage:
     """Read one image for photometry (see module docstring).
 
     Args:
         file_name: image path, or a FITS template containing ``{band}``.
-        bands: FITS bands in order (empty: every plane of a cube); for PNG/JPEG a subset of
-            ``R``, ``G``, ``B`` (empty: all three).
+        bands: FITS bands in order (empty: every plane of a cube); not used for PNG/JPEG.
         band_files: ``{band: path}`` of per-band FITS files (overrides ``file_name``).
         cube_bands: names of a cube's planes (overrides header ``BAND<n>``/``FILTER<n>``).
         hdu: FITS HDU (-1: the first with image data).
         display_q: Lupton softening undone for PNG/JPEG.
+        display_channels: PNG/JPEG channels to keep, a subset of ``R``, ``G``, ``B`` (empty:
+            all three).
 
     Raises:
         ValueError / FileNotFoundError: naming the file.
@@ -132,13 +134,13 @@ def load_photometry_image(file_name: str | os.PathLike, bands: Sequence[str] = (
         rgb = np.asarray(Image.open(name).convert("RGB"))
     except Exception as e:  # PIL raises several types for unreadable files
         raise ValueError(f"cannot read image {name}: {type(e).__name__}: {e}") from e
-    if bands:
-        wrong = [b for b in bands if b not in DISPLAY_CHANNELS]
-        if wrong:
-            raise ValueError(f"image {name} is an 8-bit colour image (channels R, G, B); the band "
-                             f"list {bands} does not match it ({wrong} are not channels)")
+    channels = list(display_channels or ())
+    wrong = [b for b in channels if b not in DISPLAY_CHANNELS]
+    if wrong:
+        raise ValueError(f"image {name} is an 8-bit colour image (channels R, G, B); the "
+                         f"channel list {channels} does not match it ({wrong} are not channels)")
     linear = DisplayStretch(display_q).linearise(rgb).transpose(2, 0, 1)
-    names = list(bands) or list(DISPLAY_CHANNELS)
+    names = channels or list(DISPLAY_CHANNELS)
     linear = linear[[DISPLAY_CHANNELS.index(b) for b in names]]
     return PhotometryImage(np.ascontiguousarray(linear), names, "display", [None] * len(names),
                            [DISPLAY_UNIT] * len(names), name)

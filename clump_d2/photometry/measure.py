@@ -302,10 +302,33 @@ def measure_clumps(table: pd.DataFrame, options: Optional[PhotometryOptions] = N
         part.index = idx
         parts.append(part)
     measured = pd.concat(parts).sort_index() if parts else pd.DataFrame({"status": []})
-    # Giant flags of failed rows are False, not missing (a boolean column stays boolean).
+    # Failed rows: flags False and texts "" rather than missing, so that every column keeps
+    # one type (Parquet/FITS refuse mixed columns); numbers stay NaN.
     for p in o.giant_thresholds_pct:
-        name = flag_name(p)
-        measured[name] = (measured[name].fillna(False).astype(bool) if name in measured
-                          else False)
+        if flag_name(p) not in measured:
+            measured[flag_name(p)] = False
+    for col in measured.columns:
+        values = measured[col].dropna()
+        if len(values) and all(isinstance(v, (bool, np.bool_)) for v in values):
+            measured[col] = measured[col].fillna(False).astype(bool)
+        elif len(values) and all(isinstance(v, str) for v in values):
+            measured[col] = measured[col].fillna("")
     out = table.drop(columns=[c for c in measured.columns if c in table.columns])
     return pd.concat([out, measured.reindex(out.index)], axis=1)
+
+
+def measure_table_file(table_file: str | os.PathLike, output: str | os.PathLike,
+                       options: Optional[PhotometryOptions] = None,
+                       image_root: Optional[str | os.PathLike] = None, **kwargs) -> pd.DataFrame:
+    """Read a clump table, :func:`measure_clumps` it, write the result (format by suffix; a
+    FITS table carries the column units in its header). Relative image paths are taken from
+    ``image_root``, default the table's folder; ``kwargs`` go to :func:`measure_clumps`."""
+    from clump_d2.data.tables import read_table
+    from clump_d2.photometry.io import write_table
+
+    table = read_table(table_file)
+    root = image_root if image_root is not None else os.path.dirname(os.fspath(table_file))
+    out = measure_clumps(table, options, image_root=root or None, show_progress=True, **kwargs)
+    units = [u for u in out.get("flux_unit", pd.Series(dtype=object)).dropna().unique()]
+    write_table(out, output, photometry_units(out.columns, units[0] if len(units) == 1 else ""))
+    return out

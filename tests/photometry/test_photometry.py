@@ -172,7 +172,7 @@ def test_display_photometry_of_png(tmp_path):
     assert out["flux_G"].iloc[0] == pytest.approx(1.0, rel=0.1)
     assert out["flux_B"].iloc[0] / out["flux_R"].iloc[0] == pytest.approx(1.3 / 0.8, rel=0.1)
     with pytest.raises(ValueError, match="g.png"):
-        load_photometry_image(tmp_path / "g.png", ("u", "g"))
+        load_photometry_image(tmp_path / "g.png", display_channels=("u", "g"))
 
 
 def test_fits_table_carries_units(tmp_path):
@@ -184,3 +184,38 @@ def test_fits_table_carries_units(tmp_path):
     units = {header[f"TTYPE{i}"]: header.get(f"TUNIT{i}") for i in range(1, header["TFIELDS"] + 1)}
     assert units["flux_r"] == "nanomaggy" and units["mag_r"] == "mag"
     assert units["flux_ratio_r"] is None
+
+
+def _load_tool():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "tools" / "measure_clumps.py"
+    spec = importlib.util.spec_from_file_location("tool_measure_clumps", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_measure_clumps_tool_writes_every_row(tmp_path):
+    """The CLI: relative image paths from the table's folder, a bad row kept with a status,
+    config overrides (flag thresholds) applied, FITS units in the header."""
+    table = _two_clump_image(tmp_path, header=fits.Header({"BUNIT": "nanomaggy"}))
+    table["file_name"] = "gal.fits"
+    table.loc[2] = ["b", 10.0, 10.0, 4.0, "missing.fits"]
+    table.to_csv(tmp_path / "clumps.csv", index=False)
+    tool = _load_tool()
+    rc = tool.main(["measure", "--input", str(tmp_path / "clumps.csv"), "--output",
+                    str(tmp_path / "out.fits"), "--bands", "r",
+                    "PHOTOMETRY.GIANT_THRESHOLDS_PCT", "(1.0, 50.0)"])
+    assert rc == 0
+    from astropy.table import Table
+
+    out = Table.read(tmp_path / "out.fits").to_pandas()
+    assert len(out) == 3
+    status = [s.decode() if isinstance(s, bytes) else s for s in out["status"]]
+    assert status[:2] == ["ok", "ok"] and status[2].startswith("error:")
+    assert "missing.fits" in status[2]
+    assert list(out["is_giant_1pct"]) == [True, True, False]
+    assert not out["is_giant_50pct"].any()
+    assert out["mag_r"].iloc[0] == pytest.approx(22.5 - 2.5 * np.log10(3000.0), abs=0.06)
