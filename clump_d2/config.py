@@ -123,6 +123,8 @@ def _add_backbone_config(cfg: CN) -> None:
     # Skip (with a warning) checkpoint tensors whose shape differs from the model's instead of
     # failing. The stem is inflated to N bands regardless (mean kernel x 3/N).
     cfg.MODEL.ZOOBOT.ALLOW_SHAPE_MISMATCH = False
+    # Allow weights files that are Python pickles (.pkl...): they run code; trusted files only.
+    cfg.MODEL.WEIGHTS_ALLOW_PICKLE = False
 
 
 # --- evaluation ------------------------------------------------------------------------------

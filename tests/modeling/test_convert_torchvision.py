@@ -1,5 +1,4 @@
 """tools/convert_torchvision_to_d2.py: torchvision ResNet50 weights in Detectron2's ResNet."""
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -8,22 +7,14 @@ import torchvision
 from torch import nn
 
 import clump_d2  # noqa: F401  (compat layer first)
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.layers import ShapeSpec
 from detectron2.modeling.backbone.fpn import build_resnet_fpn_backbone
 
-from clump_d2.modeling.backbone.convert import torchvision_to_d2
+from clump_d2.modeling.backbone.convert import save_d2_checkpoint, torchvision_to_d2
+from clump_d2.modeling.checkpoint import ClumpCheckpointer
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _tool():
-    spec = importlib.util.spec_from_file_location(
-        "convert_torchvision_to_d2", REPO / "tools" / "convert_torchvision_to_d2.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -65,17 +56,20 @@ def test_names():
                             and not k.endswith("num_batches_tracked")])
 
 
-@pytest.mark.parametrize("suffix", [".pkl", ".pth"])
-def test_converted_resnet50_matches_torchvision(tmp_path, torchvision_resnet50, suffix):
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_converted_resnet50_matches_torchvision(tmp_path, torchvision_resnet50, suffix,
+                                                load_tool):
     model, src = torchvision_resnet50
     dst = tmp_path / f"R-50-torchvision{suffix}"
-    _tool().main([str(src), str(dst)])
+    load_tool("convert_torchvision_to_d2").main([str(src), str(dst)])
     assert dst.is_file()
 
     # As the ImageNet configs use it: MODEL.WEIGHTS into build_resnet_fpn_backbone, where the
     # checkpointer's name matching finds backbone.bottom_up.* (here bottom_up.*).
     fpn = build_resnet_fpn_backbone(d2_resnet_cfg(), ShapeSpec(channels=3))
-    DetectionCheckpointer(fpn).load(str(dst))
+    if suffix == ".pth":  # tensors only: the safe loader reads it
+        assert len(torch.load(str(dst), weights_only=True)["model"]) == 265
+    ClumpCheckpointer(fpn).load(str(dst))
     backbone = fpn.bottom_up
     assert torch.equal(backbone.res5[2].conv3.weight, model.layer4[2].conv3.weight)
     assert torch.equal(backbone.stem.conv1.norm.running_var, model.bn1.running_var)
@@ -88,3 +82,10 @@ def test_converted_resnet50_matches_torchvision(tmp_path, torchvision_resnet50, 
                                [model.layer1, model.layer2, model.layer3, model.layer4]):
             h = layer(h)
             torch.testing.assert_close(out[name], h, rtol=1e-4, atol=1e-4)
+
+
+def test_pkl_output_refused(tmp_path):
+    """A .pkl would be a pickle (code runs when it is loaded): the converter writes none."""
+    with pytest.raises(ValueError, match="runs code"):
+        save_d2_checkpoint({"stem.conv1.weight": torch.zeros(1)}, str(tmp_path / "w.pkl"))
+    assert list(tmp_path.iterdir()) == []

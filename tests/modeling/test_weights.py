@@ -13,6 +13,7 @@ import clump_d2  # noqa: F401  (compat layer first)
 from clump_d2.modeling import ZoobotEncoder, load_encoder_weights
 from clump_d2.modeling.backbone import WeightsUnavailableError, read_encoder_state_dict
 from clump_d2.modeling.backbone.weights import TORCHVISION_SEQUENTIAL_CHILDREN, canonical_key
+from clump_d2.modeling.checkpoint import UnsafeWeightsError
 
 HUB_REPO = "mwalmsley/zoobot-encoder-convnext_pico"
 
@@ -97,17 +98,27 @@ def test_single_file(tmp_path, pico, pico_encoder, suffix, nest):
     assert report.file == str(path) and report.missing == []
 
 
-def test_zoobot_lightning_checkpoint(tmp_path, pico):
+def test_zoobot_lightning_checkpoint(tmp_path, pico, pico_encoder):
     state = {f"encoder.{k}": v for k, v in pico.items()}
     state["head.linear.weight"] = torch.randn(34, 512)
     # Lightning pickles hyper-parameters (here an argparse.Namespace, which torch's safe loader
-    # refuses): the loader must fall back to full unpickling for .ckpt files.
+    # refuses): unpickling runs code, so it needs the explicit opt-in, never a silent fallback.
+    ckpt = str(tmp_path / "zoobot.ckpt")
     torch.save({"state_dict": state, "epoch": 3, "hyper_parameters": argparse.Namespace(lr=1e-4)},
-               str(tmp_path / "zoobot.ckpt"))
-    encoder = ZoobotEncoder(arch="convnext_pico", weights=str(tmp_path / "zoobot.ckpt"))
+               ckpt)
+    with pytest.raises(UnsafeWeightsError, match="MODEL.WEIGHTS_ALLOW_PICKLE"):
+        ZoobotEncoder(arch="convnext_pico", weights=ckpt)
+    with pytest.raises(UnsafeWeightsError, match="run any code"):
+        read_encoder_state_dict(ckpt)
+    report = load_encoder_weights(pico_encoder.encoder, ckpt, arch="convnext_pico",
+                                  allow_pickle=True)
+    assert_loaded(pico_encoder, pico)
+    assert report.layout == "lightning-encoder"
+    assert "head.linear.weight" not in report.unexpected  # outside the encoder
+    # the same weights without the pickled extras load safely
+    torch.save({"state_dict": state, "epoch": 3}, str(tmp_path / "safe.ckpt"))
+    encoder = ZoobotEncoder(arch="convnext_pico", weights=str(tmp_path / "safe.ckpt"))
     assert_loaded(encoder, pico)
-    assert encoder.load_report.layout == "lightning-encoder"
-    assert "head.linear.weight" not in encoder.load_report.unexpected  # outside the encoder
 
 
 def _torchvision_sequential_state(depth: int, prefix: str):

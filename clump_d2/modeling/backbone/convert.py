@@ -3,8 +3,10 @@
 Detectron2's ``build_resnet_fpn_backbone`` names its ResNet ``stem.conv1``, ``res2.0.conv1``,
 ``res2.0.conv1.norm``, ``res2.0.shortcut``...; torchvision names the same tensors ``conv1``,
 ``layer1.0.conv1``, ``layer1.0.bn1``, ``layer1.0.downsample.0``... :func:`torchvision_to_d2`
-renames them; :func:`save_d2_checkpoint` writes the result in Detectron2's model-zoo format,
-which ``DetectionCheckpointer`` (``MODEL.WEIGHTS``) aligns to ``backbone.bottom_up.*`` by name.
+renames them; :func:`save_d2_checkpoint` writes the result as a tensors-only file (``.pth``
+read by ``torch.load(weights_only=True)``, or ``.safetensors``), which the checkpointer
+(``MODEL.WEIGHTS``) aligns to ``backbone.bottom_up.*`` by name. Never a ``.pkl``: a pickle
+runs code when loaded (see :mod:`clump_d2.modeling.checkpoint`).
 
 The converted weights need ``MODEL.RESNETS.STRIDE_IN_1X1 False`` (torchvision strides in the
 3x3 convolution), ``INPUT.FORMAT "RGB"`` and torchvision's ImageNet mean/std in 0-255 units
@@ -13,12 +15,14 @@ The converted weights need ``MODEL.RESNETS.STRIDE_IN_1X1 False`` (torchvision st
 from __future__ import annotations
 
 import logging
-import pickle
+import os
 import re
 from pathlib import Path
 from typing import Dict, Mapping
 
 import torch
+
+from ..checkpoint import safe_torch_load
 
 logger = logging.getLogger(__name__)
 
@@ -70,26 +74,39 @@ def torchvision_to_d2(state_dict: Mapping[str, torch.Tensor]) -> Dict[str, torch
 
 
 def save_d2_checkpoint(state_dict: Mapping[str, torch.Tensor], path: str) -> None:
-    """Write converted weights as Detectron2 reads them: ``.pkl`` (numpy arrays, as its model
-    zoo) or ``.pth`` (tensors), both ``{"model", "__author__", "matching_heuristics"}``."""
+    """Write converted weights in a safe format the checkpointer reads: ``.pth``/``.pt``
+    (``{"model": tensors, "__author__", "matching_heuristics"}``, loadable with
+    ``torch.load(weights_only=True)``) or ``.safetensors`` (tensors only). Written to a
+    temporary file and renamed, so a kill never leaves a truncated file.
+
+    Raises:
+        ValueError: for another suffix; ``.pkl`` (a pickle, which runs code when loaded) is
+            not written.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix == ".pkl":
-        data = {k: v.detach().cpu().numpy() for k, v in state_dict.items()}
-        with open(path, "wb") as f:
-            pickle.dump({"model": data, "__author__": "torchvision",
-                         "matching_heuristics": True}, f)
-    elif path.suffix in (".pth", ".pt"):
-        torch.save({"model": {k: v.detach().cpu() for k, v in state_dict.items()},
-                    "__author__": "torchvision", "matching_heuristics": True}, str(path))
-    else:
-        raise ValueError(f"output must end in .pkl or .pth, got {path}")
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        if path.suffix in (".pth", ".pt"):
+            torch.save({"model": tensors, "__author__": "torchvision",
+                        "matching_heuristics": True}, str(tmp))
+        elif path.suffix == ".safetensors":
+            from safetensors.torch import save_file  # optional dependency, for this format
+
+            save_file(tensors, str(tmp), metadata={"__author__": "torchvision"})
+        else:
+            raise ValueError(f"output must end in .pth or .safetensors (a .pkl is a pickle, "
+                             f"which runs code when loaded), got {path}")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     logger.info("wrote %d tensors to %s", len(state_dict), path)
 
 
 def convert_torchvision_file(src: str, dst: str) -> Dict[str, torch.Tensor]:
     """Read a torchvision ResNet checkpoint, convert it, write it; returns the converted dict."""
-    obj = torch.load(src, map_location="cpu", weights_only=True)
+    obj = safe_torch_load(src)
     if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
         obj = obj["state_dict"]
     state_dict = {k[len("module."):] if k.startswith("module.") else k: v

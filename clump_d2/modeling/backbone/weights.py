@@ -12,11 +12,16 @@
 * a single ``.safetensors``, ``.pth``, ``.pt`` or ``.bin`` file holding a state dict (also
   nested under ``"state_dict"`` or ``"model"``);
 * a Zoobot 2.x Lightning checkpoint (``.ckpt``): ``state_dict`` with the encoder under
-  ``encoder.`` (the head, under ``head.``, is dropped);
+  ``encoder.`` (the head, under ``head.``, is dropped). Lightning pickles its hyper-parameters,
+  and unpickling runs code: such a file is refused unless ``allow_pickle``
+  (``MODEL.WEIGHTS_ALLOW_PICKLE``) says it is trusted;
 * a Zoobot 1.x checkpoint of the torchvision-layout ResNet50 (the kind Popp et al. 2024 used):
   a ``Sequential`` of the children of ``torchvision.models.resnet50`` with keys
   ``model.0.<i>.…`` (optionally behind DataParallel's ``module.``), renamed onto timm's
   ResNet by :data:`TORCHVISION_SEQUENTIAL_CHILDREN`.
+
+Every file is read safely (``safetensors``, or ``torch.load(weights_only=True)``); Python
+pickles only with ``allow_pickle`` (see :mod:`clump_d2.modeling.checkpoint`).
 
 Keys are matched to the model by a *canonical* name (every ``.`` read as ``_``), because
 timm's ``features_only`` wrappers flatten the top modules (``stages.0`` becomes
@@ -34,7 +39,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import pickle
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +46,8 @@ from typing import Dict, List, Mapping, Optional, Tuple
 
 import torch
 from torch import nn
+
+from ..checkpoint import read_safetensors, safe_torch_load
 
 logger = logging.getLogger(__name__)
 
@@ -101,11 +107,14 @@ class WeightLoadReport:
 # --- reading -----------------------------------------------------------------------------------
 
 
-def read_encoder_state_dict(weights: str) -> Tuple[Dict[str, torch.Tensor], str, str]:
+def read_encoder_state_dict(weights: str, allow_pickle: bool = False,
+                            ) -> Tuple[Dict[str, torch.Tensor], str, str]:
     """Read the encoder's tensors from any supported source.
 
     Args:
         weights: a hub id (``hf_hub:owner/repo``), a hub-layout directory, or a file.
+        allow_pickle: read files that need full unpickling (which runs code), e.g. Lightning
+            ``.ckpt`` files; only for trusted files.
 
     Returns:
         ``(state_dict, layout, file)``: the encoder's tensors under timm's plain-model names,
@@ -114,13 +123,14 @@ def read_encoder_state_dict(weights: str) -> Tuple[Dict[str, torch.Tensor], str,
     Raises:
         WeightsUnavailableError: a hub id that can neither be fetched nor found in the cache.
         FileNotFoundError: a path that does not exist, or a directory without weights.
+        UnsafeWeightsError: a pickle-only file without ``allow_pickle``.
     """
     weights = str(weights)
     if weights.startswith(HUB_PREFIXES):
         file = _hub_weight_file(weights.split(":", 1)[1])
     else:
         file = _local_weight_file(Path(weights).expanduser())
-    state_dict, layout = to_timm_layout(_read_file(file))
+    state_dict, layout = to_timm_layout(_read_file(file, allow_pickle))
     return state_dict, layout, str(file)
 
 
@@ -138,22 +148,13 @@ def _local_weight_file(path: Path) -> Path:
     return path
 
 
-def _read_file(file: Path) -> Mapping[str, object]:
+def _read_file(file: Path, allow_pickle: bool = False) -> Mapping[str, object]:
     file = Path(file)
     if file.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(file), device="cpu")
-    try:
-        return torch.load(str(file), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        # Lightning checkpoints pickle their hyper-parameters (arbitrary Python objects), which
-        # torch's safe loader refuses; they are the user's own training outputs.
-        if file.suffix != ".ckpt":
-            raise
-        logger.warning("%s needs full unpickling (%s); loading it as a trusted file",
-                       file, type(exc).__name__)
-        return torch.load(str(file), map_location="cpu", weights_only=False)
+        return read_safetensors(file)
+    # Lightning checkpoints pickle their hyper-parameters (arbitrary Python objects): the safe
+    # loader refuses them, and they are only unpickled when the user says the file is trusted.
+    return safe_torch_load(file, allow_pickle=allow_pickle)
 
 
 def to_timm_layout(obj: Mapping[str, object]) -> Tuple[Dict[str, torch.Tensor], str]:
@@ -337,6 +338,7 @@ def load_encoder_weights(
     arch: str = "",
     first_conv: str = "",
     allow_shape_mismatch: bool = False,
+    allow_pickle: bool = False,
 ) -> WeightLoadReport:
     """Load ``weights`` (any supported source) into the timm encoder ``model``.
 
@@ -348,6 +350,8 @@ def load_encoder_weights(
             whose weight is inflated when the checkpoint has a different number of bands.
         allow_shape_mismatch: skip (with a warning) tensors whose shape differs instead of
             raising.
+        allow_pickle: read pickle-only files (``MODEL.WEIGHTS_ALLOW_PICKLE``); see
+            :func:`read_encoder_state_dict`.
 
     Returns:
         A :class:`WeightLoadReport`.
@@ -356,7 +360,7 @@ def load_encoder_weights(
         ValueError: shape mismatches (without ``allow_shape_mismatch``), a checkpoint for
             another architecture, or a checkpoint of which no tensor fits the model.
     """
-    state_dict, layout, file = read_encoder_state_dict(weights)
+    state_dict, layout, file = read_encoder_state_dict(weights, allow_pickle=allow_pickle)
     found_arch = hub_layout_architecture(weights)
     if arch and found_arch and found_arch.split(".")[0] != arch:
         raise ValueError(f"{weights} holds a {found_arch!r} encoder, but MODEL.ZOOBOT.ARCH "
