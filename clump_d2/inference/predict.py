@@ -29,6 +29,8 @@ from tqdm import tqdm
 
 from clump_d2.data.build import build_batched_test_loader
 from clump_d2.data.tables import table_format, write_table
+from clump_d2.engine.evaluate import build_model_for_inference
+from clump_d2.modeling.runtime import wrap_for_inference
 from clump_d2.structures import CLUMP_CLASSES
 
 from .catalogue import (
@@ -52,21 +54,10 @@ _SPEED_ONLY_KEYS = ("DATALOADER.NUM_WORKERS", "OUTPUT_DIR", "MODEL.DEVICE")
 
 
 def build_inference_model(cfg):
-    """``build_model(cfg)`` in eval mode with ``MODEL.WEIGHTS`` loaded, channels-last and
-    under autocast as ``MODEL.CHANNELS_LAST`` / ``TEST.AMP`` say."""
-    import clump_d2.modeling  # noqa: F401  (registers the Zoobot backbones)
-    from detectron2.checkpoint import DetectionCheckpointer
-    from detectron2.modeling import build_model
-
-    from clump_d2.modeling.runtime import prepare_for_inference
-
-    model = build_model(cfg)
-    model.eval()
-    if cfg.MODEL.WEIGHTS:
-        DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
-    else:
-        logger.warning("MODEL.WEIGHTS is empty: predicting with a randomly initialised model")
-    return prepare_for_inference(model, cfg)
+    """The model as the catalogue calls it: :func:`clump_d2.engine.build_model_for_inference`
+    (eval mode, ``MODEL.WEIGHTS`` loaded, channels-last per ``MODEL.CHANNELS_LAST``) wrapped
+    for ``TEST.AMP`` / ``TEST.DIHEDRAL_TTA`` as evaluation wraps it."""
+    return wrap_for_inference(build_model_for_inference(cfg), cfg)
 
 
 def _class_names(cfg) -> List[str]:

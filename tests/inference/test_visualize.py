@@ -102,7 +102,7 @@ def test_coco_results_and_chosen_ids(tiny_synthetic, inference_cfg, tmp_path):
                for b, s in zip(boxes, np.linspace(0.9, 0.2, len(boxes)))]
     path = tmp_path / "coco_instances_results.json"
     path.write_text(json.dumps(results))
-    cfg = inference_cfg("INFERENCE.SCORE_THRESH", "0.5")
+    cfg = inference_cfg("TEST.CLUMP_EVAL.SCORE_THRESH", "0.5")
     out = visualize_dataset(cfg, "tinysim_val", tmp_path / "vis", predictions=str(path),
                             select="ids", ids=[r["image_id"]], scale=1.0)
     p = out["panels"][0]
@@ -123,7 +123,7 @@ def test_tool_with_a_model_random_sample(tiny_synthetic, tiny_weights, tiny_mode
             "--dataset", "tinysim_val", "--select", "random", "--num", "2", "--seed", "1",
             "--output-dir", str(tmp_path / "vis"), "--scale", "1.5",
             *tiny_model_opts(tmp_path), "MODEL.WEIGHTS", str(tiny_weights),
-            "INFERENCE.SCORE_THRESH", "0.3"]
+            "TEST.CLUMP_EVAL.SCORE_THRESH", "0.3"]
     out = visualize_main(argv)
     assert len(out["panels"]) == 2 and len(out["files"]) == 2
     for p, f in zip(out["panels"], out["files"]):
@@ -131,6 +131,42 @@ def test_tool_with_a_model_random_sample(tiny_synthetic, tiny_weights, tiny_mode
         assert Image.open(f).size == (2 * 144 + GAP, TITLE_HEIGHT + 144)
     again = visualize_main(argv)  # the same seed draws the same galaxies
     assert [p.galaxy_id for p in again["panels"]] == [p.galaxy_id for p in out["panels"]]
+
+
+def test_model_pictures_count_what_the_evaluator_counts(tiny_synthetic, tiny_weights,
+                                                        inference_cfg, tmp_path):
+    """With a model, each panel's true / detected / matched counts are the evaluator's for
+    that galaxy (same raw detections at the operating point, same matching), and the boxes
+    drawn are the detections counted."""
+    from detectron2.data import DatasetCatalog
+
+    from clump_d2.engine import build_model_for_inference, evaluate_on_dataset
+    from clump_d2.evaluation import ClumpEvaluator
+
+    # A generous distance rule, so that the random tiny model matches some clumps.
+    cfg = inference_cfg("MODEL.WEIGHTS", str(tiny_weights),
+                        "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0",
+                        "TEST.CLUMP_EVAL.SCORE_THRESH", "0.3", "TEST.CLUMP_EVAL.MATCH", "distance",
+                        "TEST.CLUMP_EVAL.DISTANCE_FACTOR", "4.0", "TEST.IMS_PER_BATCH", "4")
+    model = build_model_for_inference(cfg)
+    evaluator = ClumpEvaluator(cfg, "tinysim_val", distributed=False)
+    results = evaluate_on_dataset(cfg, model, "tinysim_val", evaluators=[evaluator])
+    expected = evaluator.image_counts(evaluator.predictions, DatasetCatalog.get("tinysim_val"))
+    totals = results["clumps"]
+    assert sum(c["n_matched"] for c in expected.values()) == totals["n_matched"]
+    assert sum(c["n_detections"] for c in expected.values()) == totals["n_detections"]
+    assert 0 < totals["n_matched"] < totals["n_detections"]  # not a trivial case
+
+    out = visualize_dataset(cfg, "tinysim_val", tmp_path / "vis", select="worst-missed",
+                            num=len(expected), scale=1.0, model=model)
+    got = {p.galaxy_id: {"n_true": p.n_true, "n_detections": p.n_det, "n_matched": p.n_matched}
+           for p in out["panels"]}
+    assert got == {str(k): v for k, v in expected.items()}
+    for p in out["panels"]:
+        assert count_boxes(p.pred_vis) == p.n_det and count_boxes(p.truth_vis) == p.n_true
+        assert all(float(label.split()[-1].rstrip("%")) >= 30 for label in p.labels["predictions"])
+    missed = [p.n_missed for p in out["panels"]]
+    assert missed == sorted(missed, reverse=True)  # worst-missed first
 
 
 def test_fits_is_shown_through_a_display_stretch(tmp_path):

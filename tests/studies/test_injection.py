@@ -200,12 +200,28 @@ def test_cli_baseline_colour_cut(tmp_path):
     common = ["--images", str(tmp_path / "sim.png"), "--psf-fwhm-px", str(g.psf_fwhm_px),
               "--flux-fractions", "0.3", "--trials", "2", "--per-image", "2"]
     recovered = {}
-    for label, extra in (("plain", []), ("impossible", ["--baseline-colour", "100"])):
+    # the baseline's operating point is TEST.CLUMP_EVAL.SCORE_THRESH (its scores are < 1)
+    for label, extra, opts in (("plain", [], []),
+                               ("impossible", ["--baseline-colour", "100"], []),
+                               ("strict", [], ["TEST.CLUMP_EVAL.SCORE_THRESH", "1.0"])):
         out = tmp_path / label
-        assert tool.main(common + ["--baseline", *extra, "--output-dir", str(out)]) == 0
+        assert tool.main(common + ["--baseline", *extra, "--output-dir", str(out), *opts]) == 0
         s = json.loads((out / "injection_summary.json").read_text())
         recovered[label] = s["by_flux_frac"][0]["recovered"]
-    assert recovered["plain"] >= 3 and recovered["impossible"] == 0
+    assert recovered["plain"] >= 3 and recovered["impossible"] == recovered["strict"] == 0
+    with pytest.raises(SystemExit):  # the flag is gone: the threshold is a config key
+        tool.main(common + ["--baseline", "--score-thresh", "0.3", "--output-dir",
+                            str(tmp_path / "y")])
     with pytest.raises(SystemExit):
         tool.main(common + ["--config-file", "configs/quickstart.yaml", "--baseline-colour", "0",
                             "--output-dir", str(tmp_path / "x")])
+
+def test_injection_config_from_config_is_the_evaluators_operating_point():
+    from clump_d2.engine import build_config
+    from clump_d2.evaluation import MatchCriterion
+
+    cfg = build_config("configs/quickstart.yaml", ["TEST.CLUMP_EVAL.MATCH", "distance",
+                                                   "TEST.CLUMP_EVAL.DISTANCE_FACTOR", "1.5"])
+    icfg = InjectionConfig.from_config(cfg, trials=7)
+    assert icfg.score_thresh == pytest.approx(0.6) and icfg.trials == 7
+    assert icfg.match == MatchCriterion("distance", distance_factor=1.5)
