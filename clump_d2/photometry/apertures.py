@@ -307,7 +307,7 @@ def host_fluxes(bands: np.ndarray, host_mask: np.ndarray, sky: Sequence[float],
 
 def band_sky(bands: np.ndarray, sky_pixels: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     """Sky level and rms per band: 3-sigma-clipped median and std of ``sky_pixels``."""
-    from astropy.stats import sigma_clipped_stats
+    from clump_d2.photometry.segmentation import clipped_stats
 
     sky = np.zeros(len(bands))
     rms = np.ones(len(bands))
@@ -315,7 +315,7 @@ def band_sky(bands: np.ndarray, sky_pixels: np.ndarray) -> Tuple[np.ndarray, np.
         values = band[sky_pixels & np.isfinite(band)]
         if values.size < 10:
             values = band[np.isfinite(band)]
-        _, med, std = sigma_clipped_stats(values, sigma=3.0, maxiters=10)
+        med, std = clipped_stats(values)
         sky[c], rms[c] = float(med), float(max(std, 1e-12))
     return sky, rms
 

@@ -80,35 +80,53 @@ def detection_image(bands: np.ndarray, band_names: Sequence[str],
     return bands.sum(axis=0)
 
 
+def clipped_stats(values: np.ndarray, sigma: float = 3.0, maxiters: int = 5
+                  ) -> Tuple[float, float]:
+    """(median, standard deviation) of the finite ``values`` after iterative ``sigma``
+    clipping about the median (as astropy's ``sigma_clipped_stats``, a few times faster)."""
+    v = np.asarray(values, dtype=np.float64).ravel()
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return 0.0, 1.0
+    if v.size > 8192:  # a regular subsample estimates sky statistics as well, and faster
+        v = v[:: v.size // 4096]
+    for _ in range(maxiters):
+        med, std = float(np.median(v)), float(v.std())
+        keep = np.abs(v - med) <= sigma * std
+        if std == 0 or keep.all() or keep.sum() < 3:
+            break
+        v = v[keep]
+    return float(np.median(v)), float(v.std())
+
+
 def sky_statistics(image: np.ndarray, fwhm_px: float, nsigma: float = 1.5,
-                   npixels: int = 10) -> Tuple[float, float, np.ndarray]:
-    """(sky level, sky rms, source mask) of a 2-D image (NaN pixels ignored)."""
-    from astropy.stats import sigma_clipped_stats
+                   npixels: int = 10) -> Tuple[float, float, np.ndarray, np.ndarray]:
+    """(sky level, sky rms, sky-pixel mask, PSF-smoothed image minus the sky) of a 2-D image
+    (NaN pixels ignored)."""
     from photutils.segmentation import detect_sources
+    from scipy.ndimage import binary_dilation
 
     finite = np.isfinite(image)
-    mean, median, std = sigma_clipped_stats(image, mask=~finite, sigma=3.0, maxiters=10)
+    median, std = clipped_stats(image[finite])
     smooth = _smooth(np.where(finite, image - median, 0.0), fwhm_px)
     segm = detect_sources(smooth, nsigma * max(std, 1e-12), npixels)
     sources = segm.data > 0 if segm is not None else np.zeros(image.shape, bool)
     # Grow the mask by ~1 FWHM: the faint outskirts below the threshold are not sky either.
-    from scipy.ndimage import binary_dilation
-
     grown = binary_dilation(sources, iterations=max(1, int(round(fwhm_px))))
     sky_pixels = finite & ~grown
     if sky_pixels.sum() < 50:  # the galaxy fills the cutout: fall back to the clipped stats
-        return float(median), float(std), finite
-    _, sky, rms = sigma_clipped_stats(image[sky_pixels], sigma=3.0, maxiters=10)
-    return float(sky), float(max(rms, 1e-12)), sky_pixels
+        return median, max(std, 1e-12), finite, smooth
+    sky, rms = clipped_stats(image[sky_pixels])
+    # The smoothing kernel is normalised, so shifting the level shifts the smoothed image.
+    return sky, max(rms, 1e-12), sky_pixels, smooth - (sky - median)
 
 
 def _smooth(image: np.ndarray, fwhm_px: float) -> np.ndarray:
-    from astropy.convolution import convolve
-    from photutils.segmentation import make_2dgaussian_kernel
+    """Gaussian smoothing by the PSF (the matched filter of point sources), as SExtractor."""
+    from scipy.ndimage import gaussian_filter
 
-    fwhm = max(float(fwhm_px), 1.0)
-    size = int(2 * np.ceil(1.5 * fwhm) + 1)
-    return convolve(image, make_2dgaussian_kernel(fwhm, size=size), normalize_kernel=True)
+    sigma = max(float(fwhm_px), 1.0) / 2.3548
+    return gaussian_filter(image, sigma, mode="nearest", truncate=3.0)
 
 
 def segment_host(image: np.ndarray, fwhm_px: float,
@@ -132,9 +150,7 @@ def segment_host(image: np.ndarray, fwhm_px: float,
     h, w = image.shape
     if centre is None:
         centre = (w / 2.0, h / 2.0)
-    sky, rms, sky_pixels = sky_statistics(image, fwhm_px, nsigma, npixels)
-    finite = np.isfinite(image)
-    smooth = _smooth(np.where(finite, image - sky, 0.0), fwhm_px)
+    sky, rms, sky_pixels, smooth = sky_statistics(image, fwhm_px, nsigma, npixels)
     segm = detect_sources(smooth, nsigma * rms, npixels)
     empty = np.zeros(image.shape, bool)
     if segm is None:
