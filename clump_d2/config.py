@@ -222,6 +222,8 @@ def _add_photometry_config(cfg: CN) -> None:
     cfg.PHOTOMETRY.APERTURE_FWHM = 1.0  # aperture radius, x PSF FWHM (Gaussian-corrected)
     cfg.PHOTOMETRY.ANNULUS_FWHM = (1.5, 2.0)  # local background: annulus / fit radius, x FWHM
     cfg.PHOTOMETRY.MASK_FWHM = 1.0  # other clumps masked in the annulus within this x FWHM
+    # Host light under a clump: "fit" (quadratic surface + PSFs, joint) or "annulus" (mean).
+    cfg.PHOTOMETRY.BACKGROUND = "fit"
     cfg.PHOTOMETRY.HOST_NSIGMA = 1.5  # host segment threshold, x sky rms (PSF-smoothed image)
     cfg.PHOTOMETRY.HOST_NPIXELS = 10  # fewest connected pixels of a segment
     cfg.PHOTOMETRY.HOST_DEBLEND = False  # deblend the host from touching sources (photutils)

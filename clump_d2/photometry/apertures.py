@@ -147,6 +147,8 @@ def forced_photometry(bands: np.ndarray, xy: np.ndarray, fwhm_px: np.ndarray,
     from photutils.aperture import CircularAnnulus, CircularAperture
 
     o = options or ApertureOptions()
+    if o.background not in ("fit", "annulus"):
+        raise ValueError(f"unknown photometry background {o.background!r}: 'fit' or 'annulus'")
     bands = np.asarray(bands, dtype=np.float64)
     if bands.ndim != 3:
         raise ValueError(f"expected (C, H, W) bands, got shape {bands.shape}")

@@ -85,7 +85,8 @@ class PhotometryOptions:
     def from_config(cls, cfg) -> "PhotometryOptions":
         p = cfg.PHOTOMETRY
         return cls(
-            aperture=ApertureOptions(p.APERTURE_FWHM, tuple(p.ANNULUS_FWHM), p.MASK_FWHM),
+            aperture=ApertureOptions(p.APERTURE_FWHM, tuple(p.ANNULUS_FWHM), p.MASK_FWHM,
+                                     p.BACKGROUND),
             host_nsigma=p.HOST_NSIGMA, host_npixels=p.HOST_NPIXELS, host_deblend=p.HOST_DEBLEND,
             host_deblend_contrast=p.HOST_DEBLEND_CONTRAST, detection_band=p.DETECTION_BAND,
             drop_outside_host=p.DROP_OUTSIDE_HOST, giant_band=p.GIANT_BAND,
