@@ -1,4 +1,6 @@
-"""Shared fixtures: a tiny synthetic dataset, a tiny model config, the real-data folder."""
+"""Shared fixtures: a tiny synthetic dataset, a tiny model config, the real-data folder, and
+the command-line tools loaded as modules."""
+import importlib.util
 import os
 from pathlib import Path
 
@@ -64,3 +66,21 @@ def _tiny_model_opts(output_dir) -> list:
         "DATALOADER.NUM_WORKERS", "0", "TEST.EVAL_PERIOD", "0",
         "OUTPUT_DIR", str(output_dir),
     ]
+
+
+def _load_tool(name: str):
+    """``tools/<name>.py`` executed as a fresh module (tools are scripts, not package members)."""
+    path = REPO / "tools" / f"{name}.py"
+    if not path.is_file():
+        raise FileNotFoundError(f"no tool {path}")
+    spec = importlib.util.spec_from_file_location(f"tool_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def load_tool():
+    """``load_tool(name)``: the module ``tools/<name>.py``, loaded by path (its ``main`` and
+    parser reachable without a subprocess)."""
+    return _load_tool

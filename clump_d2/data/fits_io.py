@@ -30,6 +30,7 @@ from astropy.io import fits
 # The suffix list and the FITS test live in image_io (the one home of image formats); they
 # stay importable from here for the callers that read FITS.
 from .image_io import BAND_PLACEHOLDER, FITS_SUFFIXES, is_fits  # noqa: F401
+from .stretch import stretch_bands
 
 logger = logging.getLogger(__name__)
 
@@ -120,7 +121,7 @@ def read_fits_bands(file_name: str | os.PathLike, bands: Sequence[str],
             paths.append(path)
         shapes = {p.shape for p in planes}
         if len(shapes) > 1:
-            raise ValueError(f"band images differ in shape: "
+            raise ValueError("band images differ in shape: "
                              + ", ".join(f"{p}: {a.shape}" for p, a in zip(paths, planes)))
         return np.stack(planes)
     data, header = read_fits_image(file_name, hdu)
@@ -204,8 +205,6 @@ def read_fits_for_network(file_name: str | os.PathLike, options: FitsReadOptions
         ValueError: naming the file, e.g. when the band count differs from the model's
             channel count (``len(MODEL.PIXEL_MEAN)``).
     """
-    from .stretch import stretch_bands
-
     bands = read_fits_bands(file_name, options.bands, band_files=band_files,
                             cube_bands=options.cube_bands, hdu=options.hdu)
     if options.expected_channels is not None and bands.shape[0] != options.expected_channels:

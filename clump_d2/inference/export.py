@@ -31,6 +31,13 @@ from typing import Dict, Sequence
 
 import numpy as np
 import torch
+from detectron2.data import DatasetCatalog
+from detectron2.export import TracingAdapter
+
+from clump_d2.data.mapper import ClumpDatasetMapper
+from clump_d2.modeling.runtime import unwrap_inference_model
+
+from .predict import build_inference_model, dataset_class_names
 
 logger = logging.getLogger(__name__)
 
@@ -50,8 +57,6 @@ def _inference(model, inputs):
 
 def trace_model(model, sample_image: torch.Tensor):
     """TorchScript trace of a Detectron2 ``GeneralizedRCNN`` on one (C, H, W) image."""
-    from detectron2.export import TracingAdapter
-
     model.eval()
     image = sample_image.to(model.device)
     adapter = TracingAdapter(model, [{"image": image}], _inference)
@@ -87,8 +92,6 @@ def compare_with_pytorch(model, traced, image: torch.Tensor) -> Dict:
 
 def load_image_tensor(cfg, file_name: str) -> torch.Tensor:
     """An image file as the (C, H, W) tensor the test-time mapper gives the model."""
-    from clump_d2.data.mapper import ClumpDatasetMapper
-
     return ClumpDatasetMapper(cfg, is_train=False)({"file_name": file_name})["image"]
 
 
@@ -140,10 +143,6 @@ def export_torchscript(cfg, model, sample_image: torch.Tensor, output: str | os.
 
 def export_main(cfg, output, images: Sequence[str]) -> Dict:
     """Build ``cfg``'s model with its weights; trace on ``images[0]``, check on all."""
-    from clump_d2.modeling.runtime import unwrap_inference_model
-
-    from .predict import _class_names, build_inference_model
-
     if not images:
         raise ValueError("give at least one image to trace on (--image)")
     if cfg.TEST.DIHEDRAL_TTA.ENABLED:
@@ -153,12 +152,10 @@ def export_main(cfg, output, images: Sequence[str]) -> Dict:
     model = unwrap_inference_model(build_inference_model(cfg))
     tensors = [load_image_tensor(cfg, f) for f in images]
     return export_torchscript(cfg, model, tensors[0], output, check_images=tensors,
-                              class_names=_class_names(cfg))
+                              class_names=dataset_class_names(cfg))
 
 
 def first_images_of(dataset_name: str, n: int = 2) -> list:
-    from detectron2.data import DatasetCatalog
-
     return [d["file_name"] for d in DatasetCatalog.get(dataset_name)[:n]]
 
 

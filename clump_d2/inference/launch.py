@@ -8,6 +8,7 @@ process group over all machines, a local group per machine for ``comm.get_local_
 from __future__ import annotations
 
 import logging
+import os
 from datetime import timedelta
 
 import torch
@@ -16,6 +17,7 @@ import torch.multiprocessing as mp
 from detectron2.engine import launch as d2_launch
 from detectron2.engine.launch import _find_free_port
 from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
 
 logger = logging.getLogger(__name__)
 
@@ -88,3 +90,27 @@ def launch_inference(main_func, args=(), num_gpus: int = 0, num_workers: int = 1
     else:
         launch_cpu(main_func, max(1, num_workers), num_machines=num_machines,
                    machine_rank=machine_rank, dist_url=dist_url, args=args)
+
+
+def set_cpu_threads(threads: int) -> int:
+    """Torch threads of this process: ``threads`` if > 0, else the cores divided among the
+    processes on this machine (one full-size thread pool each would oversubscribe them).
+    CPU kernels sum in thread-dependent order, so catalogues from runs with different
+    thread counts per process agree only to float32 rounding."""
+    if threads <= 0:
+        if comm.get_local_size() <= 1:
+            return torch.get_num_threads()
+        threads = max(1, (os.cpu_count() or 1) // comm.get_local_size())
+    torch.set_num_threads(int(threads))
+    return int(threads)
+
+
+def setup_inference_logging(verbose: bool = False) -> None:
+    """Console logging of ``clump_d2`` and ``detectron2`` in this process (rank-aware)."""
+    for name in ("clump_d2", "detectron2"):
+        setup_logger(name=name, distributed_rank=comm.get_rank(), abbrev_name=name[:2])
+        # Detectron2's set-up logs DEBUG; tracebacks of single unreadable images are DEBUG,
+        # one line each is WARNING, so a survey's broken files do not flood the console.
+        logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.INFO)
+    # Each shard's loader logs its serialisation; not news.
+    logging.getLogger("detectron2.data.common").setLevel(logging.WARNING)

@@ -28,6 +28,7 @@ from detectron2.utils import comm
 from tqdm import tqdm
 
 from clump_d2.data.build import build_batched_test_loader
+from clump_d2.engine.defaults import build_config
 from clump_d2.data.tables import table_format, write_table
 from clump_d2.engine.evaluate import build_model_for_inference
 from clump_d2.modeling.runtime import wrap_for_inference
@@ -42,6 +43,8 @@ from .catalogue import (
     galaxy_table,
     rows_to_frame,
 )
+from .inputs import CatalogueColumns, load_records
+from .launch import set_cpu_threads, setup_inference_logging
 from .mapper import InferenceMapper
 from .postprocess import Detections, PostProcessConfig, postprocess
 from .sky import build_sky_transform
@@ -60,7 +63,9 @@ def build_inference_model(cfg):
     return wrap_for_inference(build_model_for_inference(cfg), cfg)
 
 
-def _class_names(cfg) -> List[str]:
+def dataset_class_names(cfg) -> List[str]:
+    """Class names of the first test/train dataset registered with ``thing_classes``, else
+    :data:`~clump_d2.structures.CLUMP_CLASSES`."""
     for name in list(cfg.DATASETS.TEST) + list(cfg.DATASETS.TRAIN):
         classes = MetadataCatalog.get(name).get("thing_classes", None)
         if classes:
@@ -92,7 +97,7 @@ class CataloguePredictor:
                  mapper=None):
         self.cfg = cfg
         self.model = model if model is not None else build_inference_model(cfg)
-        self.class_names = list(class_names) if class_names else _class_names(cfg)
+        self.class_names = list(class_names) if class_names else dataset_class_names(cfg)
         self.options = PostProcessConfig.from_cfg(cfg)
         self.mapper = mapper if mapper is not None else InferenceMapper.from_cfg(cfg)
         self.batch_size = int(cfg.INFERENCE.BATCH_SIZE)
@@ -363,3 +368,47 @@ def _log_summary(summary: Dict, paths: Dict[str, Path]) -> None:
                     summary["clumps_on_centre"], paths["galaxies"])
     else:
         logger.info("not all shards are done yet: run the same command again to resume")
+
+
+# --- the command line's body ---------------------------------------------------------------
+
+
+@dataclass
+class CatalogueJob:
+    """What ``tools/predict_catalog.py`` asks for (picklable: sent to every process).
+
+    Attributes:
+        config_file: config YAML ("" for the defaults).
+        opts: config overrides, KEY VALUE pairs.
+        input: folder of images, COCO ``.json``, or catalogue table (:func:`load_records`).
+        output: catalogue path (.parquet, .csv, .fits); "" -> ``OUTPUT_DIR/clumps.parquet``.
+        columns: catalogue column names (None: found automatically).
+        image_root: folder of relative image paths.
+        overwrite, max_shards, progress: as :func:`run_catalogue`.
+        verbose: debug logging (tracebacks of unreadable images).
+    """
+
+    config_file: str
+    opts: List[str]
+    input: str
+    output: str = ""
+    columns: Optional[CatalogueColumns] = None
+    image_root: Optional[str] = None
+    overwrite: bool = False
+    max_shards: Optional[int] = None
+    progress: bool = True
+    verbose: bool = False
+
+
+def catalogue_main(job: CatalogueJob) -> Optional[Dict]:
+    """One process's part of a :class:`CatalogueJob` (run it in every process with
+    :func:`clump_d2.inference.launch.launch_inference`); returns the summary (main process)."""
+    setup_inference_logging(job.verbose)
+    cfg = build_config(job.config_file, job.opts)
+    if cfg.MODEL.DEVICE == "cpu":
+        set_cpu_threads(cfg.INFERENCE.CPU_THREADS)
+    records = load_records(job.input, image_root=job.image_root, columns=job.columns)
+    output = job.output or os.path.join(cfg.OUTPUT_DIR, "clumps.parquet")
+    result = run_catalogue(cfg, records, output, overwrite=job.overwrite,
+                           max_shards=job.max_shards, progress=job.progress)
+    return result.summary if comm.is_main_process() else None

@@ -18,7 +18,10 @@ import contextlib
 import logging
 
 import torch
+from detectron2.structures import Boxes
 from torch import nn
+
+from .tta import DihedralTTA
 
 logger = logging.getLogger(__name__)
 
@@ -72,8 +75,6 @@ class AutocastInference(nn.Module):
 def _float32_outputs(output):
     """Scores and other half-precision fields of an output's ``Instances`` as float32 (numpy,
     catalogues and evaluators expect float32; boxes are decoded in float32 already)."""
-    from detectron2.structures import Boxes
-
     instances = output.get("instances") if isinstance(output, dict) else None
     if instances is None:
         return output
@@ -94,8 +95,6 @@ def wrap_for_inference(model: nn.Module, cfg) -> nn.Module:
                     cfg.TEST.AMP.DTYPE)
         model = AutocastInference(model, cfg)
     if cfg.TEST.DIHEDRAL_TTA.ENABLED:
-        from .tta import DihedralTTA
-
         logger.info("inference with 8-view test-time augmentation (merge IoU %.2f)",
                     cfg.TEST.DIHEDRAL_TTA.MERGE_IOU)
         model = DihedralTTA(model, merge_iou=cfg.TEST.DIHEDRAL_TTA.MERGE_IOU,
@@ -105,8 +104,6 @@ def wrap_for_inference(model: nn.Module, cfg) -> nn.Module:
 
 def unwrap_inference_model(model: nn.Module) -> nn.Module:
     """The plain model under :func:`wrap_for_inference`'s wrappers."""
-    from .tta import DihedralTTA
-
     while isinstance(model, (AutocastInference, DihedralTTA)):
         model = model.model
     return model

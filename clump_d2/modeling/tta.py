@@ -18,7 +18,9 @@ from __future__ import annotations
 from typing import Dict, List, Sequence, Tuple
 
 import torch
+from detectron2.structures import Boxes, Instances
 from torch import nn
+from torchvision.ops import box_iou
 
 #: (number of 90-degree counter-clockwise rotations, horizontal flip first?) of each view.
 VIEWS: Tuple[Tuple[int, bool], ...] = tuple((k, f) for f in (False, True) for k in range(4))
@@ -67,8 +69,6 @@ def merge_views(boxes: torch.Tensor, scores: torch.Tensor, classes: torch.Tensor
                 view_ids: torch.Tensor, n_views: int, merge_iou: float):
     """Score voting over views (see the module docstring); returns (boxes, scores, classes)
     sorted by decreasing score."""
-    from torchvision.ops import box_iou
-
     order = torch.argsort(scores, descending=True)
     boxes, scores, classes, view_ids = boxes[order], scores[order], classes[order], view_ids[order]
     free = torch.ones(len(scores), dtype=torch.bool)
@@ -115,8 +115,6 @@ class DihedralTTA(nn.Module):
         self.max_detections = int(max_detections)
 
     def forward(self, batched_inputs: Sequence[Dict]) -> List[Dict]:
-        from detectron2.structures import Boxes, Instances
-
         sizes = [_output_size(inp) for inp in batched_inputs]
         views = []
         for inp, (height, width) in zip(batched_inputs, sizes):

@@ -20,11 +20,17 @@ Conventions:
 """
 from __future__ import annotations
 
+import csv
 import json
 import logging
+import multiprocessing as mp
 import os
 import platform
+import queue as queue_module
 import statistics
+import subprocess
+import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +38,20 @@ from typing import Callable, Dict, List, Optional
 
 import numpy as np
 import torch
+import torchvision
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.data import transforms as T
+from detectron2.modeling import build_model
+from detectron2.structures import Boxes, Instances
+from detectron2.utils.analysis import FlopCountAnalysis as D2FlopCountAnalysis
+from detectron2.utils.events import EventStorage
+from fvcore.nn import FlopCountAnalysis
+from tqdm import tqdm
+
+from clump_d2.data.transforms import build_clump_augmentations
+from clump_d2.modeling.runtime import apply_channels_last, inference_autocast
+from clump_d2.sim.synthetic import SyntheticParams, galaxy_rng, make_split, render_galaxy
+from clump_d2.structures import clump_box_xywh_in_frame
 
 logger = logging.getLogger(__name__)
 
@@ -51,9 +71,6 @@ class BenchmarkOptions:
 
 def make_galaxies(options: BenchmarkOptions) -> List[Dict]:
     """Synthetic galaxies (the embedded generator) with their clump boxes (XYXY)."""
-    from clump_d2.sim.synthetic import SyntheticParams, galaxy_rng, render_galaxy
-    from clump_d2.structures import clump_box_xywh_in_frame
-
     params = SyntheticParams(image_size=options.image_size)
     galaxies = []
     for k in range(options.num_images):
@@ -89,13 +106,6 @@ class Detectron2Pipeline(Pipeline):
     """Our detector, built from a clump_d2 config (random weights unless the config has any)."""
 
     def __init__(self, cfg):
-        from detectron2.checkpoint import DetectionCheckpointer
-        from detectron2.data import transforms as T
-        from detectron2.modeling import build_model
-
-        from clump_d2.data.transforms import build_clump_augmentations
-        from clump_d2.modeling.runtime import apply_channels_last, inference_autocast
-
         self.name = "clump_d2"
         self.spec = ("clump_d2", cfg)
         self.cfg = cfg
@@ -118,9 +128,6 @@ class Detectron2Pipeline(Pipeline):
         (``INPUT.MIN_SIZE_TRAIN``/``_TEST``; none at native resolution) applied to the image
         and boxes; ``height``/``width`` stay the galaxy's, so outputs come back in its
         pixels. Random flips/rotations are left out (they cost nothing measurable)."""
-        from detectron2.data import transforms as T
-        from detectron2.structures import Boxes, Instances
-
         resize = self._resize[with_targets]
         inputs = []
         for g in galaxies:
@@ -143,8 +150,6 @@ class Detectron2Pipeline(Pipeline):
             self.model(self._inputs(galaxies))
 
     def train_step(self, galaxies):
-        from detectron2.utils.events import EventStorage
-
         self.model.train()
         with EventStorage():  # detectron2's losses log into an event storage
             losses = self.model(self._inputs(galaxies, with_targets=True))
@@ -153,10 +158,8 @@ class Detectron2Pipeline(Pipeline):
         self.optimizer.step()
 
     def flops_per_image(self, galaxy):
-        from detectron2.utils.analysis import FlopCountAnalysis
-
         self.model.eval()
-        counter = FlopCountAnalysis(self.model, self._inputs([galaxy]))
+        counter = D2FlopCountAnalysis(self.model, self._inputs([galaxy]))
         counter.unsupported_ops_warnings(False)
         counter.uncalled_modules_warnings(False)
         return float(counter.total())
@@ -166,8 +169,6 @@ class PaperPipeline(Pipeline):
     """torchvision ``fasterrcnn_resnet50_fpn`` as Popp et al. 2024 used it (random weights)."""
 
     def __init__(self, min_size: int = 800, device: str = "cpu"):
-        import torchvision
-
         self.name = "paper"
         self.spec = ("paper", min_size, device)
         self.device = torch.device(device)
@@ -196,8 +197,6 @@ class PaperPipeline(Pipeline):
         self.optimizer.step()
 
     def flops_per_image(self, galaxy):
-        from fvcore.nn import FlopCountAnalysis
-
         self.model.eval()
         counter = FlopCountAnalysis(self.model, (self._images([galaxy]),))
         counter.unsupported_ops_warnings(False)
@@ -251,8 +250,6 @@ def build_pipeline(spec) -> Pipeline:
 def _rss_rise_while(fn: Callable[[], None]) -> Optional[float]:
     """Rise (MiB) of the resident set above its level before ``fn``, sampled every
     millisecond by a background thread while ``fn`` runs."""
-    import threading
-
     start = _rss_bytes()
     if start is None:
         return None
@@ -279,8 +276,6 @@ def _fresh_process_peak(spec, what: str, galaxies: List[Dict], threads: int, que
     """Child of :func:`peak_memory_mb`: build the pipeline, then measure one call of
     ``what`` from a cold allocator. (Unpickling this function imported ``clump_d2``, and
     with it the compat layer, already.)"""
-    import clump_d2.modeling  # noqa: F401  (registers the Zoobot backbones)
-
     torch.set_num_threads(threads)
     pipe = build_pipeline(spec)
     call = pipe.infer if what == "infer" else pipe.train_step
@@ -293,9 +288,6 @@ def peak_memory_mb(pipe: Pipeline, what: str, galaxies: List[Dict]) -> Optional[
     fresh (spawned) process that has built the same pipeline, so that memory the allocator
     kept from earlier calls does not hide the peak. (A forked child would inherit that
     memory, and deadlocks in torch's thread pool.)"""
-    import multiprocessing as mp
-    import queue as queue_module
-
     call = pipe.infer if what == "infer" else pipe.train_step
     if pipe.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(pipe.device)
@@ -356,8 +348,6 @@ def machine_info(device: torch.device) -> Dict:
 def run_benchmark(cfg, options: BenchmarkOptions, vs_paper: bool = False,
                   show_progress: bool = True) -> Dict:
     """Measure our config (and the paper's pipeline, alternately); returns the result dict."""
-    from tqdm import tqdm
-
     torch.manual_seed(options.seed)
     galaxies = make_galaxies(options)
     pipes: List[Pipeline] = [Detectron2Pipeline(cfg)]
@@ -471,8 +461,6 @@ def write_results(result: Dict, out_dir: str | os.PathLike) -> Dict[str, Path]:
 def make_image_pool(pool_dir: str | os.PathLike, n: int, image_size: int = 200) -> List[Path]:
     """``n`` distinct synthetic galaxy PNGs (the generator's ``test`` split) in ``pool_dir``;
     made once, reused while the count and size match."""
-    from clump_d2.sim.synthetic import SyntheticParams, make_split
-
     pool_dir = Path(pool_dir)
     json_path = pool_dir / "annotations" / "test.json"
     images = json.loads(json_path.read_text())["images"] if json_path.exists() else []
@@ -486,8 +474,6 @@ def make_image_pool(pool_dir: str | os.PathLike, n: int, image_size: int = 200) 
 def write_scaling_catalogue(path: Path, pool: List[Path], n_galaxies: int) -> Path:
     """A galaxy catalogue (CSV) of ``n_galaxies`` rows with unique ids, cycling through the
     image pool: each row is read, decoded and detected like a distinct galaxy."""
-    import csv
-
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
@@ -505,9 +491,6 @@ def catalogue_scaling(config_file: str, counts: List[int], out_dir: str | os.Pat
     of ``counts`` galaxies; returns one dict per count: galaxies/s of the inference loop
     (``galaxies_per_second`` of the tool's summary) and of the whole command (start-up,
     model build, merge and catalogue writing included)."""
-    import subprocess
-    import sys
-
     out_dir = Path(out_dir)
     pool = make_image_pool(out_dir / "pool", min(pool_size, max(counts)), image_size)
     tool = Path(predict_tool)

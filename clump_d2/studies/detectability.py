@@ -38,9 +38,17 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
+from scipy import ndimage as ndi
 from tqdm import tqdm
 
-from clump_d2.structures import BOX_HALF_SIDE_PER_FWHM
+from clump_d2.baselines.classical import (
+    ClassicalParams,
+    contrast_snr_map,
+    local_extrema,
+    peak_colour,
+)
+from clump_d2.data.mapper import ClumpDatasetMapper
+from clump_d2.structures import BOX_HALF_SIDE_PER_FWHM, clump_position
 
 logger = logging.getLogger(__name__)
 
@@ -77,9 +85,6 @@ def image_census(image: np.ndarray, psf_fwhm_px: float, clumps_xy: Sequence[Sequ
                  min_snr: float = 1.0, params=None) -> ImageCensus:
     """The census of one image ((H, W) or (H, W, C), the detector's view); ``clumps_xy``
     are continuous pixel positions (pixel i spans [i, i+1))."""
-    from clump_d2.baselines.classical import (ClassicalParams, contrast_snr_map, local_extrema,
-                                              peak_colour)
-
     fwhm = float(psf_fwhm_px)
     m = contrast_snr_map(image, fwhm, params)
     snr = m.snr
@@ -128,8 +133,6 @@ def census_region(m, nsigma: float = 2.0) -> np.ndarray:
     be positive (a faint disc's segment then holds more positive than negative noise peaks,
     and negative peaks would no longer count the noise). The smooth light carries
     only the low spatial frequencies the unsharp mask removed from the S/N map."""
-    from scipy import ndimage as ndi
-
     ref = m.background[m.sky_region]
     level = float(np.median(ref))
     rms = float(1.4826 * np.median(np.abs(ref - level))) or 1e-9
@@ -150,11 +153,7 @@ def dataset_census(dataset_dicts: Sequence[Dict], read_image=None,
     ``crop``, ``psf_fwhm_px``, ``annotations`` with ``bbox`` (XYWH_ABS) or ``x``/``y``, and
     ``flux_fraction``). ``read_image(record)`` defaults to the data loader's reader (so the
     crop and the FITS stretch are the detector's)."""
-    from clump_d2.structures import clump_position
-
     if read_image is None:
-        from clump_d2.data.mapper import ClumpDatasetMapper
-
         read_image = ClumpDatasetMapper(False, augmentations=[], image_format="RGB").read_image
     out = []
     for rec in tqdm(dataset_dicts, desc="detectability census", unit="image"):
@@ -264,6 +263,7 @@ def write_census(census: Sequence[ImageCensus], summary: Dict,
 
 
 def _plot(census, png):
+    # Local: the Agg backend must be chosen before pyplot is imported, and only plots need it.
     import matplotlib
 
     matplotlib.use("Agg")

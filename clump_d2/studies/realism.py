@@ -2,7 +2,6 @@
 side, and a figure (``tools/compare_real_sim.py``)."""
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -55,6 +54,7 @@ def realism_figure(real: Sequence[np.ndarray], sim: Sequence[np.ndarray], out_pn
     """Figure: real and simulated cutouts, per-channel pixel histograms, radial profiles
     (median and 16-84 % band) and the colour distribution of galaxy pixels; returns the
     statistics (:func:`compare_statistics`)."""
+    # Local: the Agg backend must be chosen before pyplot is imported, and only plots need it.
     import matplotlib
 
     matplotlib.use("Agg")

@@ -1,6 +1,5 @@
 """tools/convert_clumpscout.py end to end: consensus table + PNGs -> split -> registered
 datasets -> a few training iterations through tools/train_net.py."""
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -13,13 +12,6 @@ from PIL import Image
 from clump_d2.data.datasets import register_all_clump_datasets
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _tool(name):
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", REPO / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _tiny_clumpscout(root: Path, n=8, size=96, crop=(16, 64), seed=0):
@@ -49,10 +41,10 @@ def _tiny_clumpscout(root: Path, n=8, size=96, crop=(16, 64), seed=0):
     return table, png, len(rows)
 
 
-def test_convert_split_register_and_train(tmp_path, tiny_model_opts):
+def test_convert_split_register_and_train(tmp_path, tiny_model_opts, load_tool):
     table, png, n_rows = _tiny_clumpscout(tmp_path / "src")
     datasets = tmp_path / "datasets"
-    convert = _tool("convert_clumpscout")
+    convert = load_tool("convert_clumpscout")
     assert convert.main(["consensus", "--table", f"all={table}", "--images", str(png),
                          "--out", str(datasets / "tinycs"), "--image-size", "96x96",
                          "--crop-offset", "16", "16", "--crop-size", "64x64"]) == 0
@@ -73,7 +65,7 @@ def test_convert_split_register_and_train(tmp_path, tiny_model_opts):
     assert MetadataCatalog.get("tinycs_val").thing_classes == ["clump", "odd_clump"]
     assert all(d["crop"] == [16.0, 16.0, 64, 64] and d["width"] == 64 for d in train)
 
-    train_net = _tool("train_net")
+    train_net = load_tool("train_net")
     out = tmp_path / "out"
     opts = tiny_model_opts(out)
     opts[opts.index("DATASETS.TRAIN") + 1] = "('tinycs_train',)"

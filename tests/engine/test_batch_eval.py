@@ -1,7 +1,6 @@
 """Batch evaluation: table, plot, resumability, failures recorded; and the same numbers as
 ``tools/train_net.py --eval-only`` for one pair."""
 import csv
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -33,15 +32,8 @@ def test_load_pairs_yaml_and_csv(tmp_path):
         load_pairs(str(tmp_path / "dup.csv"))
 
 
-def _load_train_net():
-    spec = importlib.util.spec_from_file_location("train_net_tool", REPO / "tools" / "train_net.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_batch_resumes_records_failures_and_matches_eval_only(tmp_path, tiny_synthetic,
-                                                              tiny_model_opts):
+                                                              tiny_model_opts, load_tool):
     cfg = build_config(str(REPO / "configs" / "quickstart.yaml"), tiny_model_opts(tmp_path) + [
         "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0", "TEST.CLUMP_EVAL.SCORE_THRESH", "0.3",
         "TEST.CLUMP_EVAL.CURVE_POINTS", "21", "TEST.CLUMP_EVAL.PLOTS", "False"])
@@ -92,7 +84,7 @@ def test_batch_resumes_records_failures_and_matches_eval_only(tmp_path, tiny_syn
     assert calls == []
 
     # tools/train_net.py --eval-only on the same pair gives the same numbers
-    train_net = _load_train_net()
+    train_net = load_tool("train_net")
     args = default_argument_parser().parse_args([
         "--config-file", str(config_file), "--eval-only",
         "MODEL.WEIGHTS", str(weights), "OUTPUT_DIR", str(tmp_path / "eval_only")])

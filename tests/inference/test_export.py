@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from clump_d2.inference.export import BOX_ATOL_PX, SCORE_ATOL, as_numpy_outputs
 
@@ -12,11 +13,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_torchscript_export_reproduces_pytorch(tiny_synthetic, tiny_weights, tiny_model_opts,
-                                               tmp_path):
-    from PIL import Image
-
-    from clump_d2.inference.cli import export_cli
-
+                                               tmp_path, load_tool):
     val = sorted((tiny_synthetic / "images" / "val").glob("*.png"))
     # a 64 x 80 crop: another size than the 96 x 96 tracing image
     other = tmp_path / "other.png"
@@ -26,7 +23,7 @@ def test_torchscript_export_reproduces_pytorch(tiny_synthetic, tiny_weights, tin
             "--image", str(val[0]), "--image", str(val[1]), "--image", str(other),
             *tiny_model_opts(tmp_path), "MODEL.WEIGHTS", str(tiny_weights),
             "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.2"]
-    result = export_cli(argv)
+    result = load_tool("export_model").main(argv)
     assert out.is_file() and out.with_suffix(".json").is_file()
     checks = result["checks"]
     assert len(checks) == 3

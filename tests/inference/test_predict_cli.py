@@ -2,7 +2,7 @@
 2 CPU processes (gloo) give the same catalogue as 1; a run killed (SIGKILL) after some shards
 resumes to the same catalogue.
 
-The command line runs in this process (``run_predict``, the tool's body) where a separate
+The command line runs in this process (the tool's ``main``, loaded by path) where a separate
 process adds nothing but start-up time; the killed run is a real subprocess.
 """
 import json
@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import torch
 
 REPO = Path(__file__).resolve().parents[2]
 TOOL = REPO / "tools" / "predict_catalog.py"
@@ -29,14 +30,10 @@ def _argv(folder, output, weights, tiny_model_opts, extra=()):
             "INFERENCE.CPU_THREADS", "1"]
 
 
-def _run(argv):
-    import torch
-
-    from clump_d2.inference.cli import run_predict
-
+def _run(tool, argv):
     threads = torch.get_num_threads()
     try:
-        run_predict(argv)
+        tool.main(argv)
     finally:
         torch.set_num_threads(threads)
 
@@ -46,17 +43,18 @@ def _images(tiny_synthetic):
 
 
 def test_two_processes_equal_one_and_kill_resume(tiny_synthetic, tiny_weights, tiny_model_opts,
-                                                 tmp_path):
+                                                 tmp_path, load_tool):
+    tool = load_tool("predict_catalog")
     folder = _images(tiny_synthetic)
     one = tmp_path / "one" / "clumps.parquet"
-    _run(_argv(folder, one, tiny_weights, tiny_model_opts))
+    _run(tool, _argv(folder, one, tiny_weights, tiny_model_opts))
     ref = pd.read_parquet(one)
     summary = json.loads((tmp_path / "one" / "clumps_summary.json").read_text())
     assert summary["galaxies"] == 18 and summary["shards"] == 9 and summary["processes"] == 1
     assert summary["unreadable"] == 0 and summary["clumps"] > 0  # random weights, threshold 0
 
     two = tmp_path / "two" / "clumps.parquet"
-    _run(_argv(folder, two, tiny_weights, tiny_model_opts, ["--num-workers", "2"]))
+    _run(tool, _argv(folder, two, tiny_weights, tiny_model_opts, ["--num-workers", "2"]))
     summary2 = json.loads((tmp_path / "two" / "clumps_summary.json").read_text())
     assert summary2["processes"] == 2 and summary2["shards_run"] == 9
     pd.testing.assert_frame_equal(pd.read_parquet(two), ref)
@@ -74,7 +72,7 @@ def test_two_processes_equal_one_and_kill_resume(tiny_synthetic, tiny_weights, t
     proc.wait()
     n_before = len(list(shards.glob("shard_*.parquet")))
     assert 2 <= n_before and not killed.exists()
-    _run(_argv(folder, killed, tiny_weights, tiny_model_opts))
+    _run(tool, _argv(folder, killed, tiny_weights, tiny_model_opts))
     resumed = json.loads((tmp_path / "killed" / "clumps_summary.json").read_text())
     assert resumed["shards_done_earlier"] == n_before
     assert resumed["shards_run"] == 9 - n_before

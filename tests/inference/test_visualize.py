@@ -115,9 +115,9 @@ def test_coco_results_and_chosen_ids(tiny_synthetic, inference_cfg, tmp_path):
 
 
 def test_tool_with_a_model_random_sample(tiny_synthetic, tiny_weights, tiny_model_opts,
-                                         tmp_path):
+                                         tmp_path, load_tool):
     """tools/visualize.py's body with the tiny random model (plumbing, not accuracy)."""
-    from clump_d2.inference.cli import visualize_main
+    visualize_main = load_tool("visualize").main
 
     argv = ["--config-file", str(REPO / "configs" / "quickstart.yaml"),
             "--dataset", "tinysim_val", "--select", "random", "--num", "2", "--seed", "1",

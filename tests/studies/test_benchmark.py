@@ -24,12 +24,8 @@ def test_fvcore_flops_match_hand_count_for_tiny_conv_net():
     assert counter.total() == hand
 
 
-def test_quick_benchmark_writes_every_field(tmp_path):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("benchmark_tool", REPO / "tools" / "benchmark.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+def test_quick_benchmark_writes_every_field(tmp_path, load_tool):
+    tool = load_tool("benchmark")
     out = tmp_path / "bench"
     result = tool.main(["--config-file", str(REPO / "configs" / "quickstart.yaml"), "--quick",
                         "--vs-paper-pipeline", "--paper-min-size", "128", "--output", str(out),
@@ -53,14 +49,10 @@ def test_quick_benchmark_writes_every_field(tmp_path):
     assert result["sgemm_gflops_per_s"] > 0
 
 
-def test_catalogue_scaling_runs_predict_catalog_per_count(tmp_path):
-    import importlib.util
-
+def test_catalogue_scaling_runs_predict_catalog_per_count(tmp_path, load_tool):
     import pandas as pd
 
-    spec = importlib.util.spec_from_file_location("benchmark_tool", REPO / "tools" / "benchmark.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_tool("benchmark")
     out = tmp_path / "bench"
     result = tool.main(["--config-file", str(REPO / "configs" / "quickstart.yaml"),
                         "--skip-speed", "--catalogue-scaling", "3", "7", "--pool-size", "2",

@@ -143,18 +143,6 @@ def test_fits_cube_injected_in_flux_units(tmp_path):
 
 
 
-def _inject_recover_tool():
-    """tools/inject_recover.py as a module (it is a script, not a package member)."""
-    import importlib.util
-    from pathlib import Path
-
-    spec = importlib.util.spec_from_file_location(
-        "inject_recover", Path(__file__).resolve().parents[2] / "tools" / "inject_recover.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    return tool
-
-
 def _simulated_png(path):
     """An SDSS-preset galaxy without clumps, written as a PNG; returns the galaxy."""
     from PIL import Image
@@ -166,12 +154,12 @@ def _simulated_png(path):
     return g
 
 
-def test_cli_on_png_and_fits(tmp_path):
+def test_cli_on_png_and_fits(tmp_path, load_tool):
     """tools/inject_recover.py on a simulated SDSS-preset PNG and on a FITS cube, with the
     classical baseline: counts add up and bright clumps are recovered."""
     import json
 
-    tool = _inject_recover_tool()
+    tool = load_tool("inject_recover")
     g = _simulated_png(tmp_path / "sim.png")
     cube = (_galaxy(np.random.default_rng(6)) * 100).transpose(2, 0, 1).astype(np.float32)
     hdr = fits.Header()
@@ -190,12 +178,12 @@ def test_cli_on_png_and_fits(tmp_path):
         assert (out / "injection_recovery.png").stat().st_size > 5000
 
 
-def test_cli_baseline_colour_cut(tmp_path):
+def test_cli_baseline_colour_cut(tmp_path, load_tool):
     """--baseline-colour reaches the finder: an impossible cut recovers nothing where the
     plain finder recovers the bright clumps; without --baseline it is refused."""
     import json
 
-    tool = _inject_recover_tool()
+    tool = load_tool("inject_recover")
     g = _simulated_png(tmp_path / "sim.png")
     common = ["--images", str(tmp_path / "sim.png"), "--psf-fwhm-px", str(g.psf_fwhm_px),
               "--flux-fractions", "0.3", "--trials", "2", "--per-image", "2"]
@@ -215,6 +203,7 @@ def test_cli_baseline_colour_cut(tmp_path):
     with pytest.raises(SystemExit):
         tool.main(common + ["--config-file", "configs/quickstart.yaml", "--baseline-colour", "0",
                             "--output-dir", str(tmp_path / "x")])
+
 
 def test_injection_config_from_config_is_the_evaluators_operating_point():
     from clump_d2.engine import build_config

@@ -52,6 +52,7 @@ def timm_feature_levels(arch: str, in_chans: int = 3) -> List[dict]:
     The model is built on the ``meta`` device, so nothing is allocated or initialised.
     Where two levels share a stride, the deeper one keeps the name.
     """
+    # Local: timm costs ~1.4 s, paid only when a Zoobot backbone is built.
     import timm
 
     with torch.device("meta"):
@@ -141,6 +142,7 @@ class ZoobotEncoder(Backbone):
             allow_shape_mismatch: skip, rather than fail on, checkpoint tensors of another shape.
         """
         super().__init__()
+        # Local: timm costs ~1.4 s, paid only when a Zoobot backbone is built.
         import timm
 
         if norm not in NORM_CHOICES:
@@ -225,6 +227,7 @@ class ZoobotEncoder(Backbone):
             logger.debug("%s: modules past the last output level removed: %s", self.arch, pruned)
 
     def _apply_norm(self, norm: str) -> None:
+        # Local: timm costs ~1.4 s, paid only when a Zoobot backbone is built.
         from timm.layers import convert_sync_batchnorm, freeze_batch_norm_2d
 
         if norm == "FrozenBN":
@@ -235,6 +238,7 @@ class ZoobotEncoder(Backbone):
     def _freeze(self, freeze_at: int) -> None:
         if freeze_at <= 0:
             return
+        # Local: timm costs ~1.4 s, paid only when a Zoobot backbone is built.
         from timm.layers import freeze_batch_norm_2d
 
         params = assign_stages([n for n, _ in self.encoder.named_parameters()], self._levels)
