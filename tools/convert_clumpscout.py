@@ -201,7 +201,10 @@ def main(argv=None):
         results = {args.split: convert_catalog(args.clumps, args.galaxies, args.images,
                                                CatalogOptions(**fields))}
     else:
-        coco = read_coco(annotation_path(args.dataset, args.input))
+        try:
+            coco = read_coco(annotation_path(args.dataset, args.input))
+        except (OSError, ValueError) as e:  # the message names the file (and line, column)
+            raise SystemExit(f"error: {e}") from e
         fractions = {k: float(v) for k, v in _pairs(args.fractions, "--fractions").items()}
         if args.input in fractions:
             raise SystemExit(f"error: --fractions names the input split {args.input!r}")

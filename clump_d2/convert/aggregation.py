@@ -38,7 +38,8 @@ from sklearn.cluster import AgglomerativeClustering
 from tqdm import tqdm
 
 from clump_d2.structures import BOX_SIDE_PER_FWHM, fit_box_to_frame, square_box, xyxy_to_xywh
-from .coco_writer import CocoBuilder, ConversionReport
+from .coco_writer import CocoBuilder, ConversionReport, is_safe_relative_name
+from .images import image_problem
 from clump_d2.data.tables import read_table
 from .zooniverse import Classification, ExportOptions, read_export
 
@@ -194,8 +195,15 @@ def convert_export(path: str | os.PathLike, export_options: Optional[ExportOptio
                          "default PSF FWHM given")
             continue
         file_name = str(meta.get(so.file_key) or so.file_template.format(subject_id=subject))
+        if not is_safe_relative_name(file_name):  # from the export: never leaves images/
+            drop_subject("unsafe_file_name", f"image name {file_name!r} leaves the images folder")
+            continue
         if image_dir is not None and not (image_dir / file_name).is_file():
             drop_subject("missing_image", f"{image_dir / file_name} not found")
+            continue
+        problem = image_problem(image_dir / file_name) if image_dir is not None else None
+        if problem:  # 0-byte, truncated, text saved as .png: training would stop on it
+            drop_subject("undecodable_image", f"{image_dir / file_name} {problem}")
             continue
         width, height = _image_size(cls, meta, so)
         cx = _number(meta.get(so.centre_x_key), width / 2.0)

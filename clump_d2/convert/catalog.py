@@ -19,7 +19,10 @@ Sky -> pixel, per galaxy:
 The box is a square of side 2.5 x PSF FWHM (``psf_fwhm_column`` in arcsec / pixel scale,
 else ``psf_fwhm_arcsec``); the edge rule of :mod:`clump_d2.structures` applies. Clumps whose
 galaxy is not in the table, whose image is missing or unreadable, or with non-finite RA/Dec
-are dropped and counted; galaxies of the table without clumps are kept as negatives.
+are dropped and counted; galaxies of the table without clumps are kept as negatives. A galaxy
+whose centre RA/Dec is not a sky position (text, NaN, |Dec| > 90) is dropped (``bad_centre``)
+with its clumps (``galaxy_bad_centre``), and one without a positive pixel scale
+(``bad_pixel_scale``) likewise: neither can be placed, so neither is a negative.
 """
 from __future__ import annotations
 
@@ -103,6 +106,7 @@ def convert_catalog(clump_catalog: str | os.PathLike, galaxy_table: str | os.Pat
         raise ValueError(f"{galaxy_table}: galaxy id {dup.iloc[0]} appears on rows "
                          f"{[int(i) + 1 for i in dup.index[:5]]}; each galaxy must appear once")
     gal_rows = {gid: row for gid, row in zip(gal_ids, galaxies.to_dict("records"))}
+    gal_line = {gid: i + 1 for i, gid in enumerate(gal_ids)}  # 1-based row, for messages
     clump_rows: Dict[str, List[Tuple[int, Dict[str, Any]]]] = {}
     clump_t.add_read(len(clumps))
     for index, (gid, row) in enumerate(zip(clumps[o.clump_galaxy_column].map(_as_key),
@@ -120,18 +124,33 @@ def convert_catalog(clump_catalog: str | os.PathLike, galaxy_table: str | os.Pat
                                         disable=len(gal_rows) < 500), start=1):
         g = gal_rows[gid]
         rows = clump_rows.get(gid, [])
-        file_name = (str(g[o.image_column]).strip() if o.image_column
-                     else o.image_template.format(galaxy_id=gid, **_fmt(g)))
+        where = f"{galaxy_table}: row {gal_line[gid]} (galaxy {gid})"
+        ra0, dec0 = _float(g[o.galaxy_ra_column]), _float(g[o.galaxy_dec_column])
+        if not (math.isfinite(ra0) and math.isfinite(dec0) and abs(dec0) <= 90.0):
+            # Without its centre a galaxy cannot be placed: not a clump-free negative.
+            gal_t.drop("bad_centre")
+            clump_t.drop("galaxy_bad_centre", len(rows))
+            logger.warning("%s: columns %r/%r = (%r, %r) are not a sky position (numbers, "
+                           "|Dec| <= 90); galaxy dropped with its %d clumps", where,
+                           o.galaxy_ra_column, o.galaxy_dec_column, g[o.galaxy_ra_column],
+                           g[o.galaxy_dec_column], len(rows))
+            continue
+        try:
+            file_name = (str(g[o.image_column]).strip() if o.image_column
+                         else o.image_template.format(**{**_fmt(g), "galaxy_id": gid}))
+        except (KeyError, IndexError, ValueError) as e:
+            raise ValueError(f"{where}: image template {o.image_template!r} cannot be filled "
+                             f"({type(e).__name__}: {e}); columns are {list(g)[:30]}") from e
         try:
             width, height, wcs, source = _image_geometry(image_dir, file_name, g, o)
         except (OSError, ValueError) as e:
-            reason = "missing_image" if isinstance(e, FileNotFoundError) else "unreadable_image"
+            reason = ("missing_image" if isinstance(e, FileNotFoundError) else "bad_pixel_scale"
+                      if isinstance(e, _BadScale) else "unreadable_image")
             gal_t.drop(reason)
             clump_t.drop(reason, len(rows))
-            logger.warning("galaxy %s: %s; dropped with its %d clumps", gid, e, len(rows))
+            logger.warning("%s: %s; dropped with its %d clumps", where, e, len(rows))
             continue
         scale = _pixel_scale_of(wcs) if source == "fits_wcs" else _scale(g, o)
-        ra0, dec0 = float(g[o.galaxy_ra_column]), float(g[o.galaxy_dec_column])
         coco.add_image(image_id, file_name, width, height, galaxy_id=gid, ra=ra0, dec=dec0,
                        pixel_scale_arcsec=scale, wcs_source=source)
         gal_t.keep()
@@ -139,8 +158,9 @@ def convert_catalog(clump_catalog: str | os.PathLike, galaxy_table: str | os.Pat
             ra, dec = _float(row[o.clump_ra_column]), _float(row[o.clump_dec_column])
             if not (math.isfinite(ra) and math.isfinite(dec)):
                 clump_t.drop("nan_coordinates")
-                logger.warning("%s: row %d: RA/Dec (%s, %s) not finite; clump dropped",
-                               clump_catalog, index + 1, row[o.clump_ra_column],
+                logger.warning("%s: row %d: columns %r/%r = (%r, %r) not finite numbers; clump "
+                               "dropped", clump_catalog, index + 1, o.clump_ra_column,
+                               o.clump_dec_column, row[o.clump_ra_column],
                                row[o.clump_dec_column])
                 continue
             clump_t.keep()
@@ -208,8 +228,13 @@ def _scale(g: Dict[str, Any], o: CatalogOptions) -> float:
     else:
         raise ValueError("a pixel scale is needed: give pixel_scale_column or pixel_scale")
     if not (math.isfinite(scale) and scale > 0):
-        raise ValueError(f"pixel scale {scale} arcsec/px is not positive")
+        raise _BadScale(f"pixel scale {scale} arcsec/px (column {o.pixel_scale_column!r}) is "
+                        "not positive")
     return scale
+
+
+class _BadScale(ValueError):
+    """A galaxy's pixel scale is not a positive number."""
 
 
 def _pixel_scale_of(wcs: WCS) -> float:

@@ -256,9 +256,12 @@ def read_coco(json_file: str | os.PathLike) -> Dict[str, Any]:
     try:
         coco = json.loads(json_file.read_text())
     except json.JSONDecodeError as e:
-        raise ValueError(f"{json_file}: not valid JSON ({e})") from e
+        ends_early = e.pos >= len(e.doc.rstrip())
+        raise ValueError(f"{json_file}: not valid JSON at line {e.lineno} column {e.colno} "
+                         f"({e.msg})" + ("; the file ends early (truncated?)" if ends_early
+                                         else "")) from e
     for key in ("images", "annotations"):
-        if key not in coco:
+        if not isinstance(coco, dict) or key not in coco:
             raise ValueError(f"{json_file}: not a COCO file (no {key!r} list)")
     return coco
 

@@ -13,6 +13,10 @@ Output frame (``frame``):
   crop out of the full PNG when it reads it;
 * ``"full"``: boxes are shifted by the crop offset into the full PNG's pixels.
 
+Images (when ``image_dir`` is given) must exist (else ``missing_image``) and decode (else
+``undecodable_image``: 0-byte, truncated, text saved as .png); either drops the image with its
+boxes, counted. Subject ids must be all numeric (they become the image ids) or all text.
+
 Edge rule (see :mod:`clump_d2.structures`): a box whose centre lies outside the frame is
 dropped (``centre_outside_crop``), a box crossing the edge is clipped to it (noted as
 ``clipped``). Images left without boxes are kept: in the crop they are negatives.
@@ -31,6 +35,7 @@ from tqdm import tqdm
 
 from clump_d2.structures import BOX_SIDE_PER_FWHM, fit_box_to_frame, xyxy_to_xywh
 from .coco_writer import CocoBuilder, ConversionReport, is_safe_relative_name
+from .images import image_problem
 from clump_d2.data.tables import read_table
 
 logger = logging.getLogger(__name__)
@@ -137,6 +142,7 @@ def convert_consensus_table(path: str | os.PathLike, options: Optional[Consensus
             raise ValueError(f"{path}: row {row + 1} (line {row + 2}): subject {subject} names "
                              f"image {key!r}, but an earlier row named {entry['key']!r}")
         entry["rows"].append((row, _as_key(label), (x1, y1, x2, y2), rec[7:]))
+    _check_id_kinds(subjects, path, o.subject_column)
 
     width, height = (o.crop_size if o.frame == "crop" else o.image_size)
     dx, dy = (0.0, 0.0) if o.frame == "crop" else o.crop_offset
@@ -163,8 +169,15 @@ def convert_consensus_table(path: str | os.PathLike, options: Optional[Consensus
             logger.warning("%s: subject %s: image %s not found; dropped with its %d boxes",
                            path, subject, image_dir / file_name, len(entry["rows"]))
             continue
-        sides = [abs(float(b[2]) - float(b[0])) for _, _, b, _ in entry["rows"]
-                 if all(math.isfinite(float(v)) for v in b)]
+        problem = image_problem(image_dir / file_name) if image_dir is not None else None
+        if problem:
+            images_t.drop("undecodable_image")
+            boxes_t.drop("undecodable_image", len(entry["rows"]))
+            logger.warning("%s: subject %s: image %s %s; dropped with its %d boxes", path,
+                           subject, image_dir / file_name, problem, len(entry["rows"]))
+            continue
+        numbers = [tuple(_float(v) for v in b) for _, _, b, _ in entry["rows"]]
+        sides = [abs(b[2] - b[0]) for b in numbers if all(math.isfinite(v) for v in b)]
         side = float(np.median(sides)) if sides else None
         extra_image = {"galaxy_id": subject, "image_key": entry["key"],
                        "box_side_px": side,
@@ -181,11 +194,13 @@ def convert_consensus_table(path: str | os.PathLike, options: Optional[Consensus
             if category is None:
                 bad(row, "unknown_label", f"label {label!r} is not one of {sorted(labels)}")
                 continue
-            try:
-                box = tuple(float(v) + s for v, s in zip((x1, y1, x2, y2), (dx, dy, dx, dy)))
-            except (TypeError, ValueError):
-                bad(row, "nan_coordinates", f"box ({x1}, {y1}, {x2}, {y2}) is not numeric")
+            text = [c for c, v in zip((o.x1_column, o.y1_column, o.x2_column, o.y2_column),
+                                      (x1, y1, x2, y2)) if _float(v, None) is None]
+            if text:
+                bad(row, "nan_coordinates", f"column {text[0]!r}: box ({x1}, {y1}, {x2}, "
+                    f"{y2}) is not numeric")
                 continue
+            box = tuple(float(v) + s for v, s in zip((x1, y1, x2, y2), (dx, dy, dx, dy)))
             fitted, status = fit_box_to_frame(box, width, height, frame=o.frame)
             if fitted is None:
                 if status in ("nan_coordinates", "non_positive_size"):
@@ -210,6 +225,27 @@ def convert_consensus_table(path: str | os.PathLike, options: Optional[Consensus
     report.info["boxes_per_image_read"] = _per_image_range(subjects)
     report.check()
     return coco, report
+
+
+def _float(v, default=float("nan")):
+    """``float(v)``; ``default`` for text that is not a number (NaN stays NaN)."""
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return default
+
+
+def _check_id_kinds(subjects: Dict[str, Dict], path: Path, column: str) -> None:
+    """Numeric subject ids are the image ids; text ones get running numbers. Both in one
+    table could give two images one id: an error naming a row of each kind."""
+    numeric = [s for s in subjects if s.isdigit()]
+    if numeric and len(numeric) < len(subjects):
+        text = next(s for s in subjects if not s.isdigit())
+        rows = [subjects[s]["rows"][0][0] for s in (text, numeric[0])]
+        raise ValueError(f"{path}: column {column!r} mixes text ids ({text!r}, row {rows[0] + 1},"
+                         f" line {rows[0] + 2}) and numeric ids ({numeric[0]!r}, row "
+                         f"{rows[1] + 1}, line {rows[1] + 2}); subject ids must be all numbers or "
+                         "all text")
 
 
 def _require_folder(image_dir) -> None:

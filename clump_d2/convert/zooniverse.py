@@ -11,7 +11,8 @@ an empty list means "nothing marked"), ``subject_data`` (JSON ``{subject_id: met
 What this module does is parse and validate, row by row; it never clusters. Every row and
 every mark is counted in the report: kept, or dropped for a reason (``malformed_json``,
 ``other_workflow``, ``duplicate_classification``, ``repeat_volunteer``, ``unknown_tool``,
-``other_frame``, ``nan_coordinates``, ``malformed_mark``). With ``on_bad_row="error"`` a
+``other_frame``, ``nan_coordinates``, ``malformed_mark``, ``bad_natural_size``: a
+``naturalWidth``/``naturalHeight`` that is not a positive whole number). With ``on_bad_row="error"`` a
 malformed row raises ``ValueError`` naming the file and line instead.
 """
 from __future__ import annotations
@@ -138,9 +139,13 @@ def read_export(path: str | os.PathLike, options: Optional[ExportOptions] = None
                 if isinstance(meta, dict):
                     subject_data.setdefault(str(sid), {}).update(
                         {k: v for k, v in meta.items() if k != "retired"})
+        try:
+            natural_size = _natural_size(metadata, options.frame)
+        except ValueError as e:
+            bad(line, "bad_natural_size", f"classification {cid}: column 'metadata': {e}")
+            continue
         marks = _marks(annotations, options, tools, marks_t, path, line)
-        out.append(Classification(cid, subject, volunteer, marks,
-                                  _natural_size(metadata, options.frame), line))
+        out.append(Classification(cid, subject, volunteer, marks, natural_size, line))
         cls_t.keep()
     return out, subject_data, all_subjects
 
@@ -194,9 +199,25 @@ def _volunteer(row: Dict[str, str]) -> str:
 
 
 def _natural_size(metadata: Dict[str, Any], frame: int) -> Optional[Tuple[int, int]]:
+    """(naturalWidth, naturalHeight) of the frame, None if not given.
+
+    Raises:
+        ValueError: a size that is not a positive whole number (naming the key).
+    """
     dims = metadata.get("subject_dimensions") if isinstance(metadata, dict) else None
     if isinstance(dims, list) and len(dims) > frame and isinstance(dims[frame], dict):
         w, h = dims[frame].get("naturalWidth"), dims[frame].get("naturalHeight")
-        if w and h:
-            return int(w), int(h)
+        if not w or not h:  # absent, or 0 (the browser had not loaded the image): unknown
+            return None
+        size = []
+        for key, v in (("naturalWidth", w), ("naturalHeight", h)):
+            try:
+                number = float(v)
+            except (TypeError, ValueError):
+                number = float("nan")
+            if not (math.isfinite(number) and number >= 1 and number.is_integer()):
+                raise ValueError(f"subject_dimensions[{frame}].{key} = {v!r} is not a positive "
+                                 "whole number of pixels")
+            size.append(int(number))
+        return size[0], size[1]
     return None

@@ -3,6 +3,7 @@ import json
 
 import pandas as pd
 import pytest
+from PIL import Image
 
 from clump_d2.convert.consensus import (ConsensusOptions, convert_consensus_table,
                                      convert_consensus_tables)
@@ -111,7 +112,7 @@ def test_missing_images_are_dropped_with_their_boxes(tmp_path):
     path = _table(tmp_path, [_row(1, 50, 50), _row(2, 60, 60), _row(2, 80, 80)])
     images = tmp_path / "png"
     images.mkdir()
-    (images / "10.png").write_bytes(b"")
+    Image.new("RGB", (4, 4)).save(images / "10.png")
     coco, report = convert_consensus_table(path, image_dir=images)
     c = report.as_dict()["counts"]
     assert c["images"]["dropped"] == {"missing_image": 1}
