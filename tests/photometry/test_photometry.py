@@ -73,7 +73,8 @@ def test_giant_flags_agree_with_truth(measured):
         assert agree.mean() >= 0.95, pct
 
 
-def _two_clump_image(tmp_path, header=None, nan_at=None, size=64):
+def _two_clump_image(tmp_path, header=None, nan_at=None, size=96):
+    """A disc at (32, 32) with two 3000-unit clumps, sky noise 1, as one FITS; its table."""
     yy, xx = np.mgrid[0:size, 0:size] + 0.5
     rng = np.random.default_rng(0)
     host = 400.0 * np.exp(-np.hypot(xx - 32, yy - 32) / 8.0)
@@ -88,7 +89,7 @@ def _two_clump_image(tmp_path, header=None, nan_at=None, size=64):
     fits.PrimaryHDU(img.astype(np.float32), header).writeto(path, overwrite=True)
     table = pd.DataFrame({"galaxy_id": ["a", "a"], "x": [c[0] for c in clumps],
                           "y": [c[1] for c in clumps], "psf_fwhm_px": [4.0, 4.0],
-                          "file_name": [str(path)] * 2})
+                          "file_name": [str(path)] * 2, "centre_x": 32.0, "centre_y": 32.0})
     return table
 
 
@@ -202,7 +203,7 @@ def test_measure_clumps_tool_writes_every_row(tmp_path):
     config overrides (flag thresholds) applied, FITS units in the header."""
     table = _two_clump_image(tmp_path, header=fits.Header({"BUNIT": "nanomaggy"}))
     table["file_name"] = "gal.fits"
-    table.loc[2] = ["b", 10.0, 10.0, 4.0, "missing.fits"]
+    table.loc[2] = ["b", 10.0, 10.0, 4.0, "missing.fits", 32.0, 32.0]
     table.to_csv(tmp_path / "clumps.csv", index=False)
     tool = _load_tool()
     rc = tool.main(["measure", "--input", str(tmp_path / "clumps.csv"), "--output",
@@ -219,3 +220,24 @@ def test_measure_clumps_tool_writes_every_row(tmp_path):
     assert list(out["is_giant_1pct"]) == [True, True, False]
     assert not out["is_giant_50pct"].any()
     assert out["mag_r"].iloc[0] == pytest.approx(22.5 - 2.5 * np.log10(3000.0), abs=0.06)
+
+
+def test_host_segment_excludes_a_separate_star(tmp_path):
+    """A source off the galaxy is not in its host segment; the paper's rule marks it."""
+    table = _two_clump_image(tmp_path)
+    path = table["file_name"].iloc[0]
+    data = fits.getdata(path).astype(np.float64)
+    edges = np.arange(97, dtype=float)
+    data += 2000.0 * gaussian_psf(edges, edges, 80.0, 80.0, 4.0)  # a star in the corner
+    fits.PrimaryHDU(data.astype(np.float32)).writeto(path, overwrite=True)
+    table.loc[2] = ["a", 80.0, 80.0, 4.0, path, 32.0, 32.0]
+    out = measure_clumps(table, PhotometryOptions(bands=("r",), drop_outside_host=True))
+    assert out["in_host"].tolist() == [True, True, False]
+    assert out["status"].tolist() == ["ok", "ok", "outside_host"]
+    # Host flux: the exponential disc (2 pi 8^2 x 400, less what the image edge 4 scale
+    # lengths from the centre and the threshold cut off: ~8 %) plus the two clumps; not the
+    # star (+2000).
+    host = out["host_flux_r"].iloc[0]
+    total = 2 * np.pi * 64 * 400 + 6000
+    assert 0.88 * total < host < 0.97 * total
+    assert out["flux_ratio_r"].iloc[0] == pytest.approx(out["flux_r"].iloc[0] / host)
