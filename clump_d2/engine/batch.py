@@ -26,10 +26,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
+import pandas as pd
 import yaml
 from detectron2.evaluation.testing import flatten_results_dict
 from tqdm import tqdm
 
+from clump_d2.data.tables import markdown_table
+from clump_d2.data.tables import write_table as write_dataframe
 from clump_d2.evaluation.clump_evaluation import CURVE_FILE, _clean
 from clump_d2.evaluation.plots import plot_comparison
 
@@ -238,14 +241,8 @@ def write_table(records: Sequence[Dict], output_dir: str) -> Dict[str, str]:
     paths = {"csv": os.path.join(output_dir, RESULTS_CSV),
              "md": os.path.join(output_dir, RESULTS_MD),
              "png": os.path.join(output_dir, COMPARISON_PNG)}
-    with open(paths["csv"], "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=header)
-        writer.writeheader()
-        writer.writerows(rows)
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row[h].replace("|", "\\|") for h in header) + " |"
-              for row in rows]
-    Path(paths["md"]).write_text("\n".join(lines) + "\n")
+    write_dataframe(pd.DataFrame(rows, columns=header), paths["csv"])
+    Path(paths["md"]).write_text(markdown_table(rows, header))
     ok = [r for r in records if r["status"] == "ok"]
     plot_comparison(paths["png"], [
         {"name": r["name"], "dataset": r["dataset"],

@@ -36,6 +36,7 @@ import torch
 from detectron2.data import DatasetCatalog
 
 from clump_d2.baselines import ClassicalClumpFinder, ClassicalParams
+from clump_d2.data.tables import markdown_table
 from clump_d2.engine import build_config, build_model_for_inference, evaluate_on_dataset
 from clump_d2.evaluation import ClumpEvaluator
 from clump_d2.evaluation.clump_evaluation import truth_from_dicts
@@ -249,20 +250,17 @@ def write_table(rows: Sequence[Dict], output_dir: str | os.PathLike) -> Dict[str
         w.writeheader()
         w.writerows(rows)
     flux_keys = [k for k in (rows[0] if rows else {}) if k.startswith("C_flux_")]
-    lines = ["| method | score thresh (F1-best on the tuning galaxies) | completeness | purity | F1 | "
-             "matched / true | detections | false pos. (on hand-rejected candidates) | "
-             "best F1 on test (thresh) | C = P | "
-             + " | ".join(f"C, flux frac {k[7:]} (n)" for k in flux_keys) + " |",
-             "|---|---|---|---|---|---|---|---|---|---|" + "---|" * len(flux_keys)]
-    for r in rows:
-        lines.append(
-            f"| {r['method']} | {r['thresh']:.2f} | {_fmt(r['completeness'])} | "
-            f"{_fmt(r['purity'])} | {_fmt(r['F1'])} | {r['n_matched']} / {r['n_true']} | "
-            f"{r['n_detections']} | {r['n_unmatched']} ({r['n_unmatched_on_rejected']}) | "
-            f"{_fmt(r['test_F1_max'])} ({_fmt(r['test_F1_max_thresh'])}) "
-            f"| {_fmt(r['test_equal_CP_value'])} | "
-            + " | ".join(f"{_fmt(r[k])} ({r['n_flux_' + k[7:]]})" for k in flux_keys) + " |")
-    paths["md"].write_text("\n".join(lines) + "\n")
+    headers = ["method", "score thresh (F1-best on the tuning galaxies)", "completeness",
+               "purity", "F1", "matched / true", "detections",
+               "false pos. (on hand-rejected candidates)", "best F1 on test (thresh)", "C = P",
+               *(f"C, flux frac {k[7:]} (n)" for k in flux_keys)]
+    cells = [[r["method"], f"{r['thresh']:.2f}", _fmt(r["completeness"]), _fmt(r["purity"]),
+              _fmt(r["F1"]), f"{r['n_matched']} / {r['n_true']}", r["n_detections"],
+              f"{r['n_unmatched']} ({r['n_unmatched_on_rejected']})",
+              f"{_fmt(r['test_F1_max'])} ({_fmt(r['test_F1_max_thresh'])})",
+              _fmt(r["test_equal_CP_value"]),
+              *(f"{_fmt(r[k])} ({r['n_flux_' + k[7:]]})" for k in flux_keys)] for r in rows]
+    paths["md"].write_text(markdown_table([dict(zip(headers, c)) for c in cells], headers))
     return paths
 
 

@@ -34,3 +34,17 @@ def test_batched_inference_equals_one_by_one(tiny_synthetic, tiny_model_opts, tm
         assert len(ia) == len(ib) > 0
         assert np.allclose(ia.pred_boxes.tensor.numpy(), ib.pred_boxes.tensor.numpy(), atol=1e-3)
         assert np.allclose(ia.scores.numpy(), ib.scores.numpy(), atol=1e-4)
+
+
+def test_sequential_loader_keeps_input_order_and_errors():
+    """Catalogue inference: all records, in order, in batches; the mapper's error records pass
+    through as items (the loader adds no error handling of its own)."""
+    records = [{"galaxy_id": str(i)} for i in range(7)]
+
+    def mapper(r):
+        return dict(r, error="bad") if r["galaxy_id"] == "3" else dict(r, image=int(r["galaxy_id"]))
+
+    batches = list(build_batched_test_loader(records, mapper, batch_size=3, sequential=True))
+    assert [[d["galaxy_id"] for d in b] for b in batches] == [["0", "1", "2"], ["3", "4", "5"],
+                                                             ["6"]]
+    assert batches[1][0]["error"] == "bad" and batches[2][0]["image"] == 6
