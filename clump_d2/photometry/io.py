@@ -1,8 +1,6 @@
-"""Write a photometry table by its extension: Parquet, CSV/TSV, or a FITS binary table whose
-header carries each column's unit (``TUNITn``).
-
-(``clump_d2.data.tables`` reads tables; this small writer lives here until it has a writer.)
-"""
+"""Write a photometry table by its extension (Parquet, CSV, FITS) with
+:func:`clump_d2.data.tables.write_table`; a FITS table also gets each column's unit in its
+header (``TUNITn``)."""
 from __future__ import annotations
 
 import logging
@@ -12,9 +10,10 @@ from typing import Dict, Optional
 
 import pandas as pd
 
-logger = logging.getLogger(__name__)
+from clump_d2.data.tables import table_format
+from clump_d2.data.tables import write_table as _write_table
 
-FITS_SUFFIXES = (".fits", ".fit", ".fts")
+logger = logging.getLogger(__name__)
 
 
 def write_table(df: pd.DataFrame, path: str | os.PathLike,
@@ -24,28 +23,18 @@ def write_table(df: pd.DataFrame, path: str | os.PathLike,
     Raises:
         ValueError: an unknown suffix, naming the file.
     """
-    path = Path(path)
-    name = path.name.lower()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if name.endswith(".parquet"):
-        df.to_parquet(path, index=False)
-    elif name.endswith((".csv", ".tsv", ".tab")):
-        df.to_csv(path, index=False, sep="\t" if not name.endswith(".csv") else ",")
-    elif name.endswith(FITS_SUFFIXES):
-        _write_fits(df, path, units or {})
-    else:
-        raise ValueError(f"cannot write table {path}: use .parquet, .csv, .tsv or .fits")
+    path = _write_table(df, path)
+    if units and table_format(path) == "fits":
+        _add_fits_units(path, units)
     logger.info("wrote %d rows to %s", len(df), path)
     return path
 
 
-def _write_fits(df: pd.DataFrame, path: Path, units: Dict[str, str]) -> None:
+def _add_fits_units(path: Path, units: Dict[str, str]) -> None:
+    """Units as plain ``TUNITn`` strings: FITS has no standard name for e.g. nanomaggies, and
+    astropy drops a unit it cannot write natively."""
     from astropy.io import fits
-    from astropy.table import Table
 
-    Table.from_pandas(df.reset_index(drop=True)).write(path, format="fits", overwrite=True)
-    # Units as plain TUNITn strings: FITS has no standard name for e.g. nanomaggies, and
-    # astropy would drop a unit it cannot write natively.
     with fits.open(path, mode="update") as hdul:
         header = hdul[1].header
         for i in range(1, header["TFIELDS"] + 1):
