@@ -19,6 +19,9 @@ Per clump and band (positions fixed, e.g. a detection's box centre):
   background's variance (the least-squares covariance integrated over the aperture, or
   ``A^2 rms^2 / N_annulus``), divided by the same aperture correction. Pixel noise
   correlation (resampled images) and the clump's own photon noise are not included;
+* **PSF-fit flux** (``flux_psf``, with ``background="fit"``): the clump's Gaussian-PSF
+  amplitude in the same joint fit; exact for Gaussian PSFs, biased by a PSF of another shape
+  (the aperture flux is the more robust one);
 * **flags**: ``nan``: a NaN/inf pixel inside the aperture (that clump's flux is NaN, nothing
   else changes); ``partial``: the aperture crosses the image edge (flux from the part inside).
 
@@ -122,6 +125,7 @@ class ClumpPhotometry:
 
     flux: np.ndarray
     flux_err: np.ndarray
+    flux_psf: np.ndarray  # amplitude of the clump's Gaussian PSF in the joint fit (NaN: annulus)
     background: np.ndarray  # local background per pixel (host + sky)
     nan_flag: np.ndarray  # (N,) a NaN/inf pixel in the aperture
     partial_flag: np.ndarray  # (N,) the aperture crosses the image edge
@@ -167,6 +171,7 @@ def forced_photometry(bands: np.ndarray, xy: np.ndarray, fwhm_px: np.ndarray,
     flux = np.full((n_bands, n), np.nan)
     err = np.full((n_bands, n), np.nan)
     bkg = np.full((n_bands, n), np.nan)
+    psf_flux = np.full((n_bands, n), np.nan)
     nan_flag = np.zeros(n, bool)
     partial = np.zeros(n, bool)
     radius = o.aperture_fwhm * fwhm_px
@@ -200,8 +205,9 @@ def forced_photometry(bands: np.ndarray, xy: np.ndarray, fwhm_px: np.ndarray,
         for c in range(n_bands):
             total = float((weights * filled[c]).sum())
             if o.background == "fit":
-                model, model_var, level = _fit_background(
+                model, model_var, level, amplitude = _fit_background(
                     bands[c], finite[c], weights, x, y, fwhm_px[k], r_out, mask_xy, mask_fwhm_px)
+                psf_flux[c, k] = np.nan if nan_flag[k] else amplitude
                 net = total - model
                 var = area * sky_rms[c] ** 2 + model_var * sky_rms[c] ** 2
             else:
@@ -213,7 +219,7 @@ def forced_photometry(bands: np.ndarray, xy: np.ndarray, fwhm_px: np.ndarray,
             bkg[c, k] = level
             flux[c, k] = np.nan if nan_flag[k] else net / apcorr[k]
             err[c, k] = np.nan if nan_flag[k] else math.sqrt(var) / apcorr[k]
-    return ClumpPhotometry(flux, err, bkg, nan_flag, partial, radius, apcorr)
+    return ClumpPhotometry(flux, err, psf_flux, bkg, nan_flag, partial, radius, apcorr)
 
 
 def gaussian_psf(xx_edges: np.ndarray, yy_edges: np.ndarray, x: float, y: float,
@@ -230,13 +236,14 @@ def gaussian_psf(xx_edges: np.ndarray, yy_edges: np.ndarray, x: float, y: float,
 
 def _fit_background(band: np.ndarray, finite: np.ndarray, weights: np.ndarray, x: float,
                     y: float, fwhm: float, radius: float, others: np.ndarray,
-                    others_fwhm: np.ndarray) -> Tuple[float, float, float]:
+                    others_fwhm: np.ndarray) -> Tuple[float, float, float, float]:
     """Joint least-squares fit, within ``radius`` of (x, y), of a quadratic surface + a Gaussian
     PSF at the clump and at each other source within reach.
 
     Returns:
         (surface + neighbours integrated over the aperture ``weights``, its variance in units
-        of the pixel variance, the surface's value at the clump per pixel).
+        of the pixel variance, the surface's value at the clump per pixel, the clump's PSF
+        amplitude: its PSF-fit flux).
     """
     h, w = band.shape
     x0, x1 = max(int(np.floor(x - radius)), 0), min(int(np.ceil(x + radius)), w)
@@ -271,7 +278,7 @@ def _fit_background(band: np.ndarray, finite: np.ndarray, weights: np.ndarray, x
         model_var = float(max(g @ cov @ g, 0.0))
     except np.linalg.LinAlgError:
         model_var = 0.0
-    return model, model_var, float(coef[0])
+    return model, model_var, float(coef[0]), float(coef[n_surface])
 
 
 def _clipped_mean(values: np.ndarray) -> Tuple[float, int]:

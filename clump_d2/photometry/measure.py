@@ -10,6 +10,7 @@ Columns (``<b>`` for each band; display images have bands ``R``, ``G``, ``B``):
 =======================  ======================================================================
 ``flux_<b>``             clump flux (aperture-corrected), in ``flux_unit``
 ``flux_err_<b>``         its error from the sky noise, in ``flux_unit``
+``flux_psf_<b>``         PSF-fit flux (Gaussian PSF, joint with the background), ``flux_unit``
 ``mag_<b>``              AB magnitude (NaN without a zero point or for flux <= 0), mag
 ``mag_err_<b>``          its error, mag
 ``host_flux_<b>``        host segment's flux, in ``flux_unit``
@@ -140,6 +141,7 @@ def measure_image(image: PhotometryImage, xy: np.ndarray, fwhm_px, centre=None,
     for c, b in enumerate(names):
         cols[f"flux_{b}"] = phot.flux[c]
         cols[f"flux_err_{b}"] = phot.flux_err[c]
+        cols[f"flux_psf_{b}"] = phot.flux_psf[c]
         mag, mag_err = ab_magnitude(phot.flux[c], phot.flux_err[c], image.zero_points[c])
         cols[f"mag_{b}"], cols[f"mag_err_{b}"] = mag, mag_err
         mags[b] = mag
