@@ -19,8 +19,12 @@ import sys
 
 import clump_d2  # noqa: F401  (compat first)
 import clump_d2.data  # noqa: F401  (registers the datasets)
+from detectron2.data import DatasetCatalog
+
+from clump_d2.baselines import ClassicalParams
 from clump_d2.convert.gzh_s82 import DEFAULT_SEED, prepare_gzh_s82
 from clump_d2.sim.synthetic import SIM_PRESETS, simulate_sdss
+from clump_d2.studies.detectability import dataset_census, summarise_census, write_census
 from clump_d2.studies.realdata import Method, evaluate_methods, pool_folds
 
 BASE_CONFIG = "configs/RealData/sim_sdss_r18.yaml"
@@ -87,11 +91,6 @@ def main(argv=None):
                               preset=args.preset)
         print("\n".join(f"{k}: {v}" for k, v in paths.items()))
     elif args.command == "detectability":
-        from detectron2.data import DatasetCatalog
-
-        from clump_d2.studies.detectability import (dataset_census, summarise_census,
-                                                       write_census)
-
         census = dataset_census(DatasetCatalog.get(args.dataset))
         paths = write_census(census, summarise_census(census), args.output_dir)
         print(paths["md"].read_text())
@@ -118,8 +117,6 @@ def main(argv=None):
         methods = [] if args.no_baseline else [
             Method("classical_baseline", kind="baseline", opts=list(args.opts))]
         if args.baseline_colour is not None:
-            from clump_d2.baselines import ClassicalParams
-
             methods.append(Method("classical_baseline+colour", kind="baseline",
                                   opts=list(args.opts),
                                   baseline_params=ClassicalParams(min_colour=args.baseline_colour)))

@@ -25,6 +25,12 @@ import sys
 
 import clump_d2  # noqa: F401  (compat first)
 import clump_d2.data  # noqa: F401  (registers the datasets)
+from detectron2.data import DatasetCatalog
+
+from clump_d2.baselines import ClassicalParams
+from clump_d2.data.fits_io import FitsReadOptions
+from clump_d2.engine import build_config
+from clump_d2.structures import clump_position
 from clump_d2.studies.injection import (InjectionConfig, baseline_detector, load_linear,
                                            model_detector, network_input_fn, run_injection,
                                            summarise, write_outputs)
@@ -63,27 +69,18 @@ def main(argv=None):
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
-    from clump_d2.data.fits_io import FitsReadOptions
-    from clump_d2.engine import build_config
-
     cfg = build_config(args.config_file or "", list(args.opts) + (
         ["MODEL.WEIGHTS", args.weights] if args.weights else []))
     fits_options = FitsReadOptions.from_config(cfg)
     if args.baseline_colour is not None and not args.baseline:
         ap.error("--baseline-colour needs --baseline")
     if args.baseline:
-        from clump_d2.baselines import ClassicalParams
-
         detector = baseline_detector(ClassicalParams(min_colour=args.baseline_colour))
     else:
         detector = model_detector(cfg)
 
     records = []
     if args.dataset:
-        from detectron2.data import DatasetCatalog
-
-        from clump_d2.structures import clump_position
-
         for d in DatasetCatalog.get(args.dataset):
             known = [clump_position(a) for a in d.get("annotations", [])]
             records.append({"file_name": d["file_name"], "crop": d.get("crop"),

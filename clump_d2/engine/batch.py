@@ -2,11 +2,11 @@
 
 Each (pair, dataset) unit is evaluated exactly as ``tools/train_net.py --eval-only`` does
 (``build_config`` -> :func:`~clump_d2.engine.evaluate.build_model_for_inference` ->
-:func:`~clump_d2.engine.evaluate.evaluate_on_dataset`), so both give the same numbers. Every unit's outcome is stored in its
-own JSON file under ``<output_dir>/results/`` as soon as it is known, which makes a job
-resumable: a re-run skips units already evaluated with the same config, weights (path, size,
-modification time), overrides and dataset, and retries failed ones. A failing unit is
-recorded with its error and traceback, and the others go on.
+:func:`~clump_d2.engine.evaluate.evaluate_on_dataset`), so both give the same numbers.
+Every unit's outcome is stored in its own JSON file under ``<output_dir>/results/`` as soon
+as it is known, which makes a job resumable: a re-run skips units already evaluated with the
+same config, weights (path, size, modification time), overrides and dataset, and retries
+failed ones. A failing unit is recorded with its error and traceback, and the others go on.
 
 Outputs in ``output_dir``: ``batch_results.csv``, ``batch_results.md``,
 ``batch_comparison.png`` and, per unit, the evaluator's files under

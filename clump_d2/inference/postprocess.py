@@ -139,8 +139,9 @@ class PostProcessConfig:
     @classmethod
     def from_cfg(cls, cfg) -> "PostProcessConfig":
         inf = cfg.INFERENCE
-        return cls(float(cfg.TEST.CLUMP_EVAL.SCORE_THRESH), float(inf.NMS_THRESH), float(inf.MERGE_FWHM),
-                   float(inf.BULGE_FWHM), bool(inf.DROP_BULGE), float(inf.PSF_FWHM_PX))
+        return cls(float(cfg.TEST.CLUMP_EVAL.SCORE_THRESH), float(inf.NMS_THRESH),
+                   float(inf.MERGE_FWHM), float(inf.BULGE_FWHM), bool(inf.DROP_BULGE),
+                   float(inf.PSF_FWHM_PX))
 
 
 def postprocess(det: Detections, options: PostProcessConfig, centre_xy=None,

@@ -53,6 +53,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+from PIL import Image
+from scipy.special import erf
 from tqdm import tqdm
 
 from clump_d2.baselines import find_clumps
@@ -75,8 +77,6 @@ Detector = Callable[[np.ndarray, Dict], Dict[str, np.ndarray]]
 def gaussian_psf_stamp(shape: Tuple[int, int], x: float, y: float, fwhm: float) -> np.ndarray:
     """Unit-flux Gaussian PSF centred on continuous position (x, y) (pixel i spans [i, i+1)),
     integrated over pixels (error functions), so its sum is 1 when well inside the image."""
-    from scipy.special import erf
-
     s = fwhm / 2.3548 * math.sqrt(2.0)
     h, w = shape
     ex = np.arange(w + 1, dtype=np.float64)
@@ -251,7 +251,7 @@ def write_outputs(rows: Sequence[Dict], summary: Dict, cfg: InjectionConfig,
                   output_dir: str | os.PathLike, title: str = "") -> Dict[str, Path]:
     """``injections.csv`` (one row per clump), ``injection_summary.json`` and
     ``injection_recovery.png`` (recovered fraction vs flux fraction and vs radius)."""
-    import matplotlib
+    import matplotlib  # here: the headless backend must be chosen before pyplot loads
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -321,8 +321,6 @@ def load_linear(file_name: str, crop: Optional[Sequence[int]] = None, q: float =
                                   name=os.fspath(file_name))
         linear, kind = np.ascontiguousarray(bands.transpose(1, 2, 0), dtype=np.float64), "fits"
     else:
-        from PIL import Image
-
         rgb = np.asarray(Image.open(file_name).convert("RGB"))
         # Dither seeded by the file name, so a rerun gives the same numbers.
         seed = int.from_bytes(os.fspath(file_name).encode()[-8:].rjust(8, b"\0"), "little")

@@ -12,11 +12,12 @@ carries ``psf_fwhm_px`` (median of its clumps' PSF FWHM in px) and ``centre_x/ce
 Evaluation (:func:`evaluate_methods`): every method runs through
 :func:`clump_d2.engine.evaluate_on_dataset` (the test loader and :class:`~clump_d2.
 evaluation.ClumpEvaluator` of every evaluation; one-to-one matching, IoU >= 0.5 by
-default). The operating score threshold of each method is the one that maximises F1 on the *train* split (the galaxies the
-fine-tuned model saw), so the test numbers are not tuned on the test galaxies; or, for a
-fine-tuned model, *cross-fitted* on that split (``Method.threshold_from``: models fine-tuned
-on one half of it, each scored on the other half), so that the galaxies choosing the
-threshold are new to the model scoring them, as the test galaxies are.
+default). The operating score threshold of each method is the one that maximises F1 on
+the *train* split (the galaxies the fine-tuned model saw), so the test numbers are not tuned
+on the test galaxies; or, for a fine-tuned model, *cross-fitted* on that split
+(``Method.threshold_from``: models fine-tuned on one half of it, each scored on the other
+half), so that the galaxies choosing the threshold are new to the model scoring them, as the
+test galaxies are.
 """
 from __future__ import annotations
 
