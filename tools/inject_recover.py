@@ -31,9 +31,9 @@ from clump_d2.baselines import ClassicalParams
 from clump_d2.data.fits_io import FitsReadOptions
 from clump_d2.engine import build_config
 from clump_d2.structures import clump_position
-from clump_d2.studies.injection import (InjectionConfig, baseline_detector, load_linear,
-                                           model_detector, network_input_fn, run_injection,
-                                           summarise, write_outputs)
+from clump_d2.sim.inject import load_linear, network_input_fn
+from clump_d2.studies.injection import (InjectionConfig, baseline_detector, model_detector,
+                                        run_injection, summarise, write_outputs)
 
 logger = logging.getLogger("inject_recover")
 

@@ -12,7 +12,7 @@ detections of the galaxy's own clumps are neither rewarded nor penalised.
 * FITS bands are fluxes already: the clump is added to each band, then the bands are
   stretched for the network exactly as the data loader does (``INPUT.FITS``).
 * 8-bit PNG/JPEG colour images are first *linearised* by inverting a Lupton et al. (2004)
-  colour-preserving asinh stretch with softening ``Q`` (``DisplayModel``): if ``c_k`` are the
+  colour-preserving asinh stretch with softening ``Q`` (:class:`~clump_d2.data.stretch.DisplayStretch`): if ``c_k`` are the
   channel values / 255 and ``m`` their mean, the stretch sets ``m = asinh(Q I) / Q`` for the
   linear intensity ``I``, so ``I = sinh(Q m) / Q`` and each linear channel is
   ``x_k = c_k I / m``. This is exact for our SDSS-preset simulations (Q = 10,
@@ -49,72 +49,24 @@ import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Sequence, Tuple
 
 import numpy as np
 import torch
-from PIL import Image
-from scipy.special import erf
 from tqdm import tqdm
 
 from clump_d2.baselines import find_clumps
-from clump_d2.baselines.classical import ClassicalParams, galaxy_mask
-from clump_d2.data.fits_io import FitsReadOptions, fill_nonfinite, is_fits, read_fits_bands
-from clump_d2.data.stretch import DisplayStretch as DisplayModel  # moved to the library
-from clump_d2.data.stretch import stretch_bands
+from clump_d2.sim.inject import choose_positions, host_properties, inject
 from clump_d2.engine import build_model_for_inference
 from clump_d2.evaluation.matching import MatchCriterion, match_boxes
 from clump_d2.evaluation.metrics import wilson_interval
 from clump_d2.modeling.runtime import wrap_for_inference
-from clump_d2.structures import BOX_SIDE_PER_FWHM, clump_box_xyxy
+from clump_d2.structures import clump_box_xyxy
 
 logger = logging.getLogger(__name__)
 
 #: A detector: (image (H, W, C) float in network units, record) -> {"boxes" XYXY, "scores"}.
 Detector = Callable[[np.ndarray, Dict], Dict[str, np.ndarray]]
-
-
-def gaussian_psf_stamp(shape: Tuple[int, int], x: float, y: float, fwhm: float) -> np.ndarray:
-    """Unit-flux Gaussian PSF centred on continuous position (x, y) (pixel i spans [i, i+1)),
-    integrated over pixels (error functions), so its sum is 1 when well inside the image."""
-    s = fwhm / 2.3548 * math.sqrt(2.0)
-    h, w = shape
-    ex = np.arange(w + 1, dtype=np.float64)
-    ey = np.arange(h + 1, dtype=np.float64)
-    px = np.diff(0.5 * erf((ex - x) / s))
-    py = np.diff(0.5 * erf((ey - y) / s))
-    return py[:, None] * px[None, :]
-
-
-def host_properties(linear: np.ndarray, fwhm: float) -> Dict:
-    """Segment, centre, sky level per channel, host flux per channel and R50 of a linear
-    (H, W, C) image (or (C, H, W) bands transposed by the caller)."""
-    lum = linear.mean(axis=2)
-    mask, centre, _, sky_sigma = galaxy_mask(lum, fwhm, ClassicalParams())
-    border = np.ones(lum.shape, bool)
-    border[8:-8, 8:-8] = False
-    sky = np.median(linear[border & ~mask], axis=0) if (border & ~mask).any() \
-        else np.median(linear.reshape(-1, linear.shape[2]), axis=0)
-    net = linear - sky[None, None, :]
-    flux = net[mask].sum(axis=0)
-    yy, xx = np.nonzero(mask)
-    r = np.hypot(xx + 0.5 - centre[0] - 0.5, yy + 0.5 - centre[1] - 0.5)
-    w = np.clip(net[mask].mean(axis=1), 0, None)
-    order = np.argsort(r)
-    cum = np.cumsum(w[order])
-    r50 = float(r[order][np.searchsorted(cum, 0.5 * cum[-1])]) if cum[-1] > 0 else 10.0
-    return {"mask": mask, "centre": (float(centre[0]) + 0.5, float(centre[1]) + 0.5),
-            "sky": sky, "flux": flux, "r50": max(r50, fwhm), "sky_sigma": sky_sigma}
-
-
-def inject(linear: np.ndarray, positions: Sequence[Tuple[float, float]],
-           fluxes: Sequence[Sequence[float]], fwhm: float) -> np.ndarray:
-    """Add Gaussian-PSF clumps to a linear (H, W, C) image; ``fluxes[k]`` per channel."""
-    out = np.array(linear, dtype=np.float64, copy=True)
-    for (x, y), f in zip(positions, fluxes):
-        stamp = gaussian_psf_stamp(out.shape[:2], x, y, fwhm)
-        out += stamp[:, :, None] * np.asarray(f, dtype=np.float64)[None, None, :]
-    return out
 
 
 @dataclass
@@ -145,25 +97,8 @@ class InjectionConfig:
 
 
 def _choose_positions(rng, n, host, fwhm, shape, avoid_xy, cfg: InjectionConfig):
-    h, w = shape
-    cx, cy = host["centre"]
-    margin = BOX_SIDE_PER_FWHM * fwhm / 2 + 1
-    chosen: List[Tuple[float, float, float]] = []
-    for _ in range(200 * n):
-        if len(chosen) == n:
-            break
-        u = rng.uniform(*cfg.radius_r50)
-        ang = rng.uniform(0, 2 * np.pi)
-        x, y = cx + u * host["r50"] * np.cos(ang), cy + u * host["r50"] * np.sin(ang)
-        if not (margin <= x <= w - margin and margin <= y <= h - margin):
-            continue
-        if math.hypot(x - cx, y - cy) < cfg.bulge_fwhm * fwhm:
-            continue
-        pts = list(avoid_xy) + [(p[0], p[1]) for p in chosen]
-        if any(math.hypot(x - px, y - py) < cfg.sep_fwhm * fwhm for px, py in pts):
-            continue
-        chosen.append((x, y, u))
-    return chosen
+    return choose_positions(rng, n, host["centre"], host["r50"], fwhm, shape, avoid_xy,
+                            cfg.radius_r50, cfg.bulge_fwhm, cfg.sep_fwhm)
 
 
 def run_injection(images: Sequence[Dict], detector: Detector, cfg: InjectionConfig,
@@ -303,51 +238,6 @@ def write_outputs(rows: Sequence[Dict], summary: Dict, cfg: InjectionConfig,
 
 
 # --- inputs and detectors ----------------------------------------------------------------------
-
-def load_linear(file_name: str, crop: Optional[Sequence[int]] = None, q: float = 10.0,
-                fits_options=None, band_files: Optional[Dict[str, str]] = None
-                ) -> Tuple[np.ndarray, str]:
-    """A linear (H, W, C) image and its kind (``"display"`` or ``"fits"``).
-
-    PNG/JPEG: RGB, linearised with :class:`DisplayModel` (``q``). FITS: the bands of
-    ``fits_options`` (:class:`~clump_d2.data.fits_io.FitsReadOptions`), NaN/inf filled, in
-    flux units. ``crop = [x0, y0, w, h]`` is cut before anything else.
-    """
-    if band_files or is_fits(file_name) or "{band}" in str(file_name):
-        o = fits_options or FitsReadOptions()
-        bands = read_fits_bands(file_name, o.bands, band_files=band_files,
-                                cube_bands=o.cube_bands, hdu=o.hdu)
-        bands, _ = fill_nonfinite(bands, o.nan_fill, o.max_nonfinite_fraction,
-                                  name=os.fspath(file_name))
-        linear, kind = np.ascontiguousarray(bands.transpose(1, 2, 0), dtype=np.float64), "fits"
-    else:
-        rgb = np.asarray(Image.open(file_name).convert("RGB"))
-        # Dither seeded by the file name, so a rerun gives the same numbers.
-        seed = int.from_bytes(os.fspath(file_name).encode()[-8:].rjust(8, b"\0"), "little")
-        linear = DisplayModel(q).linearise(rgb, np.random.default_rng(seed))
-        kind = "display"
-    if crop:
-        x0, y0, w, h = (int(round(float(v))) for v in crop)
-        linear = linear[y0:y0 + h, x0:x0 + w]
-    return linear, kind
-
-
-def network_input_fn(kind: str, q: float = 10.0, fits_options=None
-                     ) -> Callable[[np.ndarray, Dict], np.ndarray]:
-    """Linear image -> what the detector sees: the 8-bit display (PNG/JPEG) or the FITS
-    stretch of the data loader, both as float (H, W, C) in [0, 255]-like units."""
-    if kind == "display":
-        model = DisplayModel(q)
-        return lambda linear, im: model.display(linear).astype(np.float32)
-    o = fits_options or FitsReadOptions()
-
-    def fits_to_network(linear, im):
-        img = stretch_bands(linear.transpose(2, 0, 1), o.stretch, o.percentiles, o.asinh_a,
-                            o.lupton_q, o.lupton_stretch)
-        return img * np.float32(o.output_scale)
-
-    return fits_to_network
-
 
 def model_detector(cfg, model=None) -> Detector:
     """A Detectron2 model as a :data:`Detector`, built and wrapped as every evaluation does

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from clump_d2.baselines import ClassicalClumpFinder, ClassicalParams, find_clumps
-from clump_d2.studies.injection import gaussian_psf_stamp
+from clump_d2.sim.inject import gaussian_psf_stamp
 from clump_d2.evaluation.matching import count_matches
 
 SIZE, FWHM = 160, 5.0

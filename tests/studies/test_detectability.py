@@ -11,7 +11,7 @@ from PIL import Image
 
 from clump_d2.studies.detectability import (ImageCensus, dataset_census, image_census,
                                                summarise_census, write_census)
-from clump_d2.studies.injection import gaussian_psf_stamp
+from clump_d2.sim.inject import gaussian_psf_stamp
 
 SIZE, FWHM, NOISE = 160, 5.0, 1.0
 LABELLED = [(60.5, 70.5), (105.2, 88.7), (80.0, 118.0)]
