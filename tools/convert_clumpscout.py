@@ -222,7 +222,7 @@ def main(argv=None):
             logger.warning("no --images given: put the images under %s/images yourself",
                            args.out)
     write_dataset(args.out, results)
-    for coco, report in results.values():
+    for _, report in results.values():
         report.log_summary()
     return 0
 

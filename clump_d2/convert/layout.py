@@ -90,7 +90,7 @@ def write_dataset(dataset_dir: str | os.PathLike,
             if f.is_file() and f.name not in replaced and not f.name.startswith("."):
                 _link_or_copy(f, staging / f.name)
     out = {}
-    for name, (coco, report) in splits.items():
+    for name, (_, report) in splits.items():
         if report is not None:
             report.check()
             report.info.setdefault("outputs", []).append(os.fspath(annotation_path(

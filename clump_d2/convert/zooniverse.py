@@ -12,8 +12,8 @@ What this module does is parse and validate, row by row; it never clusters. Ever
 every mark is counted in the report: kept, or dropped for a reason (``malformed_json``,
 ``other_workflow``, ``duplicate_classification``, ``repeat_volunteer``, ``unknown_tool``,
 ``other_frame``, ``nan_coordinates``, ``malformed_mark``, ``bad_natural_size``: a
-``naturalWidth``/``naturalHeight`` that is not a positive whole number). With ``on_bad_row="error"`` a
-malformed row raises ``ValueError`` naming the file and line instead.
+``naturalWidth``/``naturalHeight`` that is not a positive whole number). With
+``on_bad_row="error"`` a malformed row raises ``ValueError`` naming the file and line instead.
 """
 from __future__ import annotations
 
