@@ -11,3 +11,6 @@ from clump_d2.photometry.measure import (  # noqa: F401
     measure_image,
     photometry_units,
 )
+
+__all__ = ["PhotometryImage", "PhotometryOptions", "flag_name", "giant_flags",
+           "load_photometry_image", "measure_clumps", "measure_image", "photometry_units"]
