@@ -1,0 +1,301 @@
+"""Training and test sets on real host galaxies: simulated clumps injected into real images.
+
+The calibrated simulation's clump population (Clump Scout depth: r-band flux 3-15 % of the
+host, log-uniform; 1-9 clumps per clumpy galaxy with Clump Scout's frequencies; 27.6 % red
+"odd" clumps; :meth:`SyntheticParams.sdss` / :class:`SdssRealism`) is injected into real galaxy
+images (e.g. ``gz2_sdss_1400``: single-epoch SDSS cut-outs of the Galaxy Zoo 2 kind) in linear
+space, with each image's own PSF and noise (:mod:`clump_d2.sim.inject`), several times per host
+with different clumps, split by host galaxy so that no host is in two splits.
+
+**PSF.** Measured from the image's compact sources (:func:`clump_d2.data.psf.estimate_psf_fwhm`);
+where none qualify, drawn log-uniform in ``psf_fallback_px`` (SDSS seeing in these cut-outs) and
+recorded as such (``psf_source``: ``"stars"`` or ``"prior"``).
+
+**Colours.** Relative to the host's own colour, as the simulation's clumps are to its discs:
+``clump``: g-r and r-i from the simulation's clump colours minus its disc colours (bluer),
+``odd_clump``: from its odd-clump colours (redder); drawn per clump from their scatter.
+
+**Ignore regions.** A real host carries its own compact knots: real, unlabelled clumps. The
+classical finder's peaks on the *original* image at S/N >= ``ignore_snr`` become annotations
+with ``iscrowd: 1`` (``ignore_reason: "host_knot"``), boxes of the usual 2.5 x FWHM side;
+injections keep ``sep_fwhm`` away from them. Training with ``IgnoreRegionRPN`` /
+``IgnoreRegionROIHeads`` neither rewards nor punishes detections there, and the evaluator
+ignores them the same way (``TEST.CLUMP_EVAL``: crowd annotations are ignore regions).
+
+**Negatives.** ``empty_fraction`` of the versions get no clump: real hosts with only their own
+knots (ignored) are the negatives.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import zlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from clump_d2.baselines.classical import ClassicalParams, find_clumps
+from clump_d2.data.psf import SDSS_SEEING_FWHM_PX_RANGE, estimate_psf_fwhm
+from clump_d2.data.stretch import DisplayStretch
+from clump_d2.sim.inject import choose_positions, host_properties, inject
+from clump_d2.sim.synthetic import SdssRealism
+from clump_d2.structures import CATEGORIES, clump_box_xywh_in_frame
+
+logger = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
+
+
+@dataclass
+class RealHostParams:
+    """How clumps are injected into real hosts (see the module docstring)."""
+
+    crop_size: int = 200  # central crop of each image (px; GZ2 cut-outs: R90 ~ 50 px)
+    versions_per_host: int = 3  # injected versions of each host (different clumps)
+    empty_fraction: float = 0.25  # versions without any clump (real negatives)
+    # Clump population: Clump Scout depth, from the calibrated simulation.
+    clump_frac: Tuple[float, float] = (0.03, 0.15)  # r flux / host r flux, log-uniform
+    clump_count_probs: Tuple[float, ...] = SdssRealism().clump_count_probs
+    odd_fraction: float = 0.276
+    radius_r50: Tuple[float, float] = (0.3, 2.0)  # radius range, x host R50
+    sep_fwhm: float = 2.0  # minimum distance between clumps / to host knots, x FWHM
+    bulge_fwhm: float = 1.5  # minimum distance to the centre, x FWHM
+    ignore_snr: float = 6.0  # host peaks at or above this S/N become ignore regions
+    psf_min_snr: float = 15.0  # S/N of the compact sources the PSF is measured on
+    psf_fallback_px: Tuple[float, float] = SDSS_SEEING_FWHM_PX_RANGE
+    q: float = 10.0  # softening of the display stretch that is inverted
+    ref_channel: int = 1  # channel of the flux fraction (G = SDSS r)
+    seed: int = 0
+
+
+def _relative_colours(realism: SdssRealism) -> Dict[str, Tuple[Tuple[float, float],
+                                                             Tuple[float, float]]]:
+    """(mean, std) of (g-r, r-i) relative to the disc, per class."""
+    return {
+        "clump": ((realism.clump_gr[0] - realism.disc_gr[0], realism.clump_gr[1]),
+                  (realism.clump_ri[0] - realism.disc_ri[0], realism.clump_ri[1])),
+        "odd_clump": ((realism.odd_gr[0] - realism.disc_gr[0], realism.odd_gr[1]),
+                      (realism.odd_ri[0] - realism.disc_ri[0], realism.odd_ri[1])),
+    }
+
+
+def colour_factors(d_gr: float, d_ri: float) -> np.ndarray:
+    """(R, G, B) = (i, r, g) flux factors of a clump whose colours differ from its host's by
+    ``d_gr`` = delta(g - r) and ``d_ri`` = delta(r - i) magnitudes (r fixed at 1)."""
+    g = 10 ** (-0.4 * d_gr)
+    i = 10 ** (0.4 * d_ri)
+    return np.array([i, 1.0, g])
+
+
+def host_images(folder: str | os.PathLike) -> List[Path]:
+    """Image files under ``folder`` (recursively; class sub-folders allowed), sorted."""
+    files = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise FileNotFoundError(f"no JPEG/PNG images under {folder}")
+    return files
+
+
+def host_id(path: Path, root: Path) -> str:
+    """A host's id: its path under the root without suffix (``spiral/588017``)."""
+    return path.relative_to(root).with_suffix("").as_posix()
+
+
+def split_hosts(ids: Sequence[str], fractions: Dict[str, float], seed: int = 0
+                ) -> Dict[str, List[str]]:
+    """Deterministic split of host ids by a seeded permutation; every host in one split."""
+    if abs(sum(fractions.values()) - 1.0) > 1e-6:
+        raise ValueError(f"split fractions must sum to 1, got {fractions}")
+    order = sorted(ids)
+    np.random.default_rng(seed).shuffle(order)
+    out, start = {}, 0
+    names = list(fractions)
+    for k, name in enumerate(names):
+        end = len(order) if k == len(names) - 1 else start + int(round(fractions[name] * len(order)))
+        out[name] = sorted(order[start:end])
+        start = end
+    return out
+
+
+def _host_rng(seed: int, hid: str, stream: int) -> np.random.Generator:
+    """Generator of one host's stream (0: its measurement, 1 + k: its version k)."""
+    return np.random.default_rng([seed, zlib.crc32(hid.encode()), stream])
+
+
+class HostTooSmall(ValueError):
+    """An image smaller than the crop."""
+
+
+def _crop(rgb: np.ndarray, size: int) -> Tuple[np.ndarray, Tuple[int, int]]:
+    h, w = rgb.shape[:2]
+    if h < size or w < size:
+        raise HostTooSmall(f"image of {w}x{h} px is smaller than the {size} px crop")
+    y0, x0 = (h - size) // 2, (w - size) // 2
+    return rgb[y0:y0 + size, x0:x0 + size], (x0, y0)
+
+
+@dataclass
+class PreparedHost:
+    """A host's crop in linear space with what injection needs."""
+
+    hid: str
+    rgb: np.ndarray  # (S, S, 3) uint8, the original crop
+    linear: np.ndarray
+    fwhm: float
+    psf_source: str
+    host: Dict
+    knots: np.ndarray  # (K, 2) positions of the host's own knots (ignore regions)
+    knot_snr: np.ndarray
+    crop_origin: Tuple[int, int] = (0, 0)
+    extra: Dict = field(default_factory=dict)
+
+
+def prepare_host(path: Path, hid: str, params: RealHostParams) -> PreparedHost:
+    """Read, crop, linearise and measure one host (PSF, segment, its own knots)."""
+    rgb, origin = _crop(np.asarray(Image.open(path).convert("RGB")), params.crop_size)
+    rng = _host_rng(params.seed, hid, 0)
+    psf = estimate_psf_fwhm(rgb, min_snr=params.psf_min_snr)
+    if psf.ok:
+        fwhm, source = psf.fwhm_px, "stars"
+    else:
+        lo, hi = params.psf_fallback_px
+        fwhm, source = float(math.exp(rng.uniform(math.log(lo), math.log(hi)))), "prior"
+    linear = DisplayStretch(params.q).linearise(rgb, rng)
+    host = host_properties(linear, fwhm)
+    found = find_clumps(rgb.astype(np.float32), fwhm, ClassicalParams())
+    keep = found["snr"] >= params.ignore_snr
+    return PreparedHost(hid, rgb, linear, fwhm, source, host, found["xy"][keep],
+                        found["snr"][keep], origin)
+
+
+def inject_version(prep: PreparedHost, version: int, params: RealHostParams,
+                   colours=None) -> Tuple[np.ndarray, List[Dict]]:
+    """One injected version of a host: (RGB uint8 image, clump dicts with x, y, category,
+    flux_frac and per-channel flux factors). No clump with probability ``empty_fraction``."""
+    rng = _host_rng(params.seed, prep.hid, 1 + version)
+    colours = colours or _relative_colours(SdssRealism())
+    if rng.uniform() < params.empty_fraction:
+        return prep.rgb.copy(), []
+    probs = np.asarray(params.clump_count_probs, float)
+    n = 1 + int(rng.choice(len(probs), p=probs / probs.sum()))
+    avoid = [tuple(p) for p in prep.knots]
+    pos = choose_positions(rng, n, prep.host["centre"], prep.host["r50"], prep.fwhm,
+                           prep.linear.shape[:2], avoid, params.radius_r50, params.bulge_fwhm,
+                           params.sep_fwhm)
+    host_flux = prep.host["flux"]
+    host_colour = host_flux / max(float(host_flux[params.ref_channel]), 1e-12)
+    clumps, fluxes = [], []
+    lo, hi = params.clump_frac
+    for x, y, u in pos:
+        odd = rng.uniform() < params.odd_fraction
+        (gr_mean, gr_std), (ri_mean, ri_std) = colours["odd_clump" if odd else "clump"]
+        factors = colour_factors(rng.normal(gr_mean, gr_std), rng.normal(ri_mean, ri_std))
+        frac = float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
+        flux = frac * float(host_flux[params.ref_channel]) * host_colour * factors
+        fluxes.append(flux)
+        clumps.append({"x": float(x), "y": float(y), "odd": bool(odd), "flux_frac": frac,
+                       "distance_r50": float(u), "colour_factors": factors.tolist()})
+    if not clumps:
+        return prep.rgb.copy(), []
+    injected = inject(prep.linear, [(c["x"], c["y"]) for c in clumps], fluxes, prep.fwhm)
+    return DisplayStretch(params.q).display(injected), clumps
+
+
+def make_real_host_dataset(host_dir: str | os.PathLike, out_dir: str | os.PathLike,
+                           fractions: Optional[Dict[str, float]] = None,
+                           params: Optional[RealHostParams] = None,
+                           limit: Optional[int] = None,
+                           show_progress: bool = True) -> Dict[str, Path]:
+    """Write ``out_dir/images/<split>/*.png`` and ``out_dir/annotations/<split>.json`` (COCO,
+    registered as ``<folder name>_<split>``) of injected real hosts; returns {split: json}.
+
+    Args:
+        host_dir: folder of host images (class sub-folders allowed; e.g.
+            ``gz2_sdss_1400/jpegs``). Read only.
+        out_dir: the dataset folder.
+        fractions: split fractions by host (default train 0.7 / val 0.1 / test 0.2).
+        params: injection settings (default :class:`RealHostParams`).
+        limit: use only the first ``limit`` hosts in sorted order (small runs, tests).
+
+    Every image record carries ``host_id``, ``host_class`` (its sub-folder), ``version``,
+    ``psf_fwhm_px``, ``psf_source``, ``centre_x/centre_y``, ``r50_px``, the original file and
+    crop; every clump ``flux_frac`` (r), ``distance_r50``, ``x``, ``y``; every host knot is an
+    ``iscrowd`` annotation with its ``snr``. Each split's JSON is written last and atomically.
+    """
+    params = params or RealHostParams()
+    fractions = fractions or {"train": 0.7, "val": 0.1, "test": 0.2}
+    root, out_dir = Path(host_dir), Path(out_dir)
+    files = host_images(root)[:limit]
+    by_id = {host_id(p, root): p for p in files}
+    splits = split_hosts(list(by_id), fractions, params.seed)
+    colours = _relative_colours(SdssRealism())
+    written = {}
+    for split, hids in splits.items():
+        images, annotations, skipped = [], [], []
+        (out_dir / "images" / split).mkdir(parents=True, exist_ok=True)
+        code = SPLIT_CODES.get(split, 9)
+        bar = tqdm(hids, desc=f"real hosts {split}", unit="host", disable=not show_progress)
+        for k, hid in enumerate(bar):
+            path = by_id[hid]
+            try:
+                prep = prepare_host(path, hid, params)
+            except (OSError, HostTooSmall) as e:  # unreadable or too small: skipped, named
+                logger.warning("host %s (%s) skipped: %s", hid, path, e)
+                skipped.append({"host_id": hid, "file": str(path), "reason": str(e)})
+                continue
+            for version in range(params.versions_per_host):
+                rgb, clumps = inject_version(prep, version, params, colours)
+                image_id = code * 10_000_000 + k * 100 + version + 1
+                file_name = f"{split}/{hid.replace('/', '__')}_v{version}.png"
+                Image.fromarray(rgb).save(out_dir / "images" / file_name)
+                cx, cy = prep.host["centre"]
+                images.append({
+                    "id": image_id, "file_name": file_name, "width": params.crop_size,
+                    "height": params.crop_size, "host_id": hid,
+                    "host_class": Path(hid).parent.name or "", "version": version,
+                    "psf_fwhm_px": prep.fwhm, "psf_source": prep.psf_source,
+                    "centre_x": cx, "centre_y": cy, "r50_px": float(prep.host["r50"]),
+                    "source_file": str(path), "source_crop": [*prep.crop_origin,
+                                                             params.crop_size, params.crop_size]})
+                for c in clumps:
+                    box = clump_box_xywh_in_frame(c["x"], c["y"], prep.fwhm, params.crop_size,
+                                                  params.crop_size)
+                    if box is None:
+                        continue
+                    annotations.append({
+                        "id": len(annotations) + 1, "image_id": image_id, "bbox": box,
+                        "area": box[2] * box[3], "iscrowd": 0,
+                        "category_id": 2 if c["odd"] else 1, "flux_frac": c["flux_frac"],
+                        "distance_r50": c["distance_r50"], "x": c["x"], "y": c["y"],
+                        "psf_fwhm_px": prep.fwhm})
+                for (x, y), snr in zip(prep.knots, prep.knot_snr):
+                    box = clump_box_xywh_in_frame(float(x), float(y), prep.fwhm,
+                                                  params.crop_size, params.crop_size)
+                    if box is None:
+                        continue
+                    annotations.append({
+                        "id": len(annotations) + 1, "image_id": image_id, "bbox": box,
+                        "area": box[2] * box[3], "iscrowd": 1, "category_id": 1,
+                        "ignore_reason": "host_knot", "snr": float(snr),
+                        "x": float(x), "y": float(y), "psf_fwhm_px": prep.fwhm})
+        coco = {"info": {"description": "simulated clumps injected into real host galaxies",
+                         "hosts": str(root), "split": split, "generator": __name__,
+                         "params": asdict(params), "skipped_hosts": skipped},
+                "images": images, "annotations": annotations, "categories": CATEGORIES}
+        json_path = out_dir / "annotations" / f"{split}.json"
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = json_path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(coco))
+        tmp.replace(json_path)
+        n_clumps = sum(not a["iscrowd"] for a in annotations)
+        logger.info("%s: %d hosts (%d skipped), %d images, %d clumps, %d ignore regions -> %s",
+                    split, len(hids), len(skipped), len(images), n_clumps,
+                    len(annotations) - n_clumps, json_path)
+        written[split] = json_path
+    return written

@@ -1,0 +1,95 @@
+"""Simulated clumps injected into real-looking hosts: where, how bright, split by host."""
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from clump_d2.data.stretch import DisplayStretch
+from clump_d2.sim.real_hosts import (
+    RealHostParams,
+    colour_factors,
+    inject_version,
+    make_real_host_dataset,
+    prepare_host,
+    split_hosts,
+)
+from clump_d2.sim.synthetic import SyntheticParams, galaxy_rng, render_galaxy
+
+SIZE = 96
+
+
+@pytest.fixture(scope="module")
+def hosts(tmp_path_factory):
+    """Six host JPEGs (two classes) rendered by the SDSS preset, without labels."""
+    root = tmp_path_factory.mktemp("hosts")
+    params = SyntheticParams.sdss(image_size=SIZE, disc_re=(10.0, 16.0), empty_fraction=1.0)
+    for k in range(6):
+        cls = "spiral" if k % 2 else "non_spiral"
+        (root / cls).mkdir(exist_ok=True)
+        g = render_galaxy(galaxy_rng(3, "test", k), params)
+        Image.fromarray(g.rgb).save(root / cls / f"{1000 + k}.jpg", quality=95)
+    return root
+
+
+PARAMS = RealHostParams(crop_size=80, versions_per_host=2, empty_fraction=0.0,
+                        clump_count_probs=(0.0, 1.0), seed=1)
+
+
+def test_split_by_host_is_a_partition():
+    ids = [f"h{k}" for k in range(50)]
+    s = split_hosts(ids, {"train": 0.7, "val": 0.1, "test": 0.2}, seed=0)
+    assert sorted(sum(s.values(), [])) == sorted(ids)
+    assert [len(v) for v in s.values()] == [35, 5, 10]
+    assert s == split_hosts(list(reversed(ids)), {"train": 0.7, "val": 0.1, "test": 0.2}, 0)
+
+
+def test_colour_factors():
+    r, g, b = colour_factors(-0.5, 0.0)  # 0.5 mag bluer in g - r
+    assert g == 1.0 and np.isclose(b, 10 ** 0.2) and np.isclose(r, 1.0)
+
+
+def test_injected_clumps_have_the_requested_flux(hosts):
+    path = sorted(hosts.rglob("*.jpg"))[0]
+    prep = prepare_host(path, "non_spiral/1000", PARAMS)
+    rgb, clumps = inject_version(prep, 0, PARAMS)
+    assert len(clumps) == 2 and rgb.shape == (80, 80, 3)
+    # Linear difference with the host, measured in a 2-FWHM aperture: the requested flux.
+    disp = DisplayStretch(PARAMS.q)
+    rng = np.random.default_rng(0)
+    diff = disp.linearise(rgb, rng) - disp.linearise(prep.rgb, np.random.default_rng(0))
+    yy, xx = np.mgrid[0:80, 0:80] + 0.5
+    host_r = prep.host["flux"][1]
+    for c in clumps:
+        ap = np.hypot(xx - c["x"], yy - c["y"]) < 2 * prep.fwhm
+        measured = diff[ap, 1].sum() / host_r
+        assert measured == pytest.approx(c["flux_frac"], rel=0.25)
+        assert 0.03 <= c["flux_frac"] <= 0.15
+
+
+def test_dataset_written_deterministically(hosts, tmp_path):
+    out_a = make_real_host_dataset(hosts, tmp_path / "a", {"train": 0.5, "test": 0.5}, PARAMS,
+                                   show_progress=False)
+    out_b = make_real_host_dataset(hosts, tmp_path / "b", {"train": 0.5, "test": 0.5}, PARAMS,
+                                   show_progress=False)
+    assert set(out_a) == {"train", "test"}
+    hosts_by_split = {}
+    for split, path in out_a.items():
+        coco = json.loads(path.read_text())
+        assert coco["images"] and len(coco["images"]) == 2 * 3  # 3 hosts x 2 versions
+        assert json.loads(out_b[split].read_text())["annotations"] == coco["annotations"]
+        hosts_by_split[split] = {im["host_id"] for im in coco["images"]}
+        real = [a for a in coco["annotations"] if not a["iscrowd"]]
+        crowd = [a for a in coco["annotations"] if a["iscrowd"]]
+        assert len(real) == 2 * len(coco["images"])  # two clumps per version
+        assert all(a["ignore_reason"] == "host_knot" for a in crowd)
+        for im in coco["images"]:
+            assert im["psf_source"] in ("stars", "prior") and im["psf_fwhm_px"] > 0
+            assert (tmp_path / "a" / "images" / im["file_name"]).is_file()
+            knots = [(a["x"], a["y"]) for a in crowd if a["image_id"] == im["id"]]
+            for a in real:
+                if a["image_id"] == im["id"]:
+                    for kx, ky in knots:  # injections keep away from the host's knots
+                        assert np.hypot(a["x"] - kx, a["y"] - ky) >= \
+                            PARAMS.sep_fwhm * im["psf_fwhm_px"] - 1e-6
+    assert not hosts_by_split["train"] & hosts_by_split["test"]
