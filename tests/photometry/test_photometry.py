@@ -187,25 +187,14 @@ def test_fits_table_carries_units(tmp_path):
     assert units["flux_ratio_r"] is None
 
 
-def _load_tool():
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[2] / "tools" / "measure_clumps.py"
-    spec = importlib.util.spec_from_file_location("tool_measure_clumps", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_measure_clumps_tool_writes_every_row(tmp_path):
+def test_measure_clumps_tool_writes_every_row(tmp_path, load_tool):
     """The CLI: relative image paths from the table's folder, a bad row kept with a status,
     config overrides (flag thresholds) applied, FITS units in the header."""
     table = _two_clump_image(tmp_path, header=fits.Header({"BUNIT": "nanomaggy"}))
     table["file_name"] = "gal.fits"
     table.loc[2] = ["b", 10.0, 10.0, 4.0, "missing.fits", 32.0, 32.0]
     table.to_csv(tmp_path / "clumps.csv", index=False)
-    tool = _load_tool()
+    tool = load_tool("measure_clumps")
     rc = tool.main(["measure", "--input", str(tmp_path / "clumps.csv"), "--output",
                     str(tmp_path / "out.fits"), "--bands", "r",
                     "PHOTOMETRY.GIANT_THRESHOLDS_PCT", "(1.0, 50.0)"])
