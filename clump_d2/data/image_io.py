@@ -13,7 +13,9 @@ import os
 from typing import Mapping, Optional
 
 FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fits.fz")
-DISPLAY_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+#: Colour cutouts as surveys and Clump Scout serve them (SDSS JPEGs, Clump Scout PNGs).
+COLOUR_SUFFIXES = (".png", ".jpg", ".jpeg")
+DISPLAY_SUFFIXES = COLOUR_SUFFIXES + (".tif", ".tiff")
 IMAGE_SUFFIXES = DISPLAY_SUFFIXES + FITS_SUFFIXES
 BAND_PLACEHOLDER = "{band}"
 

@@ -10,6 +10,7 @@ import numpy as np
 from PIL import Image
 
 from clump_d2.convert.gzh_s82 import CROP_SIZE
+from clump_d2.data.image_io import COLOUR_SUFFIXES
 from clump_d2.sim.statistics import cutout_statistics, radial_profile
 from clump_d2.sim.synthetic import SyntheticParams, galaxy_rng, render_galaxy
 
@@ -19,7 +20,7 @@ def real_crops(image_dir: str | os.PathLike, crop_size: int = CROP_SIZE,
     """Central ``crop_size`` crops (uint8 RGB) of the JPEG/PNG images in ``image_dir``, sorted
     by file name."""
     files = sorted(p for p in Path(image_dir).iterdir()
-                   if p.suffix.lower() in (".jpg", ".jpeg", ".png"))[:limit]
+                   if p.suffix.lower() in COLOUR_SUFFIXES)[:limit]
     if not files:
         raise FileNotFoundError(f"no JPEG/PNG images in {image_dir}")
     out = []
