@@ -84,3 +84,25 @@ def load_tool():
     """``load_tool(name)``: the module ``tools/<name>.py``, loaded by path (its ``main`` and
     parser reachable without a subprocess)."""
     return _load_tool
+
+
+def _save_initial_weights(config_file: str, opts, path) -> str:
+    """Build ``config_file`` + ``opts`` with its initial (random) weights, save them as a
+    tensors-only checkpoint at ``path`` and return the path: inference refuses a model without
+    weights, so tests that only need *some* model run it with these."""
+    from detectron2.modeling import build_model
+
+    from clump_d2.engine import build_config
+
+    torch.manual_seed(0)
+    model = build_model(build_config(config_file, list(opts)))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": model.state_dict()}, path)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def initial_weights():
+    """``initial_weights(config_file, opts, path)``: a saved randomly initialised model."""
+    return _save_initial_weights

@@ -24,7 +24,6 @@ import os
 from typing import Dict, List, Optional, Sequence
 
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data.build import trivial_batch_collator
 from detectron2.data.common import DatasetFromList, MapDataset
 from detectron2.data.samplers import InferenceSampler
@@ -41,6 +40,7 @@ from detectron2.utils import comm
 from clump_d2.data.build import build_batched_test_loader
 from clump_d2.data.mapper import ClumpDatasetMapper
 from clump_d2.evaluation import ClumpEvaluator, instances_to_prediction
+from clump_d2.modeling.checkpoint import ClumpCheckpointer
 from clump_d2.modeling.runtime import apply_channels_last, wrap_for_inference
 
 logger = logging.getLogger(__name__)
@@ -51,16 +51,20 @@ def build_model_for_inference(cfg, resume: bool = False) -> torch.nn.Module:
     ``MODEL.WEIGHTS`` loaded (``resume``: the last checkpoint in ``OUTPUT_DIR`` if there is
     one, as ``train_net.py --resume``).
 
+    Weights are loaded safely (:class:`~clump_d2.modeling.checkpoint.ClumpCheckpointer`:
+    tensors-only formats unless ``MODEL.WEIGHTS_ALLOW_PICKLE``), and a model whose weights did
+    not load is an error (``WeightsNotLoadedError``: empty ``MODEL.WEIGHTS`` without
+    ``resume``, or a checkpoint matching none of the model's keys), never a silent random model.
+
     Not wrapped: :func:`evaluate_on_dataset` adds autocast and test-time augmentation
     (``modeling.runtime.wrap_for_inference``); the catalogue's
     ``inference.predict.build_inference_model`` does the same for prediction.
     """
     model = apply_channels_last(build_model(cfg), cfg)
     model.eval()
-    if not cfg.MODEL.WEIGHTS and not resume:
-        logger.warning("MODEL.WEIGHTS is empty: running a randomly initialised model")
-    DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS,
-                                                                        resume=resume)
+    checkpointer = ClumpCheckpointer.from_config(cfg, model, cfg.OUTPUT_DIR,
+                                                 require_weights=not resume)
+    checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=resume)
     return model
 
 

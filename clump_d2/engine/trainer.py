@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import logging
-
+import weakref
 from collections import OrderedDict
 
 from detectron2.data import build_detection_test_loader, build_detection_train_loader
@@ -11,6 +11,7 @@ from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils import comm
 
 from clump_d2.data.mapper import ClumpDatasetMapper
+from clump_d2.modeling.checkpoint import ClumpCheckpointer
 from clump_d2.modeling.runtime import apply_channels_last, wrap_for_inference
 
 from .evaluate import build_evaluators, build_test_loader, evaluate_on_dataset
@@ -21,7 +22,12 @@ logger = logging.getLogger(__name__)
 
 class ClumpTrainer(DefaultTrainer):
     """Trains with ``ClumpDatasetMapper`` (flips, 90-degree rotations, negatives kept) and
-    evaluates with ``COCOEvaluator`` + ``ClumpEvaluator`` (completeness/purity)."""
+    evaluates with ``COCOEvaluator`` + ``ClumpEvaluator`` (completeness/purity).
+
+    Checkpoints load safely (:class:`~clump_d2.modeling.checkpoint.ClumpCheckpointer`:
+    tensors-only formats unless ``MODEL.WEIGHTS_ALLOW_PICKLE``; ``--resume`` onto a 0-byte or
+    truncated last checkpoint falls back to the previous one, with a warning)."""
+
 
     @classmethod
     def build_model(cls, cfg):
@@ -81,6 +87,12 @@ class ClumpTrainer(DefaultTrainer):
         best checkpoint by ``SOLVER.BEST_CHECKPOINT.METRIC`` (when ``TEST.EVAL_PERIOD`` > 0;
         otherwise the only evaluation is the final one and ``model_final.pth`` is the best)
         and optional early stopping (``SOLVER.EARLY_STOPPING``)."""
+        # DefaultTrainer.__init__ made a DetectionCheckpointer (it unpickles .pkl files and
+        # crashes on a truncated last checkpoint) just before calling this: the hooks and
+        # resume_or_load get the safe one instead.
+        self.checkpointer = ClumpCheckpointer.from_config(
+            cfg=self.cfg, model=self.checkpointer.model, save_dir=self.cfg.OUTPUT_DIR,
+            trainer=weakref.proxy(self))
         ret = super().build_hooks()
         cfg = self.cfg
         extra = []

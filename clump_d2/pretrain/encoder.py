@@ -20,18 +20,12 @@ from typing import Dict, Optional, Tuple
 import torch
 from torch import nn
 
-from clump_d2.modeling.backbone.imagenet import (
-    IMAGENET_PREFIX,
-    efficientnet_pytorch_to_timm,
-    is_efficientnet_pytorch_layout,
-    resolve_imagenet_weights,
-)
+from clump_d2.modeling.backbone.imagenet import IMAGENET_PREFIX, resolve_imagenet_weights
 from clump_d2.modeling.backbone.weights import (
     HUB_CONFIG_FILE,
     HUB_WEIGHT_FILES,
     canonical_key,
     load_encoder_weights,
-    load_state_dict_into,
 )
 from clump_d2.modeling.backbone.zoobot import timm_feature_levels
 
@@ -85,16 +79,8 @@ def build_pooled_encoder(arch: str, init: str = RANDOM_INIT, seed: int = 0,
     if not init or init == RANDOM_INIT:
         return model
     first_conv = model.encoder.pretrained_cfg.get("first_conv", "")
-    if init.startswith(IMAGENET_PREFIX):
-        path, weights_arch = resolve_imagenet_weights(init)
-        if weights_arch != arch:
-            raise ValueError(f"{init} holds {weights_arch!r} weights, but the encoder is {arch!r}")
-        state = torch.load(str(path), map_location="cpu", weights_only=True)
-        if is_efficientnet_pytorch_layout(state):
-            state = efficientnet_pytorch_to_timm(state)
-        report = load_state_dict_into(model.encoder, state, first_conv=first_conv)
-    else:
-        report = load_encoder_weights(model.encoder, init, arch=arch, first_conv=first_conv)
+    # imagenet:<name>, hub layouts and files alike (the weights loader checks the architecture).
+    report = load_encoder_weights(model.encoder, init, arch=arch, first_conv=first_conv)
     logger.info("encoder %s initialised from %s: %d tensors loaded, %d missing", arch, init,
                 len(report.loaded), len(report.missing))
     if report.missing:

@@ -39,7 +39,6 @@ from typing import Callable, Dict, List, Optional
 import numpy as np
 import torch
 import torchvision
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import transforms as T
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
@@ -49,6 +48,8 @@ from fvcore.nn import FlopCountAnalysis
 from tqdm import tqdm
 
 from clump_d2.data.transforms import build_clump_augmentations
+from clump_d2.engine import build_config
+from clump_d2.modeling.checkpoint import ClumpCheckpointer
 from clump_d2.modeling.runtime import apply_channels_last, inference_autocast
 from clump_d2.sim.synthetic import SyntheticParams, galaxy_rng, make_split, render_galaxy
 from clump_d2.structures import clump_box_xywh_in_frame
@@ -111,7 +112,7 @@ class Detectron2Pipeline(Pipeline):
         self.cfg = cfg
         self.model = apply_channels_last(build_model(cfg), cfg)
         if cfg.MODEL.WEIGHTS:
-            DetectionCheckpointer(self.model).load(cfg.MODEL.WEIGHTS)
+            ClumpCheckpointer.from_config(cfg, self.model).load(cfg.MODEL.WEIGHTS)
         self.autocast = lambda: inference_autocast(cfg)
         self.optimizer = torch.optim.SGD(
             [p for p in self.model.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
@@ -490,10 +491,22 @@ def catalogue_scaling(config_file: str, counts: List[int], out_dir: str | os.Pat
     would) on catalogues
     of ``counts`` galaxies; returns one dict per count: galaxies/s of the inference loop
     (``galaxies_per_second`` of the tool's summary) and of the whole command (start-up,
-    model build, merge and catalogue writing included)."""
+    model build, merge and catalogue writing included).
+
+    A config without ``MODEL.WEIGHTS`` is timed with its initial weights, saved to
+    ``out_dir/initial_weights.pth`` (the catalogue tool refuses a model without weights; the
+    timings do not depend on the values)."""
     out_dir = Path(out_dir)
     pool = make_image_pool(out_dir / "pool", min(pool_size, max(counts)), image_size)
     tool = Path(predict_tool)
+    opts = list(opts or [])
+    cfg = build_config(config_file, opts)
+    if not cfg.MODEL.WEIGHTS:
+        weights = out_dir / "initial_weights.pth"
+        torch.save({"model": build_model(cfg).state_dict()}, weights)
+        logger.warning("%s has no MODEL.WEIGHTS: timing its initial weights (%s)", config_file,
+                       weights)
+        opts += ["MODEL.WEIGHTS", str(weights)]
     rows = []
     for n in counts:
         table = write_scaling_catalogue(out_dir / f"catalogue_{n}.csv", pool, n)

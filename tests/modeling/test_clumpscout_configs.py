@@ -24,12 +24,21 @@ EXPECTED = {
     "zoobot_resnet50_3trainable": ("build_zoobot_fpn_backbone", "resnet50", 2, True),
     "zoobot_convnext_nano_finetune": ("build_zoobot_fpn_backbone", "convnext_nano", 0, False),
     "zoobot_convnext_tiny_finetune": ("build_zoobot_fpn_backbone", "convnext_tiny", 0, False),
+    "imagenet_efficientnet_lite0_finetune": ("build_zoobot_fpn_backbone",
+                                             "tf_efficientnet_lite0", 0, True),
+    "imagenet_efficientnet_lite0_frozen": ("build_zoobot_fpn_backbone",
+                                           "tf_efficientnet_lite0", 5, True),
 }
+#: Weights each config names out of the box: none to download (Zoobot's are not reachable
+#: offline), or the ImageNet weights that a registry package installs.
+ENCODER_WEIGHTS = {"imagenet_efficientnet_lite0_finetune": "imagenet:efficientnet_lite0",
+                   "imagenet_efficientnet_lite0_frozen": "imagenet:efficientnet_lite0"}
 # Parameter prefixes (of backbone.bottom_up) of the stem and res2 in each encoder family.
 FIRST_STAGES = {
     "R50": ("stem.", "res2."),
     "resnet50": ("encoder.conv1.", "encoder.bn1.", "encoder.layer1."),
     "convnext": ("encoder.stem_", "encoder.stages_0."),
+    "tf_efficientnet_lite0": ("encoder.conv_stem.", "encoder.bn1.", "encoder.blocks_0."),
 }
 
 
@@ -54,9 +63,12 @@ def test_config_trains(config, tiny_synthetic, tiny_model_opts, tmp_path):
     # Out of the box, every config trains on the synthetic set with no weights to download.
     raw = build_config(str(config), ["MODEL.DEVICE", "cpu"])
     assert raw.DATASETS.TRAIN == ("clumpsim_train",) and raw.DATASETS.TEST == ("clumpsim_val",)
-    assert raw.MODEL.WEIGHTS == "" and raw.MODEL.ZOOBOT.WEIGHTS == ""
+    assert raw.MODEL.WEIGHTS == ""
+    assert raw.MODEL.ZOOBOT.WEIGHTS == ENCODER_WEIGHTS.get(config.stem, "")
     assert raw.INPUT.FORMAT == "RGB"
-    if builder == "build_zoobot_fpn_backbone":
+    if encoder_name == "tf_efficientnet_lite0":  # Lite's own normalisation, to [-1, 1]
+        assert list(raw.MODEL.PIXEL_MEAN) == [127.5] * 3 and list(raw.MODEL.PIXEL_STD) == [127.5] * 3
+    elif builder == "build_zoobot_fpn_backbone":
         assert list(raw.MODEL.PIXEL_MEAN) == [0.0] * 3 and list(raw.MODEL.PIXEL_STD) == [255.0] * 3
     else:
         assert [round(m, 3) for m in raw.MODEL.PIXEL_MEAN] == [123.675, 116.28, 103.53]

@@ -57,3 +57,33 @@ def test_unknown_names_and_keys_are_errors():
            "_mystery.weight": torch.zeros(1)}
     with pytest.raises(ValueError, match="_mystery"):
         efficientnet_pytorch_to_timm(bad)
+
+
+@pytest.mark.parametrize("config,frozen", [
+    ("configs/ClumpScout/imagenet_efficientnet_lite0_finetune.yaml", False),
+    ("configs/ClumpScout/imagenet_efficientnet_lite0_frozen.yaml", True),
+])
+def test_configs_load_the_imagenet_encoder_into_the_fpn(lite0, config, frozen):
+    """Through the real registry: every encoder tensor is the checkpoint's."""
+    from detectron2.modeling import build_model
+
+    from clump_d2.engine import build_config
+
+    state_dict, _ = lite0
+    expected = efficientnet_pytorch_to_timm(state_dict)
+    cfg = build_config(config, ["MODEL.DEVICE", "cpu"])
+    model = build_model(cfg)
+    encoder = model.backbone.bottom_up.encoder
+    report = model.backbone.bottom_up.load_report
+    assert report is not None and report.layout == "efficientnet-pytorch"
+    assert not report.missing
+    own = {k.replace("_", "."): v for k, v in encoder.state_dict().items()}
+    n_checked = 0
+    for key, value in expected.items():
+        mine = own.get(key.replace("_", "."))
+        if mine is not None:
+            assert torch.equal(mine, value), key
+            n_checked += 1
+    assert n_checked > 200  # all of the encoder (the head's conv/bn/classifier are not in it)
+    trainable = [p.requires_grad for p in encoder.parameters()]
+    assert (not any(trainable)) if frozen else all(trainable)

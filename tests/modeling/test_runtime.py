@@ -53,9 +53,11 @@ def test_channels_last_weights_give_the_same_detections(tiny_model_opts, tmp_pat
         assert torch.allclose(b0, b1, atol=1e-3) and torch.allclose(s0, s1, atol=1e-4)
 
 
-def test_inference_autocast_runs_the_convolutions_in_half_precision(tiny_model_opts, tmp_path):
+def test_inference_autocast_runs_the_convolutions_in_half_precision(tiny_model_opts, tmp_path,
+                                                                    initial_weights):
+    weights = initial_weights(CONFIG, tiny_model_opts(tmp_path), tmp_path / "init.pth")
     cfg = _cfg(tiny_model_opts, tmp_path, "TEST.AMP.ENABLED", "True",
-               "TEST.AMP.DTYPE", "bfloat16")
+               "TEST.AMP.DTYPE", "bfloat16", "MODEL.WEIGHTS", weights)
     model = build_inference_model(cfg)
     assert isinstance(model, AutocastInference)
     seen = []
@@ -68,7 +70,7 @@ def test_inference_autocast_runs_the_convolutions_in_half_precision(tiny_model_o
     assert boxes.dtype == torch.float32 and scores.dtype == torch.float32
 
     # off (the default): float32 throughout, no wrapper
-    plain = build_inference_model(_cfg(tiny_model_opts, tmp_path))
+    plain = build_inference_model(_cfg(tiny_model_opts, tmp_path, "MODEL.WEIGHTS", weights))
     assert not isinstance(plain, AutocastInference)
     seen.clear()
     plain.backbone.bottom_up.stem.conv1.register_forward_hook(

@@ -84,12 +84,15 @@ def test_merge_counts_one_vote_per_view_and_weights_the_box():
     assert all(len(t) == 0 for t in empty)
 
 
-def test_config_key_wraps_inference_and_export_unwraps(tiny_model_opts, tmp_path):
+def test_config_key_wraps_inference_and_export_unwraps(tiny_model_opts, tmp_path,
+                                                       initial_weights):
     from clump_d2.engine import build_config
     from clump_d2.inference.predict import build_inference_model
     from clump_d2.modeling.runtime import unwrap_inference_model
 
     opts = tiny_model_opts(tmp_path)
+    opts += ["MODEL.WEIGHTS", initial_weights("configs/quickstart.yaml", opts,
+                                              tmp_path / "init.pth")]
     plain = build_inference_model(build_config("configs/quickstart.yaml", opts))
     assert not isinstance(plain, DihedralTTA)
     cfg = build_config("configs/quickstart.yaml", opts + ["TEST.DIHEDRAL_TTA.ENABLED", "True",

