@@ -123,6 +123,32 @@ def split_hosts(ids: Sequence[str], fractions: Dict[str, float], seed: int = 0
     return out
 
 
+def splits_from_lists(ids: Sequence[str], lists: Dict[str, Sequence[str]]
+                      ) -> Dict[str, List[str]]:
+    """Host ids per split from given lists of galaxy names (a host's id ``spiral/588017`` or its
+    name ``588017``), e.g. a pretraining run's ``split.json`` so that the detector's test hosts
+    are galaxies the pretrained encoder never saw. Hosts in no list are left out; a host in two
+    lists, or a listed name that is no host, is an error."""
+    by_name: Dict[str, str] = {}
+    for hid in ids:
+        by_name[hid] = hid
+        by_name.setdefault(Path(hid).name, hid)
+    out: Dict[str, List[str]] = {}
+    seen: Dict[str, str] = {}
+    for split, names in lists.items():
+        out[split] = []
+        for name in names:
+            hid = by_name.get(str(name))
+            if hid is None:
+                raise ValueError(f"split {split!r} names {name!r}, which is not a host image")
+            if hid in seen:
+                raise ValueError(f"host {hid} is in both {seen[hid]!r} and {split!r}")
+            seen[hid] = split
+            out[split].append(hid)
+        out[split].sort()
+    return out
+
+
 def _host_rng(seed: int, hid: str, stream: int) -> np.random.Generator:
     """Generator of one host's stream (0: its measurement, 1 + k: its version k)."""
     return np.random.default_rng([seed, zlib.crc32(hid.encode()), stream])
@@ -211,7 +237,9 @@ def make_real_host_dataset(host_dir: str | os.PathLike, out_dir: str | os.PathLi
                            fractions: Optional[Dict[str, float]] = None,
                            params: Optional[RealHostParams] = None,
                            limit: Optional[int] = None,
-                           show_progress: bool = True) -> Dict[str, Path]:
+                           show_progress: bool = True,
+                           host_lists: Optional[Dict[str, Sequence[str]]] = None
+                           ) -> Dict[str, Path]:
     """Write ``out_dir/images/<split>/*.png`` and ``out_dir/annotations/<split>.json`` (COCO,
     registered as ``<folder name>_<split>``) of injected real hosts; returns {split: json}.
 
@@ -222,6 +250,7 @@ def make_real_host_dataset(host_dir: str | os.PathLike, out_dir: str | os.PathLi
         fractions: split fractions by host (default train 0.7 / val 0.1 / test 0.2).
         params: injection settings (default :class:`RealHostParams`).
         limit: use only the first ``limit`` hosts in sorted order (small runs, tests).
+        host_lists: {split: galaxy names} instead of ``fractions`` (:func:`splits_from_lists`).
 
     Every image record carries ``host_id``, ``host_class`` (its sub-folder), ``version``,
     ``psf_fwhm_px``, ``psf_source``, ``centre_x/centre_y``, ``r50_px``, the original file and
@@ -233,7 +262,8 @@ def make_real_host_dataset(host_dir: str | os.PathLike, out_dir: str | os.PathLi
     root, out_dir = Path(host_dir), Path(out_dir)
     files = host_images(root)[:limit]
     by_id = {host_id(p, root): p for p in files}
-    splits = split_hosts(list(by_id), fractions, params.seed)
+    splits = (splits_from_lists(list(by_id), host_lists) if host_lists is not None
+              else split_hosts(list(by_id), fractions, params.seed))
     colours = _relative_colours(SdssRealism())
     written = {}
     for split, hids in splits.items():

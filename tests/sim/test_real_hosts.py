@@ -44,6 +44,18 @@ def test_split_by_host_is_a_partition():
     assert s == split_hosts(list(reversed(ids)), {"train": 0.7, "val": 0.1, "test": 0.2}, 0)
 
 
+def test_splits_from_lists():
+    from clump_d2.sim.real_hosts import splits_from_lists
+
+    ids = ["spiral/1", "spiral/2", "non_spiral/3", "non_spiral/4"]
+    out = splits_from_lists(ids, {"train": ["1", "non_spiral/3"], "test": ["2"]})
+    assert out == {"train": ["non_spiral/3", "spiral/1"], "test": ["spiral/2"]}
+    with pytest.raises(ValueError, match="both"):
+        splits_from_lists(ids, {"train": ["1"], "test": ["spiral/1"]})
+    with pytest.raises(ValueError, match="not a host"):
+        splits_from_lists(ids, {"train": ["9"]})
+
+
 def test_colour_factors():
     r, g, b = colour_factors(-0.5, 0.0)  # 0.5 mag bluer in g - r
     assert g == 1.0 and np.isclose(b, 10 ** 0.2) and np.isclose(r, 1.0)
