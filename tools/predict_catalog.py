@@ -7,6 +7,9 @@
     python tools/predict_catalog.py ... --input galaxies.fits --band-columns g=g,r=r,i=i \
         --num-gpus 8            # or --num-workers 4 on CPUs; re-run the same line to resume
 
+Every detection is measured (fluxes per band, host segment, giant flags; docs/catalogues.md)
+unless --no-photometry.
+
 The logic lives in clump_d2.inference (predict.py: catalogue_main, run_catalogue).
 """
 import argparse
@@ -59,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-shards", type=int, default=None,
                         help="stop after this many shards per process (resume later)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--no-photometry", action="store_true",
+                        help="boxes and scores only: no photometry, host segment or giant "
+                             "flags (the same as PHOTOMETRY.ENABLED False)")
     parser.add_argument("--verbose", action="store_true",
                         help="debug logging (tracebacks of unreadable images)")
     parser.add_argument("--num-gpus", type=int, default=0, help="GPUs per machine")
@@ -80,7 +86,9 @@ def main(argv: Optional[List[str]] = None) -> None:
         ra=args.ra_column, dec=args.dec_column, pixel_scale=args.pixel_scale_column,
         pixel_scale_factor=args.pixel_scale_factor, psf_fwhm_px=args.psf_column,
         image_root=args.image_root)
-    job = CatalogueJob(args.config_file, args.opts or [], args.input, args.output, columns,
+    opts = list(args.opts or []) + (["PHOTOMETRY.ENABLED", "False"] if args.no_photometry
+                                    else [])
+    job = CatalogueJob(args.config_file, opts, args.input, args.output, columns,
                        args.image_root, args.overwrite, args.max_shards, not args.no_progress,
                        args.verbose)
     launch_inference(catalogue_main, (job,), num_gpus=args.num_gpus,

@@ -9,6 +9,13 @@ row (``clump_id`` 0, clump columns empty) so that every input galaxy appears wit
 * ``ok``: clumps found; ``no_clumps``: read and searched, none above the threshold;
 * ``unreadable: <reason>``: the image could not be read (missing, corrupt, wrong size...);
 * ``failed: <reason>``: the model raised on this galaxy alone.
+
+Photometry (``PHOTOMETRY.ENABLED``, :mod:`clump_d2.photometry`) adds the fixed columns of
+:data:`COLUMNS` from ``phot_status`` on, and per band ``<b>`` of the image the columns of
+:data:`BAND_COLUMNS` (FITS: the ``INPUT.FITS.BANDS``; PNG/JPEG: ``R``, ``G``, ``B``), then
+``colour_<a>_<b>`` (FITS with zero points) and one ``is_giant_<p>pct`` per
+``PHOTOMETRY.GIANT_THRESHOLDS_PCT``. :func:`column_units` gives every column's unit (the
+``TUNITn`` of a FITS catalogue).
 """
 from __future__ import annotations
 
@@ -54,13 +61,73 @@ COLUMNS = [
     ("image_width", "Int64", "image width, px (empty when unreadable)"),
     ("image_height", "Int64", "image height, px"),
     ("file_name", "string", "image path"),
+    ("galaxy_n_outside_host", "int64",
+     "detections of the galaxy dropped off its host (PHOTOMETRY.DROP_OUTSIDE_HOST), else 0"),
+    ("phot_status", "string", "photometry of the clump: ok | nan_in_aperture | "
+     "partial_aperture | no_host | no_psf | error: <message naming the file>; empty: not "
+     "measured (galaxy row, or PHOTOMETRY.ENABLED False)"),
+    ("photometry_kind", "string", "fits_ab (AB zero points known) | fits (stored units, no "
+     "zero point) | display (PNG/JPEG, relative fluxes after undoing the display stretch)"),
+    ("flux_unit", "string", "unit of every flux column of the row (BUNIT, 'stored units', or "
+     "'display intensity (relative)')"),
+    ("aperture_radius_px", "float64", "aperture radius, px (PHOTOMETRY.APERTURE_FWHM x FWHM)"),
+    ("aperture_correction", "float64", "fraction of a point source inside the aperture"),
+    ("in_host", "bool", "the clump centre lies on the host galaxy's segment"),
+    ("phot_flag_nan", "bool", "a NaN/inf pixel inside the aperture: this clump's fluxes NaN"),
+    ("phot_flag_partial", "bool", "the aperture crosses the image edge (flux from the part in)"),
+    ("giant_band", "string", "band of the is_giant flags (e.g. u; 'B (display)' for RGB)"),
 ]
 COLUMN_NAMES = [c[0] for c in COLUMNS]
 
+#: (template, unit, meaning) of the per-band photometry columns; ``<b>`` is the band.
+BAND_COLUMNS = [
+    ("flux_<b>", "flux_unit", "clump flux, aperture-corrected, local host background removed"),
+    ("flux_err_<b>", "flux_unit", "its 1-sigma error from the sky noise"),
+    ("flux_psf_<b>", "flux_unit", "PSF-fit flux (Gaussian PSF, joint with the background)"),
+    ("mag_<b>", "mag", "AB magnitude (NaN without a zero point or for flux <= 0)"),
+    ("mag_err_<b>", "mag", "its error"),
+    ("host_flux_<b>", "flux_unit", "flux of the host galaxy's segment"),
+    ("flux_ratio_<b>", "", "clump / host flux (a fraction, not per cent)"),
+    ("colour_<a>_<b>", "mag", "mag_<a> - mag_<b> of neighbouring bands (zero points known)"),
+    ("is_giant_<p>pct", "", "flux_ratio in giant_band >= p per cent (False when not measured)"),
+]
+_FLOAT_PREFIXES = ("flux_", "flux_err_", "flux_psf_", "mag_", "mag_err_", "host_flux_",
+                   "flux_ratio_", "colour_")
+_TEXT_DEFAULTS = {"phot_status": "", "photometry_kind": "", "flux_unit": "", "giant_band": ""}
+
+
+def is_band_column(name: str) -> bool:
+    """Whether ``name`` is a per-band photometry column (:data:`BAND_COLUMNS`)."""
+    return name not in COLUMN_NAMES and (name.startswith(_FLOAT_PREFIXES)
+                                         or name.startswith("is_giant_"))
+
+
+def column_units(columns: Sequence[str], flux_unit: str = "") -> Dict[str, str]:
+    """Unit of each catalogue column that has one (FITS ``TUNITn``): pixels, degrees, the
+    flux unit (when one for the whole catalogue), magnitudes."""
+    units = {c: "pix" for c in ("x1", "y1", "x2", "y2", "x", "y", "image_width",
+                                "image_height", "aperture_radius_px")}
+    units.update(ra="deg", dec="deg")
+    for col in columns:
+        if col.startswith(("mag_", "colour_")):
+            units[col] = "mag"
+        elif flux_unit and col.startswith(("flux_", "host_flux_")) and not col.startswith(
+                ("flux_ratio_", "flux_unit")):
+            units[col] = flux_unit
+    return {c: u for c, u in units.items() if c in set(columns)}
+
 
 def galaxy_rows(record: Dict, status: str, det: Optional[Detections] = None,
-                class_names: Sequence[str] = (), sky=None) -> List[Dict]:
-    """Catalogue rows of one galaxy (at least one)."""
+                class_names: Sequence[str] = (), sky=None,
+                photometry: Optional[pd.DataFrame] = None, n_outside_host: int = 0
+                ) -> List[Dict]:
+    """Catalogue rows of one galaxy (at least one).
+
+    Args:
+        photometry: one row per detection of ``det`` (:func:`clump_d2.photometry.measure_image`
+            columns, its ``status`` becoming ``phot_status``), or None (not measured).
+        n_outside_host: detections dropped off the host before ``det``.
+    """
     width, height = record.get("width"), record.get("height")
     base = {
         "galaxy_id": str(record["galaxy_id"]),
@@ -69,6 +136,7 @@ def galaxy_rows(record: Dict, status: str, det: Optional[Detections] = None,
         "image_width": int(width) if width is not None else None,
         "image_height": int(height) if height is not None else None,
         "file_name": str(record.get("file_name", "")),
+        "galaxy_n_outside_host": int(n_outside_host),
     }
     n = 0 if det is None else len(det)
     base["galaxy_n_clumps"] = n
@@ -76,6 +144,12 @@ def galaxy_rows(record: Dict, status: str, det: Optional[Detections] = None,
         return [dict(base, clump_id=0, class_id=-1, class_name="", score=np.nan, x1=np.nan,
                      y1=np.nan, x2=np.nan, y2=np.nan, x=np.nan, y=np.nan, ra=np.nan,
                      dec=np.nan, on_centre=False, n_merged=0)]
+    phot_rows: List[Dict] = [{}] * n
+    if photometry is not None:
+        if len(photometry) != n:
+            raise ValueError(f"galaxy {record['galaxy_id']}: {len(photometry)} photometry rows "
+                             f"for {n} detections")
+        phot_rows = photometry.rename(columns={"status": "phot_status"}).to_dict("records")
     centres = det.centres
     if sky is not None:
         ra, dec = sky(centres[:, 0], centres[:, 1])
@@ -91,14 +165,45 @@ def galaxy_rows(record: Dict, status: str, det: Optional[Detections] = None,
             x2=float(det.boxes[k, 2]), y2=float(det.boxes[k, 3]), x=float(centres[k, 0]),
             y=float(centres[k, 1]), ra=float(ra[k]), dec=float(dec[k]),
             on_centre=bool(det.on_centre[k]), n_merged=int(det.n_merged[k]),
+            **phot_rows[k],
         ))
     return rows
 
 
 def rows_to_frame(rows: Sequence[Dict]) -> pd.DataFrame:
-    """Rows -> a DataFrame with exactly :data:`COLUMNS` (names, order, dtypes)."""
-    df = pd.DataFrame(list(rows), columns=COLUMN_NAMES)
-    return df.astype({name: dtype for name, dtype, _ in COLUMNS})
+    """Rows -> a DataFrame with :data:`COLUMNS` (names, order, dtypes) followed by the
+    per-band photometry columns the rows have (:func:`conform`)."""
+    rows = list(rows)
+    extra: Dict[str, None] = {}  # ordered set: band columns in order of first appearance
+    for row in rows:
+        for key in row:
+            if key not in extra and is_band_column(key):
+                extra[key] = None
+    return conform(pd.DataFrame(rows, columns=COLUMN_NAMES + list(extra)))
+
+
+def conform(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with :data:`COLUMNS` first and their dtypes; per-band columns after, as
+    float64 (missing: NaN) or bool (``is_giant_*``, missing: False); texts missing -> "".
+    Merging shards whose galaxies had different bands (or none measured) gives one schema."""
+    df = df.copy()
+    for name in COLUMN_NAMES:
+        if name not in df:
+            df[name] = np.nan
+    for name, default in _TEXT_DEFAULTS.items():
+        df[name] = df[name].where(df[name].notna(), default)
+    for name in ("in_host", "phot_flag_nan", "phot_flag_partial"):
+        df[name] = df[name].where(df[name].notna(), False)
+    df["galaxy_n_outside_host"] = df["galaxy_n_outside_host"].fillna(0)
+    extra = [c for c in df.columns if c not in COLUMN_NAMES]
+    dtypes = {name: dtype for name, dtype, _ in COLUMNS}
+    for c in extra:
+        if c.startswith("is_giant_"):
+            df[c] = df[c].where(df[c].notna(), False)
+            dtypes[c] = "bool"
+        else:
+            dtypes[c] = "float64"
+    return df[COLUMN_NAMES + extra].astype(dtypes)
 
 
 def galaxy_table(catalogue: pd.DataFrame) -> pd.DataFrame:
@@ -107,9 +212,13 @@ def galaxy_table(catalogue: pd.DataFrame) -> pd.DataFrame:
     clumps = catalogue[catalogue["clump_id"] > 0]
     first = catalogue.drop_duplicates("galaxy_id", keep="first")
     table = first[["galaxy_id", "galaxy_status", "galaxy_n_clumps", "sky_source", "image_width",
-                   "image_height", "file_name"]].rename(columns={"galaxy_n_clumps": "n_clumps"})
+                   "image_height", "file_name", "galaxy_n_outside_host"]].rename(
+        columns={"galaxy_n_clumps": "n_clumps", "galaxy_n_outside_host": "n_outside_host"})
     on_centre = clumps[clumps["on_centre"]].groupby("galaxy_id").size()
     table = table.assign(n_on_centre=table["galaxy_id"].map(on_centre).fillna(0).astype("int64"))
+    for flag in [c for c in catalogue.columns if c.startswith("is_giant_")]:
+        counts = clumps[clumps[flag]].groupby("galaxy_id").size()
+        table[f"n_{flag[3:]}"] = table["galaxy_id"].map(counts).fillna(0).astype("int64")
     return table.reset_index(drop=True)
 
 
@@ -117,8 +226,10 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
     """Read a catalogue written by :func:`~clump_d2.data.tables.write_table` (any of its three
     formats), with the catalogue's text columns kept as text in CSV."""
     if table_format(path) == "csv":
-        return pd.read_csv(path, dtype={"galaxy_id": str}, keep_default_na=False,
-                           na_values={c: [""] for c in COLUMN_NAMES if c not in
-                                      ("galaxy_id", "class_name", "galaxy_status",
-                                       "sky_source", "file_name")})
+        header = pd.read_csv(path, nrows=0).columns
+        text = ("galaxy_id", "class_name", "galaxy_status", "sky_source", "file_name",
+                *_TEXT_DEFAULTS)
+        return pd.read_csv(path, dtype={c: str for c in text if c in header},
+                           keep_default_na=False,
+                           na_values={c: [""] for c in header if c not in text})
     return data_read_table(path)

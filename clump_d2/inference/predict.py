@@ -8,6 +8,13 @@ round-robin to the processes; each finished shard is written atomically to
 ``<output>.shards/shard_NNNNNN.parquet``. A re-run of the same command skips the shards
 already written (a ``manifest.json`` guards against resuming with another input, config or
 model), and the main process merges all shards into the catalogue once all exist.
+
+Photometry (``PHOTOMETRY.ENABLED``, default on): every detection is measured on the image the
+model saw (:mod:`clump_d2.photometry`: FITS bands in their flux units with the headers' zero
+points; PNG/JPEG as display photometry after undoing the stretch), with the host segment of
+its galaxy (``in_host``; ``PHOTOMETRY.DROP_OUTSIDE_HOST`` drops detections off the host, the
+paper's rule, counted in ``galaxy_n_outside_host``) and the giant flags. A galaxy whose
+photometry fails keeps its detections, each with ``phot_status`` ``error: <reason>``.
 """
 from __future__ import annotations
 
@@ -21,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
+import numpy as np
 import pandas as pd
 import torch
 from detectron2.data import MetadataCatalog
@@ -32,6 +40,9 @@ from clump_d2.engine.defaults import build_config
 from clump_d2.data.tables import table_format, write_table
 from clump_d2.engine.evaluate import build_model_for_inference
 from clump_d2.modeling.runtime import wrap_for_inference
+from clump_d2.photometry import (PhotometryImage, PhotometryOptions, load_photometry_image,
+                                 measure_image)
+from clump_d2.photometry.io import write_table as write_table_with_units
 from clump_d2.structures import CLUMP_CLASSES
 
 from .catalogue import (
@@ -39,6 +50,8 @@ from .catalogue import (
     STATUS_NO_CLUMPS,
     STATUS_OK,
     STATUS_UNREADABLE,
+    column_units,
+    conform,
     galaxy_rows,
     galaxy_table,
     rows_to_frame,
@@ -46,7 +59,7 @@ from .catalogue import (
 from .inputs import CatalogueColumns, load_records
 from .launch import set_cpu_threads, setup_inference_logging
 from .mapper import InferenceMapper
-from .postprocess import Detections, PostProcessConfig, postprocess
+from .postprocess import Detections, PostProcessConfig, estimate_fwhm, postprocess
 from .sky import build_sky_transform
 
 logger = logging.getLogger(__name__)
@@ -83,11 +96,19 @@ def galaxy_centre(record: Dict):
     return None
 
 
+def load_image_for_photometry(record: Dict, options: PhotometryOptions) -> PhotometryImage:
+    """The image of ``record`` as photometry reads it (the file the mapper read: FITS bands
+    ``INPUT.FITS.BANDS`` in flux units, or the PNG/JPEG linearised)."""
+    return load_photometry_image(record["file_name"], options.bands, record.get("band_files"),
+                                 options.cube_bands, options.hdu, options.display_q)
+
+
 class CataloguePredictor:
     """Runs a model over galaxy records and turns its outputs into catalogue rows.
 
     Args:
-        cfg: the config (``INFERENCE`` keys, the test-time mapper, ``DATALOADER.NUM_WORKERS``).
+        cfg: the config (``INFERENCE`` and ``PHOTOMETRY`` keys, the test-time mapper,
+            ``DATALOADER.NUM_WORKERS``).
         model: anything called like Detectron2's ``GeneralizedRCNN`` in eval mode (list of
             input dicts -> list of ``{"instances": Instances}``); default: built from ``cfg``.
         class_names: class names by contiguous id; default: from the config's datasets.
@@ -99,6 +120,8 @@ class CataloguePredictor:
         self.model = model if model is not None else build_inference_model(cfg)
         self.class_names = list(class_names) if class_names else dataset_class_names(cfg)
         self.options = PostProcessConfig.from_cfg(cfg)
+        self.photometry = (PhotometryOptions.from_config(cfg) if cfg.PHOTOMETRY.ENABLED
+                           else None)
         self.mapper = mapper if mapper is not None else InferenceMapper.from_cfg(cfg)
         self.batch_size = int(cfg.INFERENCE.BATCH_SIZE)
         self.num_workers = int(cfg.DATALOADER.NUM_WORKERS)
@@ -134,10 +157,44 @@ class CataloguePredictor:
                          instances.pred_classes.numpy())
         det = postprocess(det, self.options, centre_xy=galaxy_centre(record),
                           psf_fwhm_px=record.get("psf_fwhm_px"))
+        phot, n_outside = None, 0
+        if self.photometry is not None and len(det):
+            det, phot, n_outside = self.measure(record, det)
         sky = build_sky_transform(record, record.get("width"), record.get("height"),
                                   item.get("wcs_header"), **self.sky_options)
         status = STATUS_OK if len(det) else STATUS_NO_CLUMPS
-        return galaxy_rows(record, status, det, self.class_names, sky)
+        return galaxy_rows(record, status, det, self.class_names, sky, phot, n_outside)
+
+    def measure(self, record: Dict, det: Detections):
+        """Photometry of one galaxy's detections.
+
+        Returns:
+            (detections kept, their photometry rows, number dropped off the host). With
+            ``PHOTOMETRY.DROP_OUTSIDE_HOST`` the detections off the host segment are dropped
+            (none when no host segment was found: the rule needs one; ``phot_status`` then
+            says ``no_host``).
+        """
+        o = self.photometry
+        psf = record.get("psf_fwhm_px")
+        if psf is None or not np.isfinite(psf) or psf <= 0:
+            psf = self.options.psf_fwhm_px if self.options.psf_fwhm_px > 0 else None
+        try:
+            image = load_image_for_photometry(record, o)
+            phot = measure_image(image, det.centres, estimate_fwhm(det, psf),
+                                 galaxy_centre(record), o)
+        except Exception as e:  # noqa: BLE001  (one galaxy's photometry: its rows say why)
+            reason = f"{type(e).__name__}: {e}"
+            logger.warning("photometry of galaxy %s failed: %s", record.get("galaxy_id"),
+                           reason, exc_info=not isinstance(e, (ValueError, OSError)))
+            return det, pd.DataFrame({"status": [f"error: {reason}"] * len(det)}), 0
+        if not o.drop_outside_host:
+            return det, phot, 0
+        keep = phot["in_host"].to_numpy(bool) | (phot["status"] == "no_host").to_numpy()
+        if keep.all():
+            return det, phot, 0
+        phot = phot[keep].reset_index(drop=True)
+        phot["status"] = phot["status"].replace("outside_host", "ok")
+        return det.select(np.flatnonzero(keep)), phot, int((~keep).sum())
 
     def predict(self, records: Sequence[Dict], progress: Optional[tqdm] = None) -> List[Dict]:
         """Catalogue rows of ``records`` (every record gets at least one row), in order."""
@@ -228,7 +285,17 @@ def _shards(records: Sequence[Dict], size: int) -> List[Sequence[Dict]]:
 def merge_shards(shard_dir: Path, n_shards: int) -> pd.DataFrame:
     """The catalogue: all shards concatenated in shard order."""
     frames = [pd.read_parquet(shard_path(shard_dir, k)) for k in range(n_shards)]
-    return pd.concat(frames, ignore_index=True) if frames else rows_to_frame([])
+    # Shards may differ in their band columns (e.g. one without any clump): one schema.
+    return conform(pd.concat(frames, ignore_index=True)) if frames else rows_to_frame([])
+
+
+def write_catalogue(catalogue: pd.DataFrame, path: str | os.PathLike) -> Path:
+    """Write the catalogue (format by suffix); a FITS catalogue carries each column's unit
+    (``TUNITn``; flux columns only when all rows share one ``flux_unit``)."""
+    units = catalogue.loc[catalogue["flux_unit"] != "", "flux_unit"].unique()
+    return write_table_with_units(catalogue, path,
+                                  column_units(catalogue.columns,
+                                               str(units[0]) if len(units) == 1 else ""))
 
 
 def output_paths(output: str | os.PathLike) -> Dict[str, Path]:
@@ -245,6 +312,9 @@ def summarise(catalogue: pd.DataFrame) -> Dict:
     galaxies = catalogue.drop_duplicates("galaxy_id")
     status = galaxies["galaxy_status"].astype(str)
     clumps = catalogue[catalogue["clump_id"] > 0]
+    measured = clumps[clumps["phot_status"] != ""]
+    giants = {f"clumps_{c[3:]}": int(clumps[c].sum()) for c in catalogue.columns
+              if c.startswith("is_giant_")}
     return {
         "galaxies": int(len(galaxies)),
         "ok": int((status == STATUS_OK).sum()),
@@ -253,6 +323,11 @@ def summarise(catalogue: pd.DataFrame) -> Dict:
         "failed": int(status.str.startswith(STATUS_FAILED).sum()),
         "clumps": int(len(clumps)),
         "clumps_on_centre": int(clumps["on_centre"].sum()),
+        "clumps_measured": int(len(measured)),
+        "clumps_photometry_ok": int((measured["phot_status"] == "ok").sum()),
+        "clumps_in_host": int(measured["in_host"].sum()),
+        "clumps_dropped_outside_host": int(galaxies["galaxy_n_outside_host"].sum()),
+        **giants,
     }
 
 
@@ -342,7 +417,7 @@ def run_catalogue(cfg, records: Sequence[Dict], output: str | os.PathLike, *, mo
                    "galaxies_per_second": round(n_run / busiest, 3) if busiest > 0 else None}
         if complete:
             catalogue = merge_shards(shard_dir, len(shards))
-            write_table(catalogue, paths["catalogue"])
+            write_catalogue(catalogue, paths["catalogue"])
             write_table(galaxy_table(catalogue), paths["galaxies"])
             summary.update(summarise(catalogue))
         summary["complete"] = complete
