@@ -148,6 +148,16 @@ def _add_evaluation_config(cfg: CN) -> None:
     # Explicit bin edges overriding the equal-count bins, e.g. ["flux_frac:0.03,0.1,0.35"].
     cfg.TEST.CLUMP_EVAL.BIN_EDGES = []
     cfg.TEST.CLUMP_EVAL.PLOTS = True  # write the PNG plots next to clump_metrics.json
+    # Ignore regions (besides iscrowd annotations, always ignored): true clumps whose numeric
+    # attribute is below a limit, e.g. ["flux_frac_u:0.03"] (the paper's giant clumps). A
+    # detection matched to an ignored clump counts as neither true nor false (as a COCO crowd
+    # region); completeness is over the kept clumps (docs/evaluation.md).
+    cfg.TEST.CLUMP_EVAL.IGNORE_BELOW = []
+    # Also ignore clumps that lack an IGNORE_BELOW attribute (False: such clumps are kept).
+    cfg.TEST.CLUMP_EVAL.IGNORE_MISSING = False
+    # Ignore true clumps within this many PSF FWHM of the galaxy centre (the bulge; the
+    # paper's "off-centre" clumps lie beyond 1 FWHM); 0 disables it.
+    cfg.TEST.CLUMP_EVAL.IGNORE_CENTRE_FWHM = 0.0
 
 
 # --- ignore regions ---------------------------------------------------------------------------

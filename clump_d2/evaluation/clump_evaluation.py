@@ -8,7 +8,8 @@ import logging
 import math
 import os
 from collections import OrderedDict
-from typing import Dict, List, Mapping, Optional, Sequence
+from dataclasses import dataclass, field
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 from detectron2.config import configurable
@@ -17,6 +18,7 @@ from detectron2.evaluation import DatasetEvaluator
 from detectron2.structures import BoxMode
 from detectron2.utils import comm
 
+from clump_d2.structures import BOX_SIDE_PER_FWHM
 from . import metrics as M
 from . import plots
 from .matching import MatchCriterion
@@ -51,28 +53,150 @@ def _is_number(value) -> bool:
         value, (bool, np.bool_))
 
 
-def truth_from_dicts(dataset_dicts: Sequence[Mapping]) -> Dict[int, Dict]:
-    """Dataset dicts -> {image_id: {"boxes" XYXY, "classes", "attributes": {name: array}}}.
+def parse_ignore_below(specs: Sequence[str]) -> Dict[str, float]:
+    """``["flux_frac_u:0.03", ...]`` -> ``{"flux_frac_u": 0.03}`` (``TEST.CLUMP_EVAL.IGNORE_BELOW``)."""
+    out = {}
+    for spec in specs:
+        name, sep, value = str(spec).partition(":")
+        try:
+            limit = float(value)
+        except ValueError:
+            limit = float("nan")
+        if not sep or not name.strip() or not math.isfinite(limit):
+            raise ValueError(f"ignore rule {spec!r}: expected 'attribute:limit' with a finite "
+                             "number, e.g. 'flux_frac_u:0.03'")
+        out[name.strip()] = limit
+    return out
 
-    Every numeric per-clump key becomes an attribute (NaN where a clump lacks it), plus the
-    derived ``box_size`` (sqrt of the box area, px).
+
+#: Reasons a true clump is an ignore region (``ignore_reason`` of :func:`truth_from_dicts`).
+IGNORE_ISCROWD = "iscrowd"
+IGNORE_CENTRE = "centre"
+
+
+@dataclass(frozen=True)
+class IgnoreRule:
+    """Which true clumps are ignore regions besides the ``iscrowd`` ones (always ignored).
+
+    Attributes:
+        below: {attribute: limit}: a clump whose numeric attribute is < limit is ignored
+            (reason ``below:<attribute>``).
+        ignore_missing: a clump *without* a finite value of a ``below`` attribute is ignored
+            too (reason ``missing:<attribute>``); False (default): it is kept, so a dataset
+            without the attribute is evaluated as before.
+        centre_fwhm: a clump whose box centre lies within this many PSF FWHM of the galaxy
+            centre is ignored (reason ``centre``); 0 disables the rule. Galaxy centre: the
+            image's ``centre_x``/``centre_y``, else the image centre (width/2, height/2);
+            FWHM: the annotation's ``psf_fwhm_px``, else the image's, else the box's longer
+            side / ``BOX_SIDE_PER_FWHM`` (2.5).
     """
+
+    below: Mapping[str, float] = field(default_factory=dict)
+    ignore_missing: bool = False
+    centre_fwhm: float = 0.0
+
+    @classmethod
+    def from_config(cls, cfg) -> "IgnoreRule":
+        """The rule of ``TEST.CLUMP_EVAL.IGNORE_BELOW``, ``IGNORE_MISSING`` and
+        ``IGNORE_CENTRE_FWHM``."""
+        ev = cfg.TEST.CLUMP_EVAL
+        return cls(parse_ignore_below(ev.IGNORE_BELOW), bool(ev.IGNORE_MISSING),
+                   float(ev.IGNORE_CENTRE_FWHM))
+
+    def describe(self) -> str:
+        """Short human-readable form (``iscrowd`` always; the configured rules)."""
+        parts = ["iscrowd"]
+        parts += [f"{k} < {v:g}" + (" or missing" if self.ignore_missing else "")
+                  for k, v in sorted(self.below.items())]
+        if self.centre_fwhm > 0:
+            parts.append(f"within {self.centre_fwhm:g} PSF FWHM of the centre")
+        return ", ".join(parts)
+
+    def reasons(self, record: Mapping, anno: Mapping, box_xyxy: Sequence[float]) -> List[str]:
+        """Why one annotation of one image is an ignore region (empty list: it is kept)."""
+        out = [IGNORE_ISCROWD] if anno.get("iscrowd", 0) else []
+        for name, limit in self.below.items():
+            value = anno.get(name)
+            value = float(value) if _is_number(value) else float("nan")
+            if math.isfinite(value):
+                if value < limit:
+                    out.append(f"below:{name}")
+            elif self.ignore_missing:
+                out.append(f"missing:{name}")
+        if self.centre_fwhm > 0:
+            x0, y0, x1, y1 = (float(v) for v in box_xyxy)
+            cx, cy = galaxy_centre(record)
+            fwhm = _positive(anno.get("psf_fwhm_px")) or _positive(record.get("psf_fwhm_px")) \
+                or max(x1 - x0, y1 - y0) / BOX_SIDE_PER_FWHM
+            if math.hypot((x0 + x1) / 2 - cx, (y0 + y1) / 2 - cy) <= self.centre_fwhm * fwhm:
+                out.append(IGNORE_CENTRE)
+        return out
+
+
+def galaxy_centre(record: Mapping) -> Tuple[float, float]:
+    """(x, y) of the galaxy centre: ``centre_x``/``centre_y`` of the image record, else the
+    image centre (width/2, height/2)."""
+    cx, cy = record.get("centre_x"), record.get("centre_y")
+    if _is_number(cx) and _is_number(cy) and math.isfinite(cx) and math.isfinite(cy):
+        return float(cx), float(cy)
+    if not (_is_number(record.get("width")) and _is_number(record.get("height"))):
+        raise ValueError(f"image {record.get('image_id')} ({record.get('file_name')}): no "
+                         "centre_x/centre_y and no width/height, so no galaxy centre for "
+                         "TEST.CLUMP_EVAL.IGNORE_CENTRE_FWHM")
+    return float(record["width"]) / 2.0, float(record["height"]) / 2.0
+
+
+def _positive(value) -> Optional[float]:
+    return float(value) if _is_number(value) and math.isfinite(value) and value > 0 else None
+
+
+def truth_from_dicts(dataset_dicts: Sequence[Mapping], rule: Optional[IgnoreRule] = None
+                     ) -> Dict[int, Dict]:
+    """Dataset dicts -> {image_id: {"boxes" XYXY, "classes", "ignore", "ignore_reason",
+    "attributes": {name: array}}}.
+
+    Every annotation is a true clump, ``iscrowd`` ones included: ``ignore`` (bool per clump)
+    marks the ignore regions (``iscrowd``, and the clumps ``rule`` ignores), and
+    ``ignore_reason`` says why ("" when kept; several reasons joined by "+"). Every numeric
+    per-clump key becomes an attribute (NaN where a clump lacks it), plus the derived
+    ``box_size`` (sqrt of the box area, px).
+    """
+    rule = rule or IgnoreRule()
     truth = {}
     names = sorted({k for d in dataset_dicts for a in d.get("annotations", [])
                     for k, v in a.items() if k not in _NON_ATTRIBUTES and _is_number(v)})
     for record in dataset_dicts:
-        annos = [a for a in record.get("annotations", []) if not a.get("iscrowd", 0)]
+        annos = list(record.get("annotations", []))
         boxes = np.asarray([BoxMode.convert(list(a["bbox"]), a["bbox_mode"], BoxMode.XYXY_ABS)
                             for a in annos], dtype=np.float64).reshape(-1, 4)
+        reasons = ["+".join(rule.reasons(record, a, b)) for a, b in zip(annos, boxes)]
         attrs = {n: np.asarray([a[n] if _is_number(a.get(n)) else np.nan for a in annos],
                                dtype=np.float64) for n in names}
         attrs[BOX_SIZE] = np.sqrt((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))
         truth[record["image_id"]] = {
             "boxes": boxes,
             "classes": np.asarray([a["category_id"] for a in annos], dtype=np.int64),
+            "ignore": np.asarray([bool(r) for r in reasons], dtype=bool),
+            "ignore_reason": reasons,
             "attributes": attrs,
         }
     return truth
+
+
+def ignore_summary(truth: Mapping[object, Mapping]) -> Dict:
+    """How many true clumps are ignore regions and why: ``{"n_ignored", "n_kept",
+    "by_reason": {reason: n}}`` (a clump with several reasons counts under each)."""
+    by_reason: Dict[str, int] = {}
+    n_ignored = n_kept = 0
+    for t in truth.values():
+        for r in t["ignore_reason"]:
+            if not r:
+                n_kept += 1
+                continue
+            n_ignored += 1
+            for part in r.split("+"):
+                by_reason[part] = by_reason.get(part, 0) + 1
+    return {"n_ignored": n_ignored, "n_kept": n_kept, "by_reason": dict(sorted(by_reason.items()))}
 
 
 def _clean(value):
@@ -128,7 +252,8 @@ class ClumpEvaluator(DatasetEvaluator):
                  curve_points: int = 101, num_bins: int = 5,
                  bin_attributes: Sequence[str] = (), bin_edges: Optional[Mapping] = None,
                  plot: bool = True, output_dir: Optional[str] = None,
-                 distributed: bool = True, criterion: Optional[MatchCriterion] = None):
+                 distributed: bool = True, criterion: Optional[MatchCriterion] = None,
+                 ignore_rule: Optional[IgnoreRule] = None):
         """
         Args:
             dataset_name: a registered dataset with clump annotations.
@@ -143,11 +268,14 @@ class ClumpEvaluator(DatasetEvaluator):
             distributed: gather predictions from all processes before evaluating.
             criterion: the matching criterion (overrides ``match``, ``iou_thresh`` and
                 ``distance_factor``).
+            ignore_rule: which true clumps besides ``iscrowd`` ones are ignore regions
+                (:class:`IgnoreRule`; default: only ``iscrowd``).
         """
         self.dataset_name = dataset_name
         self.score_thresh = float(score_thresh)
         self.criterion = criterion or MatchCriterion(match, iou_thresh=iou_thresh,
                                                      distance_factor=distance_factor)
+        self.ignore_rule = ignore_rule or IgnoreRule()
         self.thresholds = np.linspace(0.0, 1.0, int(curve_points))
         self.num_bins = int(num_bins)
         self.bin_attributes = list(bin_attributes)
@@ -168,6 +296,7 @@ class ClumpEvaluator(DatasetEvaluator):
             "dataset_name": dataset_name,
             "score_thresh": ev.SCORE_THRESH,
             "criterion": MatchCriterion.from_config(cfg),
+            "ignore_rule": IgnoreRule.from_config(cfg),
             "curve_points": ev.CURVE_POINTS,
             "num_bins": ev.NUM_BINS,
             "bin_attributes": list(ev.BIN_ATTRIBUTES),
@@ -210,12 +339,17 @@ class ClumpEvaluator(DatasetEvaluator):
                     "F1 %.3f (%d true, %d detected, %d matched)", self.dataset_name,
                     self.score_thresh, self.criterion.describe(), m["completeness"],
                     m["purity"], m["F1"], m["n_true"], m["n_detections"], m["n_matched"])
+        ig = report["ignore"]
+        if ig["n_ignored"]:
+            logger.info("ignore regions (%s): %d true clumps %s, %d detections on them count "
+                        "as neither true nor false", ig["rule"], ig["n_ignored"],
+                        ig["by_reason"], ig["n_detections_on_ignored"])
         return OrderedDict(clumps=report["metrics"])
 
     def compute(self, predictions: Sequence[Mapping], dataset_dicts: Sequence[Mapping]) -> Dict:
         """All numbers from predictions (dicts with image_id, boxes XYXY, scores, classes)
         and the dataset's dicts; pure (no I/O), so tests can call it directly."""
-        truth = truth_from_dicts(dataset_dicts)
+        truth = truth_from_dicts(dataset_dicts, self.ignore_rule)
         by_image = {}
         for p in predictions:  # sorted below; a repeated image (padded sampler) counts once
             by_image.setdefault(p["image_id"], p)
@@ -231,25 +365,38 @@ class ClumpEvaluator(DatasetEvaluator):
         n_cls = len(self.class_names)
         counts = np.zeros((len(thresholds), 1 + n_cls, 3), dtype=np.int64)
         found, attrs = [], {}
+        n_det_on_ignored = 0
         empty = {"boxes": np.zeros((0, 4)), "scores": np.zeros(0), "classes": np.zeros(0, int)}
         for image_id in sorted(truth):
             t, p = truth[image_id], by_image.get(image_id, empty)
             counts += M.sweep_image(t["boxes"], t["classes"], p["boxes"], p["scores"],
-                                    p["classes"], thresholds, self.criterion, n_cls)
-            found.append(M.matched_true_mask(t["boxes"], p["boxes"], p["scores"],
-                                             self.score_thresh, self.criterion))
+                                    p["classes"], thresholds, self.criterion, n_cls,
+                                    ignore=t["ignore"])
+            hit, _, on_ignored = M.match_masks_ignoring(
+                t["boxes"], p["boxes"], p["scores"], self.score_thresh, self.criterion,
+                t["ignore"])
+            n_det_on_ignored += int(on_ignored.sum())
+            # Binned completeness is over the kept clumps, like the totals.
+            kept = ~t["ignore"]
+            found.append(hit[kept])
             for name, values in t["attributes"].items():
-                attrs.setdefault(name, []).append(values)
+                attrs.setdefault(name, []).append(values[kept])
         found = np.concatenate(found) if found else np.zeros(0, bool)
         attrs = {k: np.concatenate(v) for k, v in attrs.items()}
-        return self._report(counts, thresholds, found, attrs, len(truth))
+        report = self._report(counts, thresholds, found, attrs, len(truth))
+        report["ignore"] = {"rule": self.ignore_rule.describe(), **ignore_summary(truth),
+                            "n_detections_on_ignored": n_det_on_ignored}
+        report["metrics"]["n_ignored"] = report["ignore"]["n_ignored"]
+        report["metrics"]["n_detections_on_ignored"] = n_det_on_ignored
+        return report
 
     def image_counts(self, predictions: Sequence[Mapping], dataset_dicts: Sequence[Mapping]
                      ) -> Dict[object, Dict[str, int]]:
         """Per image: ``{"n_true", "n_detections", "n_matched"}`` at the operating threshold,
-        class-agnostic, with the same matching as :meth:`compute` (their sums are its
-        operating counts)."""
-        truth = truth_from_dicts(dataset_dicts)
+        class-agnostic, with the same matching and ignore regions as :meth:`compute` (their
+        sums are its operating counts: ignored clumps and the detections on them are in
+        neither)."""
+        truth = truth_from_dicts(dataset_dicts, self.ignore_rule)
         by_image = {}
         for p in predictions:
             by_image.setdefault(p["image_id"], p)
@@ -258,7 +405,7 @@ class ClumpEvaluator(DatasetEvaluator):
         for image_id in sorted(truth):
             t, p = truth[image_id], by_image.get(image_id, empty)
             c = M.sweep_image(t["boxes"], t["classes"], p["boxes"], p["scores"], p["classes"],
-                              [self.score_thresh], self.criterion, 0)[0, 0]
+                              [self.score_thresh], self.criterion, 0, ignore=t["ignore"])[0, 0]
             out[image_id] = {"n_true": int(c[M.N_TRUE]), "n_detections": int(c[M.N_DET]),
                              "n_matched": int(c[M.N_MATCHED])}
         return out

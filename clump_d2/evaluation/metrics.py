@@ -10,6 +10,14 @@ them and writes their results. Conventions:
   the wrong class is found); scope ``1 + c`` matches true clumps of class ``c`` only against
   detections of class ``c``.
 * Undefined ratios (no true clumps, or no detections) are NaN, never 0 or 1.
+* Ignore regions (``ignore``, a boolean mask over the true clumps: ``iscrowd`` clumps and the
+  evaluator's ignore rule): the kept detections are matched to the kept (not ignored) true
+  clumps first, with the optimal one-to-one matching of :func:`assign`; the detections left
+  over are then matched, the same way, to the ignored clumps. A detection matched to an
+  ignored clump counts as neither true nor false (it leaves ``n_det``, as a COCO crowd
+  region); ``n_true`` counts the kept clumps only. So a detection on an ignored clump changes
+  neither completeness nor purity, and one that could match both a kept and an ignored clump
+  goes to the kept one.
 """
 from __future__ import annotations
 
@@ -23,13 +31,61 @@ from .matching import MatchCriterion, as_boxes, assign, f1_score, safe_ratio
 N_TRUE, N_DET, N_MATCHED = 0, 1, 2
 
 
+def _ignore_mask(ignore, n: int) -> np.ndarray:
+    """The ignore mask as a boolean array of length n (None: nothing ignored)."""
+    if ignore is None:
+        return np.zeros(n, dtype=bool)
+    ignore = np.asarray(ignore, dtype=bool).reshape(-1)
+    if len(ignore) != n:
+        raise ValueError(f"ignore mask has {len(ignore)} entries for {n} true clumps")
+    return ignore
+
+
+def match_ignoring(admissible: np.ndarray, quality: np.ndarray, true_boxes, det_boxes,
+                   det_scores, ignore, t_idx=None, d_idx=None):
+    """Two-stage matching on precomputed (admissible, quality) matrices: detections ``d_idx``
+    to the kept clumps of ``t_idx`` first, the remaining detections to its ignored clumps.
+
+    Args:
+        admissible, quality: (n_true, n_det) matrices of ``MatchCriterion.quality``.
+        true_boxes, det_boxes, det_scores: all boxes and scores of the image.
+        ignore: (n_true,) boolean mask of the ignored clumps.
+        t_idx, d_idx: the true clumps / detections taking part (default: all).
+
+    Returns:
+        (kept_pairs, ignored_pairs): sorted lists of (true_index, det_index), indices into
+        the full arrays.
+    """
+    true_boxes, det_boxes = as_boxes(true_boxes), as_boxes(det_boxes)
+    det_scores = np.asarray(det_scores, dtype=np.float64).reshape(-1)
+    t_idx = np.arange(len(true_boxes)) if t_idx is None else np.asarray(t_idx, dtype=np.int64)
+    d_idx = np.arange(len(det_boxes)) if d_idx is None else np.asarray(d_idx, dtype=np.int64)
+    ignore = _ignore_mask(ignore, len(true_boxes))
+
+    def stage(ts, ds):
+        if len(ts) == 0 or len(ds) == 0:
+            return []
+        return [(int(ts[t]), int(ds[d])) for t, d in assign(
+            admissible[np.ix_(ts, ds)], quality[np.ix_(ts, ds)], true_boxes[ts],
+            det_boxes[ds], det_scores[ds])]
+
+    kept = stage(t_idx[~ignore[t_idx]], d_idx)
+    used = {d for _, d in kept}
+    rest = np.asarray([d for d in d_idx if int(d) not in used], dtype=np.int64)
+    return sorted(kept), sorted(stage(t_idx[ignore[t_idx]], rest))
+
+
 def sweep_image(true_boxes, true_classes, det_boxes, det_scores, det_classes,
                 thresholds: Sequence[float], criterion: MatchCriterion,
-                num_classes: int) -> np.ndarray:
+                num_classes: int, ignore=None) -> np.ndarray:
     """Counts of one image at every score threshold, class-agnostic and per class.
 
     The detections kept at each threshold are matched afresh (not a subset of one matching
-    at the lowest threshold), so every point of the curve is an optimal matching.
+    at the lowest threshold), so every point of the curve is an optimal matching. With
+    ``ignore`` (boolean mask over the true clumps) the two-stage rule of the module
+    docstring applies: ``n_true`` counts the kept clumps, ``n_det`` leaves out the
+    detections matched to ignored clumps (per scope: in a class scope, detections of that
+    class on ignored clumps of that class).
 
     Returns:
         int array (len(thresholds), 1 + num_classes, 3) of [n_true, n_det, n_matched].
@@ -39,13 +95,14 @@ def sweep_image(true_boxes, true_classes, det_boxes, det_scores, det_classes,
     det_classes = np.asarray(det_classes, dtype=np.int64).reshape(-1)
     det_scores = np.asarray(det_scores, dtype=np.float64).reshape(-1)
     thresholds = np.asarray(thresholds, dtype=np.float64).reshape(-1)
+    ignore = _ignore_mask(ignore, len(true_boxes))
     counts = np.zeros((len(thresholds), 1 + num_classes, 3), dtype=np.int64)
     if len(true_boxes) and len(det_boxes):
         admissible, quality = criterion.quality(true_boxes, det_boxes)
     scopes = [(np.ones(len(true_boxes), bool), np.ones(len(det_boxes), bool))]
     scopes += [(true_classes == c, det_classes == c) for c in range(num_classes)]
     for s, (t_mask, d_mask) in enumerate(scopes):
-        counts[:, s, N_TRUE] = t_mask.sum()
+        counts[:, s, N_TRUE] = (t_mask & ~ignore).sum()
         t_idx = np.flatnonzero(t_mask)
         # Detections of this scope by decreasing score: threshold t keeps a prefix of them.
         d_idx = np.flatnonzero(d_mask)
@@ -54,39 +111,66 @@ def sweep_image(true_boxes, true_classes, det_boxes, det_scores, det_classes,
         counts[:, s, N_DET] = n_kept
         if len(t_idx) == 0:
             continue
-        cache: Dict[int, int] = {0: 0}
+        # k kept detections -> (matched to kept clumps, matched to ignored clumps)
+        cache: Dict[int, Tuple[int, int]] = {0: (0, 0)}
         for i, k in enumerate(n_kept):
             if k not in cache:
-                kept = d_idx[:k]
-                cache[k] = len(assign(admissible[np.ix_(t_idx, kept)],
-                                      quality[np.ix_(t_idx, kept)], true_boxes[t_idx],
-                                      det_boxes[kept], det_scores[kept]))
-            counts[i, s, N_MATCHED] = cache[k]
+                kept_pairs, ignored_pairs = match_ignoring(
+                    admissible, quality, true_boxes, det_boxes, det_scores, ignore,
+                    t_idx, d_idx[:k])
+                cache[k] = (len(kept_pairs), len(ignored_pairs))
+            counts[i, s, N_MATCHED] = cache[k][0]
+            counts[i, s, N_DET] -= cache[k][1]
     return counts
 
 
-def match_masks(true_boxes, det_boxes, det_scores, score_thresh: float,
-                criterion: MatchCriterion):
-    """Class-agnostic one-to-one matching of the detections with score >= thresh: (which true
-    clumps are matched, which detections are; detections below the threshold are not)."""
+def match_masks_ignoring(true_boxes, det_boxes, det_scores, score_thresh: float,
+                         criterion: MatchCriterion, ignore=None):
+    """Class-agnostic two-stage matching (module docstring) of the detections with score >=
+    thresh.
+
+    Returns:
+        (found, used, on_ignored): ``found`` (n_true,) true clumps matched (kept or ignored
+        ones), ``used`` (n_det,) detections matched to a kept clump (the true positives),
+        ``on_ignored`` (n_det,) detections matched to an ignored clump (neither true nor
+        false). Detections below the threshold are in neither.
+    """
     true_boxes, det_boxes = as_boxes(true_boxes), as_boxes(det_boxes)
     det_scores = np.asarray(det_scores, dtype=np.float64).reshape(-1)
+    ignore = _ignore_mask(ignore, len(true_boxes))
     found = np.zeros(len(true_boxes), dtype=bool)
     used = np.zeros(len(det_boxes), dtype=bool)
+    on_ignored = np.zeros(len(det_boxes), dtype=bool)
     keep = np.flatnonzero(det_scores >= score_thresh)
     if len(true_boxes) == 0 or len(keep) == 0:
-        return found, used
-    admissible, quality = criterion.quality(true_boxes, det_boxes[keep])
-    for t, d in assign(admissible, quality, true_boxes, det_boxes[keep], det_scores[keep]):
-        found[t] = True
-        used[keep[d]] = True
-    return found, used
+        return found, used, on_ignored
+    admissible, quality = criterion.quality(true_boxes, det_boxes)
+    kept_pairs, ignored_pairs = match_ignoring(admissible, quality, true_boxes, det_boxes,
+                                               det_scores, ignore, None, keep)
+    for t, d in kept_pairs:
+        found[t], used[d] = True, True
+    for t, d in ignored_pairs:
+        found[t], on_ignored[d] = True, True
+    return found, used, on_ignored
+
+
+def match_masks(true_boxes, det_boxes, det_scores, score_thresh: float,
+                criterion: MatchCriterion, ignore=None):
+    """Class-agnostic one-to-one matching of the detections with score >= thresh: (which true
+    clumps are matched, which detections are; detections below the threshold are not).
+
+    With ``ignore``: (kept clumps matched, detections matched to kept clumps) of
+    :func:`match_masks_ignoring`."""
+    found, used, _ = match_masks_ignoring(true_boxes, det_boxes, det_scores, score_thresh,
+                                          criterion, ignore)
+    return found & ~_ignore_mask(ignore, len(found)), used
 
 
 def matched_true_mask(true_boxes, det_boxes, det_scores, score_thresh: float,
-                      criterion: MatchCriterion) -> np.ndarray:
-    """Class-agnostic: which true clumps are matched by detections with score >= thresh."""
-    return match_masks(true_boxes, det_boxes, det_scores, score_thresh, criterion)[0]
+                      criterion: MatchCriterion, ignore=None) -> np.ndarray:
+    """Class-agnostic: which (kept) true clumps are matched by detections with score >=
+    thresh."""
+    return match_masks(true_boxes, det_boxes, det_scores, score_thresh, criterion, ignore)[0]
 
 
 def ratios(counts: np.ndarray) -> Dict[str, np.ndarray]:

@@ -44,6 +44,7 @@ def run_case(case, rank, world_size, output_dir=None):
 
     from clump_d2.engine.hooks import validation_losses
     from clump_d2.evaluation import ClumpEvaluator
+    from clump_d2.evaluation.clump_evaluation import IgnoreRule
 
     name = case["name"]
     if name not in DatasetCatalog.list():
@@ -51,7 +52,8 @@ def run_case(case, rank, world_size, output_dir=None):
         MetadataCatalog.get(name).set(thing_classes=["clump", "odd_clump"])
     ev = ClumpEvaluator(name, score_thresh=0.4, output_dir=output_dir, distributed=True,
                         plot=False,
-                        bin_edges={"flux_frac": [0.0, 0.1, 0.2, 0.3]})
+                        bin_edges={"flux_frac": [0.0, 0.1, 0.2, 0.3]},
+                        ignore_rule=IgnoreRule(case.get("ignore_below", {})))
     ev.reset()
     for p in case["preds"][rank::world_size]:
         ev.process([{"image_id": p["image_id"]}], [{"instances": instances_of(p)}])

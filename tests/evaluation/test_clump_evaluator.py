@@ -141,7 +141,8 @@ def test_process_evaluate_writes_outputs_and_flat_scalars(handmade, tmp_path):
     assert math.isnan(flat["clumps/purity-odd_clump"])
     # EventStorage takes scalars: counts are int, everything else float
     assert {k for k, v in flat.items() if isinstance(v, int)} == {
-        "clumps/n_true", "clumps/n_detections", "clumps/n_matched"}
+        "clumps/n_true", "clumps/n_detections", "clumps/n_matched", "clumps/n_ignored",
+        "clumps/n_detections_on_ignored"}
     assert all(isinstance(v, (int, float)) for v in flat.values())
 
     saved = json.loads((tmp_path / "clump_metrics.json").read_text())  # strict JSON

@@ -15,7 +15,13 @@ from eval_cases import random_case
 
 def _case():
     dicts, preds = random_case(np.random.default_rng(11), n_images=15)
-    return {"name": "dist_case", "dicts": dicts, "preds": preds, "n_loss_images": 9}
+    # Ignore regions gather alike: every third image's first clump is iscrowd, and clumps
+    # below flux_frac 0.1 are ignored by the rule.
+    for d in dicts[::3]:
+        if d["annotations"]:
+            d["annotations"][0]["iscrowd"] = 1
+    return {"name": "dist_case", "dicts": dicts, "preds": preds, "n_loss_images": 9,
+            "ignore_below": {"flux_frac": 0.1}}
 
 
 def _same(a, b):
@@ -40,6 +46,8 @@ def test_two_processes_equal_one(tmp_path):
                           for r in (0, 1)]
     assert r1 == {}  # results live on the main process only
     assert one_results["clumps"]["n_true"] > 0 and one_results["clumps"]["n_detections"] > 0
+    assert one_results["clumps"]["n_ignored"] > 0
+    assert one_results["clumps"]["n_detections_on_ignored"] > 0
     _same(one_results, r0)
     # the validation loss is the mean over all 9 images on every process
     assert set(one_losses) == {"loss", "loss_cls", "loss_box_reg"}
