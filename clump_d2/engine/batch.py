@@ -4,9 +4,14 @@ Each (pair, dataset) unit is evaluated exactly as ``tools/train_net.py --eval-on
 (``build_config`` -> :func:`~clump_d2.engine.evaluate.build_model_for_inference` ->
 :func:`~clump_d2.engine.evaluate.evaluate_on_dataset`), so both give the same numbers.
 Every unit's outcome is stored in its own JSON file under ``<output_dir>/results/`` as soon
-as it is known, which makes a job resumable: a re-run skips units already evaluated with the
-same config, weights (path, size, modification time), overrides and dataset, and retries
-failed ones. A failing unit is recorded with its error and traceback, and the others go on.
+as it is known, which makes a job resumable: a re-run skips a unit only if its *merged*
+config (the YAML with its ``_BASE_`` files and all overrides, as ``cfg.dump()``; so an edited
+config file is evaluated again), its weights (path, size, modification time) and its dataset
+(name, annotation file size and modification time) are those of the stored result, and
+retries failed ones. A failing unit is recorded with its error and traceback, and the others
+go on; a model whose weights did not load (``WeightsNotLoadedError``: empty ``weights``, or a
+checkpoint matching none of the model's keys) and a dataset without images are such failures,
+with status ``error`` and the message in the table, never an "ok" row.
 
 Outputs in ``output_dir``: ``batch_results.csv``, ``batch_results.md``,
 ``batch_comparison.png`` and, per unit, the evaluator's files under
@@ -15,6 +20,7 @@ Outputs in ``output_dir``: ``batch_results.csv``, ``batch_results.md``,
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import logging
 import math
@@ -28,6 +34,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import pandas as pd
 import yaml
+from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation.testing import flatten_results_dict
 from tqdm import tqdm
 
@@ -100,13 +107,39 @@ def result_file(output_dir: str, pair: EvalPair, dataset: str) -> Path:
 
 
 def fingerprint(pair: EvalPair, dataset: str, extra_opts: Sequence[str] = ()) -> Dict:
-    """What identifies a unit's result: a change in any of these makes a re-run evaluate it."""
-    weights = Path(pair.weights)
-    stat = weights.stat() if weights.is_file() else None
-    return {"config": os.path.abspath(pair.config), "weights": os.path.abspath(pair.weights),
-            "weights_size": stat.st_size if stat else None,
-            "weights_mtime": stat.st_mtime if stat else None,
-            "opts": list(pair.opts) + list(extra_opts), "dataset": dataset}
+    """What identifies a unit's result: a change in any of these makes a re-run evaluate it.
+
+    The config is compared by content: the sha256 of the unit's merged config
+    (:func:`unit_config`, ``_BASE_`` files and overrides included; ``OUTPUT_DIR`` left out, so
+    that moving the job's folder does not invalidate it). A config that cannot be built gets
+    the error text instead (the unit then fails, and is retried).
+    """
+    try:
+        cfg = unit_config(pair, dataset, "", extra_opts).clone()
+        cfg.defrost()
+        cfg.OUTPUT_DIR = ""
+        config = {"config_sha256": hashlib.sha256(cfg.dump().encode()).hexdigest()}
+    except Exception as e:  # noqa: BLE001  (recorded; evaluate_unit raises it again)
+        config = {"config_error": f"{type(e).__name__}: {e}"}
+    return {"config": os.path.abspath(pair.config), **config,
+            "weights": _file_identity(pair.weights), "opts": list(pair.opts) + list(extra_opts),
+            "dataset": dataset, "dataset_file": _file_identity(_dataset_file(dataset))}
+
+
+def _file_identity(path: Optional[str]) -> Optional[Dict]:
+    """Path, size and modification time of a file (None for no path; size None if absent)."""
+    if not path:
+        return None
+    stat = Path(path).stat() if Path(path).is_file() else None
+    return {"path": os.path.abspath(path), "size": stat.st_size if stat else None,
+            "mtime": stat.st_mtime if stat else None}
+
+
+def _dataset_file(dataset: str) -> Optional[str]:
+    """The annotation file of a registered dataset (None when it names none)."""
+    if dataset not in DatasetCatalog.list():
+        return None
+    return MetadataCatalog.get(dataset).get("json_file", None)
 
 
 def unit_config(pair: EvalPair, dataset: str, output_dir: str, extra_opts: Sequence[str] = ()):
@@ -122,13 +155,36 @@ def evaluate_unit(pair: EvalPair, dataset: str, output_dir: str,
 
     Returns:
         {"metrics": flat {"clumps/F1": ..., "bbox/AP": ...}, "curve": {column: [...]}}.
+
+    Raises:
+        ValueError: the dataset is not registered or has no images (naming it).
+        WeightsNotLoadedError: the pair's weights are empty or match none of the model's keys.
     """
     cfg = unit_config(pair, dataset, output_dir, extra_opts)
     prepare_datasets(cfg)
+    check_dataset(dataset)  # before building the model: the cheaper failure first
     results = evaluate_on_dataset(cfg, build_model_for_inference(cfg), dataset)
     metrics = {k: float(v) for k, v in flatten_results_dict(results).items()}
     curve_path = Path(cfg.OUTPUT_DIR) / "inference" / dataset / CURVE_FILE
     return {"metrics": metrics, "curve": read_curve(curve_path) if curve_path.is_file() else {}}
+
+
+def check_dataset(dataset: str) -> int:
+    """The number of images of a registered dataset.
+
+    Raises:
+        ValueError: naming the dataset (and its annotation file) when it is not registered or
+            has no images: completeness and purity of nothing are not results.
+    """
+    if dataset not in DatasetCatalog.list():
+        raise ValueError(f"dataset {dataset!r} is not registered (register it, or give one of "
+                         "the names tools/train_net.py accepts)")
+    n = len(DatasetCatalog.get(dataset))
+    if n == 0:
+        source = _dataset_file(dataset)
+        raise ValueError(f"dataset {dataset!r} has no images"
+                         f"{f' ({source})' if source else ''}: nothing to evaluate")
+    return n
 
 
 def read_curve(path) -> Dict[str, List[float]]:

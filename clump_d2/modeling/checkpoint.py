@@ -37,8 +37,10 @@ logger = logging.getLogger(__name__)
 
 #: The config key that allows executing pickles (named in every refusal).
 ALLOW_PICKLE_KEY = "MODEL.WEIGHTS_ALLOW_PICKLE"
-#: Model buffers Detectron2 fills from the config, not from checkpoints.
-_CONFIG_BUFFERS = ("pixel_mean", "pixel_std")
+#: Model buffers Detectron2 fills from the config, not from checkpoints; and BatchNorm's step
+#: counter, which torch never reports missing (it fills it itself), so it must not count as
+#: a weight that loaded.
+_CONFIG_BUFFERS = ("pixel_mean", "pixel_std", "num_batches_tracked")
 
 
 class UnsafeWeightsError(ValueError):

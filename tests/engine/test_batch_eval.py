@@ -3,6 +3,7 @@
 import csv
 import json
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -103,3 +104,87 @@ def test_batch_resumes_records_failures_and_matches_eval_only(tmp_path, tiny_syn
     saved = json.loads((tmp_path / "eval_only" / "inference" / "tinysim_val" /
                         "clump_metrics.json").read_text())
     assert saved["n_matched"] == ok["metrics"]["clumps/n_matched"]
+
+
+def _tiny_config_file(tmp_path, tiny_model_opts) -> Path:
+    cfg = build_config(str(REPO / "configs" / "quickstart.yaml"), tiny_model_opts(tmp_path) + [
+        "TEST.CLUMP_EVAL.PLOTS", "False"])
+    path = tmp_path / "tiny.yaml"
+    path.write_text(cfg.dump())
+    return path
+
+
+def test_unloaded_weights_and_empty_dataset_are_errors_in_the_table(tmp_path, tiny_synthetic,
+                                                                      tiny_model_opts):
+    """End to end through run_batch: a model whose weights did not load is never "ok"."""
+    from clump_d2.data.datasets import register_clump_dataset
+
+    config_file = _tiny_config_file(tmp_path, tiny_model_opts)
+    other = tmp_path / "other_model.pth"  # a checkpoint of another model: no key matches
+    torch.save({"model": {"encoder.stem.weight": torch.zeros(8, 3, 3, 3)}}, other)
+    empty = tmp_path / "empty.json"
+    empty.write_text(json.dumps({"images": [], "annotations": [], "categories": [
+        {"id": 1, "name": "clump"}, {"id": 2, "name": "odd_clump"}]}))
+    register_clump_dataset("batch_test_empty", empty, tmp_path)
+    pairs = [EvalPair("unmatched", str(config_file), str(other)),
+             EvalPair("no_weights", str(config_file), "")]
+    out = tmp_path / "batch"
+    records = run_batch(pairs, ["tinysim_val"], str(out), show_progress=False)
+    assert [r["status"] for r in records] == ["error", "error"]
+    assert records[0]["error"].startswith("WeightsNotLoadedError: ")
+    assert "other_model.pth: none of its 1 tensors matched" in records[0]["error"]
+    assert records[1]["error"].startswith("WeightsNotLoadedError: no weights given")
+    rows = list(csv.DictReader(open(out / "batch_results.csv")))
+    assert [r["status"] for r in rows] == ["error", "error"]
+    assert all("WeightsNotLoadedError" in r["error"] and r["completeness"] == "" for r in rows)
+
+    weights = tmp_path / "w.pth"
+    DetectionCheckpointer(ClumpTrainer.build_model(build_config(str(config_file))),
+                          save_dir=str(tmp_path)).save("w")
+    (rec,) = run_batch([EvalPair("tiny", str(config_file), str(weights))], ["batch_test_empty"],
+                       str(tmp_path / "batch_empty"), show_progress=False)
+    assert rec["status"] == "error"
+    assert rec["error"] == (f"ValueError: dataset 'batch_test_empty' has no images ({empty}): "
+                            "nothing to evaluate")
+    with pytest.raises(ValueError, match="'no_such_set' is not registered"):
+        batch.check_dataset("no_such_set")
+
+
+def test_resume_compares_the_merged_config_content(tmp_path, tiny_synthetic, tiny_model_opts):
+    """An edited config file (or an edited _BASE_ of it) is evaluated again, even with its old
+    modification time; an unchanged one is skipped."""
+    base = _tiny_config_file(tmp_path, tiny_model_opts)
+    child = tmp_path / "child.yaml"
+    child.write_text(f"_BASE_: {base.name}\nTEST:\n  CLUMP_EVAL:\n    SCORE_THRESH: 0.3\n")
+    weights = tmp_path / "w.pth"
+    weights.write_bytes(b"not read by the stub evaluation")
+    calls = []
+
+    def stub(pair, dataset, output_dir, extra_opts):
+        cfg = batch.unit_config(pair, dataset, output_dir, extra_opts)
+        calls.append(cfg.TEST.CLUMP_EVAL.SCORE_THRESH)
+        return {"metrics": {"clumps/completeness": 0.5}, "curve": {}}
+
+    pairs = [EvalPair("child", str(child), str(weights))]
+
+    def run():
+        calls.clear()
+        return run_batch(pairs, ["tinysim_val"], str(tmp_path / "b"), evaluate_fn=stub,
+                         show_progress=False)
+
+    def edit(path, old, new):
+        stat = path.stat()
+        path.write_text(path.read_text().replace(old, new))
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # same time, other content
+
+    run()
+    assert calls == [0.3]
+    assert run()[0]["skipped"] and calls == []
+    edit(child, "SCORE_THRESH: 0.3", "SCORE_THRESH: 0.4")
+    assert not run()[0]["skipped"] and calls == [0.4]
+    edit(base, "CURVE_POINTS: 101", "CURVE_POINTS: 11")
+    assert not run()[0]["skipped"] and calls == [0.4]
+    assert run()[0]["skipped"] and calls == []
+    # other weights (same path, other size) are evaluated again
+    weights.write_bytes(b"other weights, another size")
+    assert not run()[0]["skipped"] and calls == [0.4]
