@@ -16,6 +16,11 @@ Sky -> pixel, per galaxy:
   the mapping of their SOURCE.md (``col = 212 - dx``, ``row = 212 - dy``) up to the half-pixel
   convention: here pixel ``i`` spans ``[i, i + 1)``, so the image centre is ``x = W/2``.
 
+Every band with a clump flux column (``clump_flux_<b>``) gives the clump's
+``flux_frac_<b>`` = clump flux / host flux (``gal_flux_<b>``), the quantity by which the
+paper defines giant clumps (u band); a clump without a positive host flux has none (counted
+as a note ``no_flux_frac_<b>``).
+
 The box is a square of side 2.5 x PSF FWHM (``psf_fwhm_column`` in arcsec / pixel scale,
 else ``psf_fwhm_arcsec``); the edge rule of :mod:`clump_d2.structures` applies. Clumps whose
 galaxy is not in the table, whose image is missing or unreadable, or with non-finite RA/Dec
@@ -70,6 +75,14 @@ class CatalogOptions:
     flux_column: Optional[str] = "clump_flux_r"  # kept as "flux"
     host_flux_column: Optional[str] = "gal_flux_r"  # flux / host flux kept as "flux_fraction"
     keep_columns: Sequence[str] = ()  # more clump-catalogue columns copied verbatim
+    # Per-band flux fractions kept as "flux_frac_<band>" = clump flux / host flux (the
+    # paper's giant-clump definition uses the u band). Column names with "{band}"; the host
+    # column is looked up in the clump catalogue, then in the galaxy table.
+    band_flux_column: Optional[str] = "clump_flux_{band}"  # None: no per-band fractions
+    band_host_flux_column: str = "gal_flux_{band}"
+    # Bands to keep; None: every band whose clump column exists (the "{band}" part of each
+    # clump-catalogue column matching band_flux_column, e.g. u, g, r, i, z for GZH S82).
+    flux_bands: Optional[Sequence[str]] = None
     # Orientation of images without a WCS: the options of clump_d2.data.sky.
     east_left: bool = True  # RA increases to the left (the sky as seen)
     north_up: bool = True  # Dec increases upwards (towards row 0)
@@ -100,6 +113,8 @@ def convert_catalog(clump_catalog: str | os.PathLike, galaxy_table: str | os.Pat
                               params={**asdict(o), "keep_columns": list(o.keep_columns),
                                       "image_dir": os.fspath(image_dir)})
     clump_t, gal_t, box_t = (report.tally(n) for n in ("clumps", "galaxies", "boxes"))
+    bands = flux_fraction_bands(clumps.columns, o)
+    report.info["flux_fraction_bands"] = list(bands)
     gal_ids = galaxies[o.galaxy_id_column].map(_as_key)
     dup = gal_ids[gal_ids.duplicated(keep=False)]
     if len(dup):
@@ -185,6 +200,12 @@ def convert_catalog(clump_catalog: str | os.PathLike, galaxy_table: str | os.Pat
                 host = host if host is not None else g.get(o.host_flux_column)
                 if host is not None and _float(host) > 0:
                     attrs["flux_fraction"] = attrs["flux"] / _float(host)
+            for band in bands:
+                frac = band_flux_fraction(row, g, band, o)
+                if math.isfinite(frac):
+                    attrs[f"flux_frac_{band}"] = frac
+                else:  # no usable host flux: the clump has no fraction (counted, not guessed)
+                    box_t.note(f"no_flux_frac_{band}")
             for col in o.keep_columns:
                 if col in row:
                     attrs[col] = row[col]
@@ -193,6 +214,32 @@ def convert_catalog(clump_catalog: str | os.PathLike, galaxy_table: str | os.Pat
             box_t.keep()
     report.check()
     return coco, report
+
+
+def flux_fraction_bands(columns: Sequence[str], o: CatalogOptions) -> List[str]:
+    """The bands of ``flux_frac_<band>``: ``o.flux_bands``, else every band whose clump flux
+    column (``o.band_flux_column`` with ``{band}`` filled) is among ``columns``."""
+    if not o.band_flux_column:
+        return []
+    if o.flux_bands is not None:
+        return [str(b) for b in o.flux_bands]
+    head, sep, tail = o.band_flux_column.partition("{band}")
+    if not sep:
+        raise ValueError(f"band_flux_column {o.band_flux_column!r} has no '{{band}}'")
+    return [c[len(head):len(c) - len(tail)] for c in map(str, columns)
+            if c.startswith(head) and c.endswith(tail) and len(c) > len(head) + len(tail)]
+
+
+def band_flux_fraction(row: Dict[str, Any], g: Dict[str, Any], band: str,
+                       o: CatalogOptions) -> float:
+    """Clump flux / host flux in ``band`` (NaN when either is missing, not finite, or the
+    host flux is not positive)."""
+    clump = _float(row.get(o.band_flux_column.format(band=band)))
+    host_col = o.band_host_flux_column.format(band=band)
+    host = _float(row[host_col] if host_col in row else g.get(host_col))
+    if not (math.isfinite(clump) and math.isfinite(host) and host > 0):
+        return float("nan")
+    return clump / host
 
 
 def _image_geometry(image_dir: Path, file_name: str, g: Dict[str, Any], o: CatalogOptions):

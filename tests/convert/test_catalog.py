@@ -35,6 +35,18 @@ def test_real_gzh_clumps_land_on_brightness_peaks(realdata):
     for key in ("ra", "dec", "flux", "flux_fraction", "clump_id", "psf_fwhm_px"):
         assert key in ann
     assert 0 < ann["flux_fraction"] < 1
+    # every band of the catalogue: flux_frac_<b> = clump_flux_<b> / gal_flux_<b>
+    assert report.as_dict()["flux_fraction_bands"] == ["u", "g", "r", "i", "z"]
+    from clump_d2.data.tables import read_table
+    cat = read_table(folder / "GZH_S82_Clump_Catalog.fits")
+    src = cat.iloc[ann["source_row"]]
+    for band in "ugriz":
+        assert ann[f"flux_frac_{band}"] == pytest.approx(
+            src[f"clump_flux_{band}"] / src[f"gal_flux_{band}"], rel=1e-12)
+    assert ann["flux_frac_r"] == pytest.approx(ann["flux_fraction"], rel=1e-12)
+    frac_u = np.array([a["flux_frac_u"] for a in coco.annotations])
+    # Measured on the 136 placed clumps: 19 at >= 3 % of the host in u, 46 at >= 1 %
+    assert ((frac_u >= 0.03).sum(), (frac_u >= 0.01).sum()) == (19, 46)
     images = {im["id"]: im for im in coco.images}
     greys = {i: np.asarray(Image.open(folder / "jpegs" / im["file_name"]).convert("L"), float)
              for i, im in images.items()}
@@ -122,3 +134,34 @@ def test_bad_catalog_input(tmp_path):
     pd.concat([gal, gal.iloc[[1]]]).to_csv(tmp_path / "dup.csv", index=False)
     with pytest.raises(ValueError, match=r"dup\.csv: galaxy id b appears on rows \[2, 5\]"):
         convert_catalog(tmp_path / "cl.csv", tmp_path / "dup.csv", images, options)
+
+
+def test_per_band_flux_fractions_from_a_synthetic_table(tmp_path):
+    """flux_frac_<band> for every band with a clump flux column; the host flux from the
+    clump row, else the galaxy table; a missing or non-positive host flux gives no fraction
+    (counted as a note), never a guess."""
+    images = tmp_path / "img"
+    images.mkdir()
+    Image.new("RGB", (60, 60)).save(images / "a.png")
+    pd.DataFrame({"id": ["a", "a", "a"], "clump_ra": [10.0] * 3, "clump_dec": [0.0] * 3,
+                  "clump_flux_u": [1.0, 2.0, 3.0], "clump_flux_g": [4.0, 5.0, np.nan],
+                  "gal_flux_u": [20.0, 0.0, 30.0], "mag_r": [1, 2, 3]}
+                 ).to_csv(tmp_path / "cl.csv", index=False)
+    pd.DataFrame({"survey_id": ["a"], "RA": [10.0], "DEC": [0.0], "PETROR90_R": [10.0],
+                  "gal_flux_g": [50.0]}).to_csv(tmp_path / "gal.csv", index=False)
+    options = CatalogOptions(image_template="{galaxy_id}.png", flux_column=None)
+    coco, report = convert_catalog(tmp_path / "cl.csv", tmp_path / "gal.csv", images, options)
+    info = report.as_dict()
+    assert info["flux_fraction_bands"] == ["u", "g"]
+    fr = [(a.get("flux_frac_u"), a.get("flux_frac_g")) for a in coco.annotations]
+    assert fr == [(pytest.approx(0.05), pytest.approx(0.08)), (None, pytest.approx(0.1)),
+                  (pytest.approx(0.1), None)]
+    assert info["counts"]["boxes"]["notes"] == {"no_flux_frac_u": 1, "no_flux_frac_g": 1}
+    only_u = CatalogOptions(image_template="{galaxy_id}.png", flux_column=None,
+                            flux_bands=["u"])
+    coco, _ = convert_catalog(tmp_path / "cl.csv", tmp_path / "gal.csv", images, only_u)
+    assert "flux_frac_g" not in coco.annotations[0] and "flux_frac_u" in coco.annotations[0]
+    off = CatalogOptions(image_template="{galaxy_id}.png", flux_column=None,
+                         band_flux_column=None)
+    coco, _ = convert_catalog(tmp_path / "cl.csv", tmp_path / "gal.csv", images, off)
+    assert not any(k.startswith("flux_frac_") for k in coco.annotations[0])
