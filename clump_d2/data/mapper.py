@@ -3,7 +3,9 @@
 Image formats (:func:`read_image_file`, the one reader; the suffixes and the reader decision
 are :mod:`clump_d2.data.image_io`'s):
 
-* PNG/JPEG (anything PIL reads): Detectron2's ``read_image`` in ``INPUT.FORMAT``, unchanged;
+* PNG/JPEG (anything PIL reads): :func:`clump_d2.data.image_io.read_display_image` in
+  ``INPUT.FORMAT``: 8-bit images as Detectron2's ``read_image`` reads them, 16-bit grey ones
+  scaled to the 8-bit range (``value * 255 / 65535``, float32), never clipped;
 * FITS (``.fits``, ``.fit``, ``.fts``, ``.fits.gz``, per-band names with ``{band}``, or a
   record with ``band_files``): bands chosen and ordered by ``INPUT.FITS.BANDS``, NaN/inf
   filled and stretched by ``INPUT.FITS`` (see :mod:`clump_d2.data.fits_io`), float32 with
@@ -26,7 +28,7 @@ from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 
 from .fits_io import FitsReadOptions, read_fits_for_network
-from .image_io import reads_as_fits
+from .image_io import read_display_image, reads_as_fits
 from .transforms import build_clump_augmentations
 
 logger = logging.getLogger(__name__)
@@ -97,15 +99,16 @@ def read_image_file(file_name: str, *, image_format: str = "RGB",
     """An image file as the network reads it: (H, W, C), cut to ``crop`` [x0, y0, w, h].
 
     FITS (:func:`clump_d2.data.image_io.reads_as_fits`): float32 bands of ``fits_options``
-    (default ``FitsReadOptions()``); otherwise Detectron2's ``read_image`` in
-    ``image_format`` channel order.
+    (default ``FitsReadOptions()``); otherwise :func:`~clump_d2.data.image_io.
+    read_display_image` in ``image_format`` channel order (uint8, or float32 in 0..255 for a
+    16-bit grey image).
     """
     file_name = str(file_name)
     if reads_as_fits(file_name, band_files):
         image = read_fits_for_network(file_name, fits_options or FitsReadOptions(),
                                       band_files=band_files)
     else:
-        image = utils.read_image(file_name, format=image_format)
+        image = read_display_image(file_name, image_format)
     if crop:
         image = crop_image(image, crop, file_name)
     return image

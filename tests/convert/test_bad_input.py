@@ -168,3 +168,16 @@ def test_truncated_coco_input_to_split_names_file_line_column(tmp_path):
     msg = str(e.value.code)
     assert "all.json" in msg and "line 1 column" in msg and "truncated" in msg
     assert sorted(p.name for p in ann.iterdir()) == ["all.json"]  # nothing written
+
+
+def test_image_check_uses_the_network_reader(tmp_path):
+    """A 16-bit PNG is usable (the reader scales it); a floating-point TIFF, which the reader
+    refuses, is a drop with its reason."""
+    from clump_d2.convert.images import image_problem
+
+    Image.fromarray(np.full((8, 8), 40000, np.uint16)).save(tmp_path / "deep.png")
+    assert image_problem(tmp_path / "deep.png") is None
+    Image.fromarray(np.full((8, 8), 0.5, np.float32)).save(tmp_path / "float.tif")
+    assert "a 'F' image" in image_problem(tmp_path / "float.tif")
+    (tmp_path / "text.png").write_text("not an image")
+    assert image_problem(tmp_path / "text.png").startswith("does not decode")
