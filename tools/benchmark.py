@@ -5,17 +5,23 @@
     python tools/benchmark.py --config-file configs/quickstart.yaml --quick
     python tools/benchmark.py --config-file configs/quickstart.yaml \
         --catalogue-scaling 100 1000 10000 MODEL.WEIGHTS output/quickstart/model_final.pth
+    python tools/benchmark.py --config-file configs/quickstart.yaml --skip-speed \
+        --catalogue-scaling 50 200 --table docs/benchmark/catalogue_photometry.md
+
+The catalogue scaling runs tools/predict_catalog.py with photometry off and on in the same
+run (--catalogue-photometry on|off for one of them) and reports the on/off throughput ratio.
 
 Writes benchmark.json and benchmark.md to --output (default output/benchmark) and prints the
 table. Figures are measurements, not targets; no test asserts a speed.
 """
 import argparse
+import sys
 from pathlib import Path
 
 import clump_d2  # noqa: F401  (compat layer before detectron2)
 import clump_d2.modeling  # noqa: F401  (registers the Zoobot backbones)
-from clump_d2.studies.benchmark import (BenchmarkOptions, catalogue_scaling, run_benchmark,
-                                write_results)
+from clump_d2.studies.benchmark import (PHOTOMETRY_MODES, BenchmarkOptions, catalogue_scaling,
+                                       run_benchmark, write_results, write_scaling_table)
 from clump_d2.engine import build_config
 from detectron2.utils.logger import setup_logger
 
@@ -38,6 +44,12 @@ def parse_args(argv=None):
                    help="also time tools/predict_catalog.py on catalogues of N galaxies each")
     p.add_argument("--pool-size", type=int, default=200,
                    help="distinct synthetic images the scaling catalogues cycle through")
+    p.add_argument("--catalogue-photometry", choices=("both", *PHOTOMETRY_MODES),
+                   default="both", help="catalogue scaling with photometry off and on "
+                   "(both, the default, in the same run) or one of them")
+    p.add_argument("--table", default="",
+                   help="also write the catalogue-scaling table (Markdown, with the command "
+                        "and machine) and its JSON to this path, e.g. docs/benchmark/x.md")
     p.add_argument("--skip-speed", action="store_true",
                    help="only the catalogue scaling (no model speed/FLOPs measurement)")
     p.add_argument("--output", default="output/benchmark")
@@ -63,8 +75,15 @@ def main(argv=None):
     if args.catalogue_scaling:
         result["catalogue_scaling"] = catalogue_scaling(
             args.config_file, args.catalogue_scaling, f"{args.output}/scaling",
-            predict_tool=Path(__file__).resolve().with_name("predict_catalog.py"), opts=args.opts, pool_size=args.pool_size,
-            image_size=cfg.DATASETS.SYNTHETIC.IMAGE_SIZE)
+            predict_tool=Path(__file__).resolve().with_name("predict_catalog.py"),
+            opts=args.opts, pool_size=args.pool_size,
+            image_size=cfg.DATASETS.SYNTHETIC.IMAGE_SIZE,
+            photometry=(PHOTOMETRY_MODES if args.catalogue_photometry == "both"
+                        else (args.catalogue_photometry,)))
+        if args.table:
+            command = "python tools/benchmark.py " + " ".join(argv if argv is not None
+                                                               else sys.argv[1:])
+            write_scaling_table(result, args.table, command)
     paths = write_results(result, args.output)
     print(paths["markdown"].read_text())
     print(f"written: {paths['json']} {paths['markdown']}")

@@ -42,6 +42,7 @@ from clump_d2.engine.evaluate import build_model_for_inference
 from clump_d2.modeling.runtime import wrap_for_inference
 from clump_d2.photometry import (PhotometryImage, PhotometryOptions, load_photometry_image,
                                  measure_image)
+from clump_d2.photometry.measure import host_segment_of
 from clump_d2.photometry.io import write_table as write_table_with_units
 from clump_d2.structures import CLUMP_CLASSES
 
@@ -103,6 +104,47 @@ def load_image_for_photometry(record: Dict, options: PhotometryOptions) -> Photo
                                  options.cube_bands, options.hdu, options.display_q)
 
 
+#: PSF FWHM (px) of the host segmentation when neither the galaxy (``psf_fwhm_px``) nor
+#: ``INFERENCE.PSF_FWHM_PX`` gives one: the median Clump Scout box (16.6 px) / 2.5. The
+#: segment is made before the detections exist (in the loader), so their boxes cannot say.
+SEGMENT_FWHM_FALLBACK_PX = 6.6
+
+
+class PhotometryMapper:
+    """Wraps the inference mapper: also reads the image for photometry and segments its host,
+    so that this detection-independent half of the photometry runs in the data-loader workers
+    (``DATALOADER.NUM_WORKERS``) while the model runs. Adds ``photometry`` = (image, host
+    segment) to the mapped dict, or ``photometry_error`` (the reason) when that fails; never
+    raises (the model still runs on the galaxy)."""
+
+    def __init__(self, base, options: PhotometryOptions, psf_fwhm_px: float = 0.0):
+        self.base = base
+        self.options = options
+        self.psf_fwhm_px = psf_fwhm_px
+
+    def segment_fwhm(self, record: Dict) -> float:
+        psf = record.get("psf_fwhm_px")
+        if psf is not None and np.isfinite(psf) and psf > 0:
+            return float(psf)
+        return self.psf_fwhm_px if self.psf_fwhm_px > 0 else SEGMENT_FWHM_FALLBACK_PX
+
+    def __call__(self, record: Dict) -> Dict:
+        out = self.base(record)
+        if "error" in out:
+            return out
+        try:
+            image = load_image_for_photometry(record, self.options)
+            segment = host_segment_of(image, self.segment_fwhm(record), galaxy_centre(record),
+                                      self.options)
+            out["photometry"] = (image, segment)
+        except Exception as e:  # noqa: BLE001  (one galaxy's photometry: its rows say why)
+            out["photometry_error"] = f"{type(e).__name__}: {e}"
+            logger.warning("photometry of galaxy %s failed: %s", record.get("galaxy_id"),
+                           out["photometry_error"],
+                           exc_info=not isinstance(e, (ValueError, OSError)))
+        return out
+
+
 class CataloguePredictor:
     """Runs a model over galaxy records and turns its outputs into catalogue rows.
 
@@ -123,6 +165,12 @@ class CataloguePredictor:
         self.photometry = (PhotometryOptions.from_config(cfg) if cfg.PHOTOMETRY.ENABLED
                            else None)
         self.mapper = mapper if mapper is not None else InferenceMapper.from_cfg(cfg)
+        if self.photometry is not None:
+            # photutils takes seconds to import: paid here, not in the first galaxy's time
+            import photutils.segmentation  # noqa: F401
+
+            self.mapper = PhotometryMapper(self.mapper, self.photometry,
+                                           self.options.psf_fwhm_px)
         self.batch_size = int(cfg.INFERENCE.BATCH_SIZE)
         self.num_workers = int(cfg.DATALOADER.NUM_WORKERS)
         sky = cfg.INFERENCE.SKY
@@ -147,7 +195,8 @@ class CataloguePredictor:
 
     def rows_for(self, item: Dict, output) -> List[Dict]:
         """Catalogue rows of one mapped record and its model output (or exception)."""
-        record = {k: v for k, v in item.items() if k != "image"}
+        record = {k: v for k, v in item.items()
+                  if k not in ("image", "photometry", "photometry_error")}
         if "error" in item:
             return galaxy_rows(record, f"{STATUS_UNREADABLE}: {item['error']}")
         if isinstance(output, Exception):
@@ -159,14 +208,15 @@ class CataloguePredictor:
                           psf_fwhm_px=record.get("psf_fwhm_px"))
         phot, n_outside = None, 0
         if self.photometry is not None and len(det):
-            det, phot, n_outside = self.measure(record, det)
+            det, phot, n_outside = self.measure(record, det, item)
         sky = build_sky_transform(record, record.get("width"), record.get("height"),
                                   item.get("wcs_header"), **self.sky_options)
         status = STATUS_OK if len(det) else STATUS_NO_CLUMPS
         return galaxy_rows(record, status, det, self.class_names, sky, phot, n_outside)
 
-    def measure(self, record: Dict, det: Detections):
-        """Photometry of one galaxy's detections.
+    def measure(self, record: Dict, det: Detections, item: Dict):
+        """Photometry of one galaxy's detections (``item``: the mapped dict, with the image
+        and host segment from :class:`PhotometryMapper`).
 
         Returns:
             (detections kept, their photometry rows, number dropped off the host). With
@@ -178,14 +228,17 @@ class CataloguePredictor:
         psf = record.get("psf_fwhm_px")
         if psf is None or not np.isfinite(psf) or psf <= 0:
             psf = self.options.psf_fwhm_px if self.options.psf_fwhm_px > 0 else None
-        try:
-            image = load_image_for_photometry(record, o)
-            phot = measure_image(image, det.centres, estimate_fwhm(det, psf),
-                                 galaxy_centre(record), o)
-        except Exception as e:  # noqa: BLE001  (one galaxy's photometry: its rows say why)
-            reason = f"{type(e).__name__}: {e}"
-            logger.warning("photometry of galaxy %s failed: %s", record.get("galaxy_id"),
-                           reason, exc_info=not isinstance(e, (ValueError, OSError)))
+        reason = item.get("photometry_error")
+        if reason is None:
+            try:
+                image, segment = item["photometry"]
+                phot = measure_image(image, det.centres, estimate_fwhm(det, psf),
+                                     galaxy_centre(record), o, segment=segment)
+            except Exception as e:  # noqa: BLE001  (one galaxy's photometry: its rows say why)
+                reason = f"{type(e).__name__}: {e}"
+                logger.warning("photometry of galaxy %s failed: %s", record.get("galaxy_id"),
+                               reason, exc_info=True)
+        if reason is not None:
             return det, pd.DataFrame({"status": [f"error: {reason}"] * len(det)}), 0
         if not o.drop_outside_host:
             return det, phot, 0

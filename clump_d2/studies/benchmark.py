@@ -34,7 +34,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -484,14 +484,21 @@ def write_scaling_catalogue(path: Path, pool: List[Path], n_galaxies: int) -> Pa
     return path
 
 
+PHOTOMETRY_MODES = ("off", "on")
+
+
 def catalogue_scaling(config_file: str, counts: List[int], out_dir: str | os.PathLike,
                       predict_tool: str | os.PathLike, opts: Optional[List[str]] = None,
-                      pool_size: int = 200, image_size: int = 200) -> List[Dict]:
+                      pool_size: int = 200, image_size: int = 200,
+                      photometry: Sequence[str] = PHOTOMETRY_MODES) -> List[Dict]:
     """Run ``predict_tool`` (``tools/predict_catalog.py``; a fresh process each, as a user
-    would) on catalogues
-    of ``counts`` galaxies; returns one dict per count: galaxies/s of the inference loop
-    (``galaxies_per_second`` of the tool's summary) and of the whole command (start-up,
-    model build, merge and catalogue writing included).
+    would) on catalogues of ``counts`` galaxies, once per ``photometry`` mode (``"off"``:
+    ``--no-photometry``; ``"on"``: every detection measured); returns one dict per count and
+    mode: galaxies/s of the inference loop (``galaxies_per_second`` of the tool's summary:
+    model and photometry) and of the whole command (start-up, model build, merge and
+    catalogue writing included). With both modes, each count runs them back to back, in
+    alternating order from count to count, so that a change of machine load hits both alike;
+    :func:`photometry_ratios` compares them.
 
     A config without ``MODEL.WEIGHTS`` is timed with its initial weights, saved to
     ``out_dir/initial_weights.pth`` (the catalogue tool refuses a model without weights; the
@@ -507,34 +514,94 @@ def catalogue_scaling(config_file: str, counts: List[int], out_dir: str | os.Pat
         logger.warning("%s has no MODEL.WEIGHTS: timing its initial weights (%s)", config_file,
                        weights)
         opts += ["MODEL.WEIGHTS", str(weights)]
+    wrong = [m for m in photometry if m not in PHOTOMETRY_MODES]
+    if wrong or not photometry:
+        raise ValueError(f"photometry modes must be among {PHOTOMETRY_MODES}, not "
+                         f"{list(photometry)}")
     rows = []
-    for n in counts:
+    for i, n in enumerate(counts):
         table = write_scaling_catalogue(out_dir / f"catalogue_{n}.csv", pool, n)
-        output = out_dir / f"clumps_{n}.parquet"
-        cmd = [sys.executable, str(tool), "--input", str(table), "--output", str(output),
-               "--overwrite", "--no-progress", "--config-file", config_file, *(opts or [])]
-        start = time.perf_counter()
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        wall = time.perf_counter() - start
-        if proc.returncode != 0:
-            raise RuntimeError(f"predict_catalog.py failed on {n} galaxies:\n"
-                               f"{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
-        summary = json.loads(output.with_name(f"{output.stem}_summary.json").read_text())
-        rows.append({"galaxies": n, "catalogued": summary["galaxies"],
-                     "clumps": summary["clumps"], "shards": summary["shards"],
-                     "inference_galaxies_per_s": summary["galaxies_per_second"],
-                     "command_seconds": round(wall, 2),
-                     "command_galaxies_per_s": round(n / wall, 3)})
-        logger.info("catalogue of %d galaxies: %.2f galaxies/s (inference), %.1f s in all", n,
-                    summary["galaxies_per_second"] or float("nan"), wall)
+        modes = list(photometry) if i % 2 == 0 else list(photometry)[::-1]
+        for mode in modes:
+            suffix = "" if len(photometry) == 1 else f"_photometry_{mode}"
+            output = out_dir / f"clumps_{n}{suffix}.parquet"
+            cmd = [sys.executable, str(tool), "--input", str(table), "--output", str(output),
+                   "--overwrite", "--no-progress", "--config-file", config_file,
+                   *(["--no-photometry"] if mode == "off" else []), *opts]
+            start = time.perf_counter()
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            wall = time.perf_counter() - start
+            if proc.returncode != 0:
+                raise RuntimeError(f"predict_catalog.py failed on {n} galaxies (photometry "
+                                   f"{mode}):\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
+            summary = json.loads(output.with_name(f"{output.stem}_summary.json").read_text())
+            rows.append({"galaxies": n, "photometry": mode, "catalogued": summary["galaxies"],
+                         "clumps": summary["clumps"], "shards": summary["shards"],
+                         "clumps_measured": summary.get("clumps_measured", 0),
+                         "inference_galaxies_per_s": summary["galaxies_per_second"],
+                         "command_seconds": round(wall, 2),
+                         "command_galaxies_per_s": round(n / wall, 3)})
+            logger.info("catalogue of %d galaxies, photometry %s: %.2f galaxies/s (inference),"
+                        " %.1f s in all", n, mode, summary["galaxies_per_second"] or float("nan"),
+                        wall)
+    rows.sort(key=lambda r: (counts.index(r["galaxies"]),
+                             PHOTOMETRY_MODES.index(r["photometry"])))
     return rows
 
 
+def photometry_ratios(rows: List[Dict]) -> List[Dict]:
+    """Per count with both modes: throughput with photometry on / off (inference loop and
+    whole command); the issue's target is >= 0.8."""
+    by = {(r["galaxies"], r["photometry"]): r for r in rows}
+    out = []
+    for n in dict.fromkeys(r["galaxies"] for r in rows):
+        on, off = by.get((n, "on")), by.get((n, "off"))
+        if on is None or off is None:
+            continue
+        out.append({"galaxies": n,
+                    "inference_on_over_off": _ratio(on["inference_galaxies_per_s"],
+                                                    off["inference_galaxies_per_s"]),
+                    "command_on_over_off": _ratio(on["command_galaxies_per_s"],
+                                                  off["command_galaxies_per_s"])})
+    return out
+
+
+def _ratio(a, b) -> Optional[float]:
+    return round(a / b, 3) if a and b else None
+
+
 def scaling_table(rows: List[Dict]) -> str:
-    lines = ["| galaxies | inference galaxies/s | whole command, s | whole command, galaxies/s |"
-             " clumps |", "|---|---|---|---|---|"]
+    """Markdown: one line per count and photometry mode, then the on/off ratios."""
+    lines = ["| galaxies | photometry | inference galaxies/s | whole command, s | "
+             "whole command, galaxies/s | clumps | clumps measured |",
+             "|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['galaxies']:,} | {_fmt(r['inference_galaxies_per_s'])} | "
-                     f"{r['command_seconds']:.1f} | {_fmt(r['command_galaxies_per_s'])} | "
-                     f"{r['clumps']:,} |")
+        lines.append(f"| {r['galaxies']:,} | {r.get('photometry', 'on')} | "
+                     f"{_fmt(r['inference_galaxies_per_s'])} | {r['command_seconds']:.1f} | "
+                     f"{_fmt(r['command_galaxies_per_s'])} | {r['clumps']:,} | "
+                     f"{r.get('clumps_measured', 0):,} |")
+    ratios = photometry_ratios(rows)
+    if ratios:
+        lines += ["", "| galaxies | throughput on / off, inference loop | on / off, whole "
+                  "command |", "|---|---|---|"]
+        for r in ratios:
+            lines.append(f"| {r['galaxies']:,} | {_fmt(r['inference_on_over_off'])} | "
+                         f"{_fmt(r['command_on_over_off'])} |")
     return "\n".join(lines)
+
+
+def write_scaling_table(result: Dict, path: str | os.PathLike, command: str) -> Path:
+    """The catalogue-scaling table as its own Markdown page (with the command that wrote it
+    and the machine) and its JSON beside it (same stem)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    m = result.get("machine") or machine_info(torch.device("cpu"))
+    text = (f"Catalogue throughput of `tools/predict_catalog.py`, photometry off and on in the "
+            f"same run (written by `{command}`).\n\n{scaling_table(result['catalogue_scaling'])}"
+            f"\n\nMachine: {m['cpu']}, {m['cores']} cores, device {m['device']}, torch "
+            f"{m['torch']}.\n")
+    path.write_text(text)
+    path.with_suffix(".json").write_text(json.dumps(
+        {"command": command, "machine": m, "catalogue_scaling": result["catalogue_scaling"],
+         "photometry_ratios": photometry_ratios(result["catalogue_scaling"])}, indent=2))
+    return path

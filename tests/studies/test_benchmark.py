@@ -50,28 +50,47 @@ def test_quick_benchmark_writes_every_field(tmp_path, load_tool):
 
 
 def test_catalogue_scaling_runs_predict_catalog_per_count(tmp_path, load_tool):
+    """Each count runs the catalogue tool with photometry off and on (same run); the table
+    file names the command and the on/off ratio."""
     import pandas as pd
 
     tool = load_tool("benchmark")
     out = tmp_path / "bench"
+    table = tmp_path / "docs" / "scaling.md"
     result = tool.main(["--config-file", str(REPO / "configs" / "quickstart.yaml"),
                         "--skip-speed", "--catalogue-scaling", "3", "7", "--pool-size", "2",
-                        "--output", str(out), "MODEL.DEVICE", "cpu",
+                        "--output", str(out), "--table", str(table), "MODEL.DEVICE", "cpu",
                         "DATASETS.SYNTHETIC.IMAGE_SIZE", "64", "INFERENCE.SHARD_SIZE", "4",
+                        "TEST.CLUMP_EVAL.SCORE_THRESH", "0.0", "TEST.DETECTIONS_PER_IMAGE", "2",
                         "OUTPUT_DIR", str(tmp_path / "run")])
     rows = json.loads((out / "benchmark.json").read_text())["catalogue_scaling"]
     assert rows == result["catalogue_scaling"]
-    assert [r["galaxies"] for r in rows] == [3, 7]
-    assert [r["catalogued"] for r in rows] == [3, 7]  # every galaxy in the catalogue
-    assert [r["shards"] for r in rows] == [1, 2]
+    assert [r["galaxies"] for r in rows] == [3, 3, 7, 7]
+    assert [r["photometry"] for r in rows] == ["off", "on", "off", "on"]
+    assert [r["catalogued"] for r in rows] == [3, 3, 7, 7]  # every galaxy in the catalogue
+    assert [r["shards"] for r in rows] == [1, 1, 2, 2]
     for r in rows:
         assert r["inference_galaxies_per_s"] > 0 and r["command_seconds"] > 0
         assert math.isclose(r["command_galaxies_per_s"], r["galaxies"] / r["command_seconds"],
                             rel_tol=0.01)
+        assert r["clumps"] > 0  # threshold 0: the random model's top 2 boxes per galaxy
+        # photometry off measures nothing; on measures every clump
+        assert r["clumps_measured"] == (r["clumps"] if r["photometry"] == "on" else 0)
     # 2 distinct images, cycled: 7 galaxies with unique ids reading 2 files
-    galaxies = pd.read_parquet(out / "scaling" / "clumps_7_galaxies.parquet")
+    galaxies = pd.read_parquet(out / "scaling" / "clumps_7_photometry_on_galaxies.parquet")
     assert galaxies["galaxy_id"].nunique() == 7 and galaxies["file_name"].nunique() == 2
-    assert "| 7 |" in (out / "benchmark.md").read_text()
+    on = pd.read_parquet(out / "scaling" / "clumps_7_photometry_on.parquet")
+    off = pd.read_parquet(out / "scaling" / "clumps_7_photometry_off.parquet")
+    assert "flux_ratio_B" in on and "flux_ratio_B" not in off
+    pd.testing.assert_frame_equal(on[["galaxy_id", "x", "y", "score"]],
+                                  off[["galaxy_id", "x", "y", "score"]])  # same detections
+    text = table.read_text()
+    assert "| 7 | on |" in text and "| 7 | off |" in text and "on / off" in text
+    assert "python tools/benchmark.py" in text and "--catalogue-scaling 3 7" in text
+    ratios = json.loads(table.with_suffix(".json").read_text())["photometry_ratios"]
+    assert [r["galaxies"] for r in ratios] == [3, 7]
+    assert all(r["inference_on_over_off"] > 0 for r in ratios)
+    assert "| 7 | on |" in (out / "benchmark.md").read_text()
 
 
 def test_benchmark_inputs_follow_the_config_resize():
