@@ -2,6 +2,7 @@
 the command-line tools loaded as modules."""
 import importlib.util
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,9 @@ import torch
 import clump_d2  # noqa: F401  (compat layer first)
 
 REPO = Path(__file__).resolve().parents[1]
+# Helper modules shared by several test folders (e.g. injection_helpers) import by name.
+if str(REPO / "tests") not in sys.path:
+    sys.path.insert(0, str(REPO / "tests"))
 # Tests share the 2 cores of the CI machine with the data-loader workers.
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 

@@ -54,9 +54,8 @@ def inside_ignore(boxes: Boxes, ignore_boxes: Boxes, ioa_thresh: float) -> torch
     return (pairwise_ioa(ignore_boxes, boxes) >= ioa_thresh).any(dim=0)
 
 
-@PROPOSAL_GENERATOR_REGISTRY.register()
-class IgnoreRegionRPN(RPN):
-    """Detectron2's RPN whose anchors inside ignore regions are neither positives nor negatives."""
+class _IgnoreThreshold:
+    """``ignore_ioa_thresh`` (``MODEL.IGNORE_REGIONS.IOA_THRESH``) added to a configurable head."""
 
     @configurable
     def __init__(self, *, ignore_ioa_thresh: float = 0.5, **kwargs):
@@ -68,6 +67,11 @@ class IgnoreRegionRPN(RPN):
         ret = super().from_config(cfg, input_shape)
         ret["ignore_ioa_thresh"] = cfg.MODEL.IGNORE_REGIONS.IOA_THRESH
         return ret
+
+
+@PROPOSAL_GENERATOR_REGISTRY.register()
+class IgnoreRegionRPN(_IgnoreThreshold, RPN):
+    """Detectron2's RPN whose anchors inside ignore regions are neither positives nor negatives."""
 
     @torch.no_grad()
     def label_and_sample_anchors(self, anchors: List[Boxes], gt_instances: List[Instances]):
@@ -96,20 +100,9 @@ class IgnoreRegionRPN(RPN):
 
 
 @ROI_HEADS_REGISTRY.register()
-class IgnoreRegionROIHeads(StandardROIHeads):
+class IgnoreRegionROIHeads(_IgnoreThreshold, StandardROIHeads):
     """Detectron2's StandardROIHeads trained on real clumps only, with proposals inside ignore
     regions left out of the sampling."""
-
-    @configurable
-    def __init__(self, *, ignore_ioa_thresh: float = 0.5, **kwargs):
-        super().__init__(**kwargs)
-        self.ignore_ioa_thresh = float(ignore_ioa_thresh)
-
-    @classmethod
-    def from_config(cls, cfg, input_shape):
-        ret = super().from_config(cfg, input_shape)
-        ret["ignore_ioa_thresh"] = cfg.MODEL.IGNORE_REGIONS.IOA_THRESH
-        return ret
 
     def drop_ignored_proposals(self, proposals: List[Instances],
                                targets: List[Instances]) -> Tuple[List[Instances],

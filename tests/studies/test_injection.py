@@ -14,34 +14,11 @@ from clump_d2.studies.injection import (
     write_outputs,
 )
 
-SIZE, FWHM = 120, 5.0
-
-
-def _aperture(img, x, y, radius):
-    """Sum in a circular aperture minus the median of an annulus (local background)."""
-    yy, xx = np.mgrid[0:img.shape[0], 0:img.shape[1]] + 0.5
-    r = np.hypot(xx - x, yy - y)
-    ann = img[(r >= radius + 3) & (r < radius + 8)]
-    return float((img[r < radius] - np.median(ann, axis=0)).sum(axis=0).sum()) \
-        if img.ndim == 2 else (img[r < radius] - np.median(ann, axis=0)).sum(axis=0)
-
-
-def _centroid(diff, x, y, radius):
-    yy, xx = np.mgrid[0:diff.shape[0], 0:diff.shape[1]] + 0.5
-    m = np.hypot(xx - x, yy - y) < radius
-    w = diff[m]
-    return float((xx[m] * w).sum() / w.sum()), float((yy[m] * w).sum() / w.sum())
-
-
-def _galaxy(rng, noise=0.02):
-    yy, xx = np.mgrid[0:SIZE, 0:SIZE] + 0.5
-    disc = 3.0 * np.exp(-np.hypot(xx - 60, (yy - 60) / 0.7) / 12.0)
-    lin = np.stack([disc * c for c in (1.1, 1.0, 0.9)], axis=2)
-    return lin + rng.normal(0, noise, lin.shape)
+from injection_helpers import FWHM, SIZE, aperture, centroid, smooth_galaxy
 
 
 def test_flux_fraction_is_relative_to_the_host(tmp_path):
-    lin = _galaxy(np.random.default_rng(2), noise=0.005)
+    lin = smooth_galaxy(np.random.default_rng(2), noise=0.005)
     host = host_properties(lin, FWHM)
     assert host["centre"] == pytest.approx((60.5, 60.5), abs=1.5)
     # the segment holds most of the host's light (exponential disc, flux 2 pi h^2 I0 q)
@@ -54,7 +31,7 @@ def test_flux_fraction_is_relative_to_the_host(tmp_path):
 def test_run_injection_recovers_bright_and_misses_faint(tmp_path):
     """With the classical finder: 20 % clumps recovered, 0.05 % clumps not; the table has
     the counts and the plot is written."""
-    lin = _galaxy(np.random.default_rng(3), noise=0.02)
+    lin = smooth_galaxy(np.random.default_rng(3), noise=0.02)
     disp = DisplayStretch(q=10.0)
     lin = disp.linearise(disp.display(lin), np.random.default_rng(0))
     images = [{"name": "g", "linear": lin, "psf_fwhm_px": FWHM}]
@@ -77,7 +54,7 @@ def test_run_injection_recovers_bright_and_misses_faint(tmp_path):
 
 def test_fits_cube_injected_in_flux_units(tmp_path):
     rng = np.random.default_rng(4)
-    lin = _galaxy(rng) * 100.0  # flux units
+    lin = smooth_galaxy(rng) * 100.0  # flux units
     cube = lin.transpose(2, 0, 1).astype(np.float32)
     hdr = fits.Header()
     for k, b in enumerate("gri", start=1):
@@ -87,7 +64,7 @@ def test_fits_cube_injected_in_flux_units(tmp_path):
     loaded, kind = load_linear(str(path))
     assert kind == "fits" and np.allclose(loaded, lin, atol=1e-3)
     out = inject(loaded, [(30.5, 60.5)], [[500.0, 400.0, 300.0]], FWHM)
-    assert np.allclose(_aperture(out - loaded, 30.5, 60.5, 2 * FWHM), [500, 400, 300],
+    assert np.allclose(aperture(out - loaded, 30.5, 60.5, 2 * FWHM), [500, 400, 300],
                        rtol=1e-3)
     net = network_input_fn("fits")(out, {})
     assert net.shape == (SIZE, SIZE, 3) and 0 <= net.min() and net.max() <= 255.0 + 1e-3
@@ -117,7 +94,7 @@ def test_cli_on_png_and_fits(tmp_path, load_tool):
 
     tool = load_tool("inject_recover")
     g = _simulated_png(tmp_path / "sim.png")
-    cube = (_galaxy(np.random.default_rng(6)) * 100).transpose(2, 0, 1).astype(np.float32)
+    cube = (smooth_galaxy(np.random.default_rng(6)) * 100).transpose(2, 0, 1).astype(np.float32)
     hdr = fits.Header()
     for k, b in enumerate("gri", start=1):
         hdr[f"BAND{k}"] = b
