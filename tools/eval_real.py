@@ -10,6 +10,10 @@
     python tools/eval_real.py evaluate --output-dir output/realdata/eval \
         --model sim_only=output/realdata/sim_sdss/model_final.pth \
         --model finetuned=output/realdata/finetune/model_final.pth
+    # 4. the paper's definition (u-band flux fraction >= 3 % / 1 %, off-centre; fainter and
+    #    central catalogue clumps are ignore regions), both folds, + the giant-flag target
+    python tools/eval_real.py paper --output-dir output/realdata/paper \
+        [--model finetuned=... --model ...]
 
 The logic lives in :mod:`clump_d2.studies.realdata` (see its docstring for the rules).
 """
@@ -25,12 +29,20 @@ from clump_d2.baselines import ClassicalParams
 from clump_d2.convert.gzh_s82 import DEFAULT_SEED, prepare_gzh_s82
 from clump_d2.sim.synthetic import SIM_PRESETS, simulate_sdss
 from clump_d2.studies.detectability import dataset_census, summarise_census, write_census
-from clump_d2.studies.realdata import Method, evaluate_methods, pool_folds
+from clump_d2.photometry import PhotometryOptions
+from clump_d2.studies.realdata import (
+    PAPER_FLUX_LIMITS,
+    GiantTarget,
+    Method,
+    evaluate_methods,
+    evaluate_paper_definition,
+    pool_folds,
+)
 
 BASE_CONFIG = "configs/RealData/sim_sdss_r18.yaml"
 
 
-def main(argv=None):
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -50,26 +62,37 @@ def main(argv=None):
                    help="label population: Clump Scout's (>= ~3%% of the host) or the "
                         "Mehta et al. catalogue's (median 0.33%%)")
     e = sub.add_parser("evaluate", help="baseline + models on the real test split -> table")
-    e.add_argument("--dataset", default="gzh_s82c", help="registered dataset prefix")
     e.add_argument("--tune-split", default="train", help="split choosing each threshold")
     e.add_argument("--test-split", default="test")
-    e.add_argument("--config", default=BASE_CONFIG, help="config of the models")
-    e.add_argument("--model", action="append", default=[], metavar="NAME=WEIGHTS",
-                   help="a model to evaluate (repeatable)")
-    e.add_argument("--psf-boxes", action="store_true",
-                   help="also evaluate each model with its boxes re-sized to 2.5 x the "
-                        "image's PSF FWHM (rows '<name>+psf_boxes')")
-    e.add_argument("--threshold-from", action="append", default=[],
-                   metavar="NAME=WEIGHTS@DATASET",
-                   help="choose model NAME's threshold on DATASET scored by WEIGHTS instead of "
-                        "on the tuning split (repeatable; counts pooled): cross-fitting, "
-                        "e.g. a model fine-tuned on train_a scored on train_b and vice versa")
-    e.add_argument("--no-baseline", action="store_true", help="skip the classical baseline")
-    e.add_argument("--baseline-colour", type=float, default=None, metavar="C",
-                   help="add a row 'classical_baseline+colour': the baseline with its colour "
-                        "cut (B - R) / G >= C (ClassicalParams.min_colour)")
     e.add_argument("--output-dir", default="output/realdata/eval")
-    e.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
+    q = sub.add_parser("paper", help="the paper's definition (u-band flux fraction limits, "
+                       "off-centre), both folds pooled, + the giant-flag target -> table")
+    q.add_argument("--limits", type=float, nargs="+", default=list(PAPER_FLUX_LIMITS),
+                   help="u-band flux-fraction limits, one table block each")
+    q.add_argument("--flag-pct", type=float, nargs="+", default=[3.0, 1.2],
+                   help="giant-flag thresholds (%% of the host, display B channel) of the "
+                        "target; 1.2 = 3 %% less the ~0.4 dex by which display ratios read low")
+    q.add_argument("--output-dir", default="output/realdata/paper")
+    for a in (e, q):  # the methods: baseline(s) and models
+        a.add_argument("--dataset", default="gzh_s82c", help="registered dataset prefix")
+        a.add_argument("--config", default=BASE_CONFIG, help="config of the models")
+        a.add_argument("--model", action="append", default=[], metavar="NAME=WEIGHTS",
+                       help="a model to evaluate (repeatable)")
+        a.add_argument("--psf-boxes", action="store_true",
+                       help="also evaluate each model with its boxes re-sized to 2.5 x the "
+                            "image's PSF FWHM (rows '<name>+psf_boxes')")
+        a.add_argument("--threshold-from", action="append", default=[],
+                       metavar="NAME=WEIGHTS@DATASET",
+                       help="choose model NAME's threshold on DATASET scored by WEIGHTS "
+                            "instead of on the tuning split (repeatable; counts pooled): "
+                            "cross-fitting, e.g. a model fine-tuned on train_a scored on "
+                            "train_b and vice versa")
+        a.add_argument("--no-baseline", action="store_true",
+                       help="skip the classical baseline")
+        a.add_argument("--baseline-colour", type=float, default=None, metavar="C",
+                       help="add a row 'classical_baseline+colour': the baseline with its "
+                            "colour cut (B - R) / G >= C (ClassicalParams.min_colour)")
+        a.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     f = sub.add_parser("pool", help="pool evaluate runs on complementary splits -> table")
     f.add_argument("--fold", action="append", default=[], metavar="LABEL=DIR", required=True,
                    help="an evaluate --output-dir and its label (repeatable)")
@@ -78,6 +101,43 @@ def main(argv=None):
                        "unlisted peaks and noise peaks (clump_d2.studies.detectability)")
     d.add_argument("--dataset", default="gzh_s82c_all", help="registered dataset")
     d.add_argument("--output-dir", default="output/realdata/detectability")
+    return parser
+
+
+def build_methods(args, parser):
+    """The methods of ``evaluate`` / ``paper``: baseline(s), then each model."""
+    threshold_from = {}
+    for spec in args.threshold_from:
+        name, sep, rest = spec.partition("=")
+        weights, at, dataset = rest.rpartition("@")
+        if not (sep and at and weights and dataset):
+            parser.error(f"--threshold-from {spec!r}: expected NAME=WEIGHTS@DATASET")
+        threshold_from.setdefault(name, []).append((weights, dataset))
+    unknown = set(threshold_from) - {m.partition("=")[0] for m in args.model}
+    if unknown:
+        parser.error(f"--threshold-from names no --model: {sorted(unknown)}")
+    methods = [] if args.no_baseline else [
+        Method("classical_baseline", kind="baseline", opts=list(args.opts))]
+    if args.baseline_colour is not None:
+        methods.append(Method("classical_baseline+colour", kind="baseline",
+                              opts=list(args.opts),
+                              baseline_params=ClassicalParams(min_colour=args.baseline_colour)))
+    for spec in args.model:
+        name, sep, weights = spec.partition("=")
+        if not sep:
+            parser.error(f"--model {spec!r}: expected NAME=WEIGHTS")
+        pairs = threshold_from.get(name, [])
+        methods.append(Method(name, config=args.config, weights=weights,
+                              opts=list(args.opts), threshold_from=pairs))
+        if args.psf_boxes:
+            methods.append(Method(f"{name}+psf_boxes", config=args.config,
+                                  weights=weights, opts=list(args.opts), psf_boxes=True,
+                                  threshold_from=pairs))
+    return methods
+
+
+def main(argv=None):
+    parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
@@ -103,34 +163,15 @@ def main(argv=None):
             folds[label] = path
         pool_folds(folds, args.output_dir)
         print(open(f"{args.output_dir}/real_eval_folds.md").read())
+    elif args.command == "paper":
+        methods = build_methods(args, parser)
+        target = GiantTarget(flag_pcts=tuple(args.flag_pct), photometry=PhotometryOptions())
+        rows = evaluate_paper_definition(methods, args.dataset, args.output_dir, args.config,
+                                         limits=args.limits, target=target)
+        print(open(f"{args.output_dir}/paper_eval.md").read())
+        return 0 if rows else 1
     else:
-        threshold_from = {}
-        for spec in args.threshold_from:
-            name, sep, rest = spec.partition("=")
-            weights, at, dataset = rest.rpartition("@")
-            if not (sep and at and weights and dataset):
-                parser.error(f"--threshold-from {spec!r}: expected NAME=WEIGHTS@DATASET")
-            threshold_from.setdefault(name, []).append((weights, dataset))
-        unknown = set(threshold_from) - {m.partition("=")[0] for m in args.model}
-        if unknown:
-            parser.error(f"--threshold-from names no --model: {sorted(unknown)}")
-        methods = [] if args.no_baseline else [
-            Method("classical_baseline", kind="baseline", opts=list(args.opts))]
-        if args.baseline_colour is not None:
-            methods.append(Method("classical_baseline+colour", kind="baseline",
-                                  opts=list(args.opts),
-                                  baseline_params=ClassicalParams(min_colour=args.baseline_colour)))
-        for spec in args.model:
-            name, sep, weights = spec.partition("=")
-            if not sep:
-                parser.error(f"--model {spec!r}: expected NAME=WEIGHTS")
-            pairs = threshold_from.get(name, [])
-            methods.append(Method(name, config=args.config, weights=weights,
-                                  opts=list(args.opts), threshold_from=pairs))
-            if args.psf_boxes:
-                methods.append(Method(f"{name}+psf_boxes", config=args.config,
-                                      weights=weights, opts=list(args.opts), psf_boxes=True,
-                                      threshold_from=pairs))
+        methods = build_methods(args, parser)
         rows = evaluate_methods(methods, f"{args.dataset}_{args.tune_split}",
                                 f"{args.dataset}_{args.test_split}", args.output_dir,
                                 args.config)

@@ -40,10 +40,19 @@ from clump_d2.baselines import ClassicalClumpFinder, ClassicalParams
 from clump_d2.data.tables import markdown_table
 from clump_d2.engine import build_config, build_model_for_inference, evaluate_on_dataset
 from clump_d2.evaluation import ClumpEvaluator
-from clump_d2.evaluation.clump_evaluation import truth_from_dicts
-from clump_d2.evaluation.matching import f1_score, safe_ratio
-from clump_d2.evaluation.metrics import N_DET, N_MATCHED, N_TRUE, match_masks, ratios
+from clump_d2.evaluation.clump_evaluation import IgnoreRule, truth_from_dicts
+from clump_d2.evaluation.matching import MatchCriterion, f1_score, safe_ratio
+from clump_d2.evaluation.metrics import (
+    N_DET,
+    N_MATCHED,
+    N_TRUE,
+    match_masks,
+    match_masks_ignoring,
+    ratios,
+)
 from clump_d2.modeling.runtime import wrap_for_inference
+from clump_d2.photometry import PhotometryImage, PhotometryOptions, load_photometry_image
+from clump_d2.photometry import measure_image
 from clump_d2.structures import BOX_HALF_SIDE_PER_FWHM
 
 logger = logging.getLogger(__name__)
@@ -129,7 +138,8 @@ def _run(method: Method, cfg, dataset: str, output_dir: Optional[str]) -> Dict:
     report = evaluator.report
     report["false_positives"] = false_positive_census(
         evaluator.predictions, DatasetCatalog.get(dataset), evaluator.score_thresh,
-        evaluator.criterion)
+        evaluator.criterion, evaluator.ignore_rule)
+    report["predictions"] = evaluator.predictions  # for the giant-clump target
     return report
 
 
@@ -139,12 +149,14 @@ REJECT_MATCH_FWHM = BOX_HALF_SIDE_PER_FWHM
 
 
 def false_positive_census(predictions: Sequence[Dict], dataset_dicts: Sequence[Dict],
-                          score_thresh: float, criterion) -> Dict[str, int]:
-    """Unmatched detections at ``score_thresh`` (same one-to-one matching as the evaluator)
-    and how many of them lie within ``REJECT_MATCH_FWHM`` x the image's PSF FWHM of a
-    candidate that the catalogue's authors rejected by hand (``rejected_candidates`` of the
-    image record; images without it count as having none)."""
-    truth = truth_from_dicts(dataset_dicts)
+                          score_thresh: float, criterion,
+                          rule: Optional[IgnoreRule] = None) -> Dict[str, int]:
+    """Unmatched detections at ``score_thresh`` (same one-to-one matching and ignore regions
+    as the evaluator: detections on ignored clumps are not false) and how many of them lie
+    within ``REJECT_MATCH_FWHM`` x the image's PSF FWHM of a candidate that the catalogue's
+    authors rejected by hand (``rejected_candidates`` of the image record; images without it
+    count as having none)."""
+    truth = truth_from_dicts(dataset_dicts, rule)
     records = {d["image_id"]: d for d in dataset_dicts}
     by_image = {}
     for p in predictions:
@@ -157,8 +169,9 @@ def false_positive_census(predictions: Sequence[Dict], dataset_dicts: Sequence[D
         p = by_image.get(image_id)
         if p is None:
             continue
-        _, matched = match_masks(t["boxes"], p["boxes"], p["scores"], score_thresh, criterion)
-        free = (p["scores"] >= score_thresh) & ~matched
+        _, matched, on_ignored = match_masks_ignoring(t["boxes"], p["boxes"], p["scores"],
+                                                      score_thresh, criterion, t["ignore"])
+        free = (p["scores"] >= score_thresh) & ~matched & ~on_ignored
         unmatched += int(free.sum())
         if free.any() and len(cands) and rec.get("psf_fwhm_px"):
             centres = (p["boxes"][free, :2] + p["boxes"][free, 2:]) / 2
@@ -181,9 +194,12 @@ def _cfg_for(method: Method, base_config: str, extra: Sequence[str] = ()):
 
 
 def evaluate_methods(methods: Sequence[Method], tune_dataset: str, test_dataset: str,
-                     output_dir: str | os.PathLike, base_config: str) -> List[Dict]:
+                     output_dir: str | os.PathLike, base_config: str,
+                     target: Optional["GiantTarget"] = None) -> List[Dict]:
     """Evaluate each method on ``test_dataset`` at the score threshold maximising F1 on
-    ``tune_dataset``; write ``real_eval.{json,csv,md}`` to ``output_dir``; return the rows."""
+    ``tune_dataset`` (both under the methods' ``TEST.CLUMP_EVAL`` ignore rule, if any);
+    write ``real_eval.{json,csv,md}`` to ``output_dir``; return the rows. With ``target``,
+    each row also has the giant-clump target's counts (:func:`giant_target`)."""
     output_dir = Path(output_dir)
     rows = []
     edges = "flux_fraction:" + ",".join(f"{e:g}" for e in FLUX_BIN_EDGES)
@@ -200,7 +216,13 @@ def evaluate_methods(methods: Sequence[Method], tune_dataset: str, test_dataset:
         op = test["operating"]["all"]
         at = {"thresh": thresh, **{k: op[k] for k in ("completeness", "purity", "F1", "n_true",
                                                         "n_detections", "n_matched")},
+              "n_ignored": test["ignore"]["n_ignored"],
+              "n_detections_on_ignored": test["ignore"]["n_detections_on_ignored"],
               **test["false_positives"]}
+        if target is not None:
+            at.update(giant_target(test["predictions"], DatasetCatalog.get(test_dataset),
+                                   thresh, MatchCriterion.from_config(cfg),
+                                   IgnoreRule.from_config(cfg), target))
         flux_bins = test["binned"].get("flux_fraction", {}).get("bins", [])
         s = test["curve_summary"]["all"]
         rows.append({"method": m.name, "tuned_on": ", ".join(ds for _, ds in pairs),
@@ -273,7 +295,10 @@ def pool_folds(folds: Dict[str, str | os.PathLike], output_dir: str | os.PathLik
     runs = {label: json.loads((Path(d) / "real_eval.json").read_text())
             for label, d in folds.items()}
     methods = list(dict.fromkeys(r["method"] for rows in runs.values() for r in rows))
-    counts = ("n_true", "n_detections", "n_matched", "n_unmatched", "n_unmatched_on_rejected")
+    counts = ("n_true", "n_detections", "n_matched", "n_unmatched", "n_unmatched_on_rejected",
+              "n_ignored", "n_detections_on_ignored",
+              *sorted({k for rows in runs.values() for r in rows for k in r
+                       if k.startswith(TARGET_COUNT_PREFIX)}))
     bins = [k[7:] for k in next(iter(runs.values()))[0] if k.startswith("C_flux_")] \
         if any(runs.values()) else []
     lines = ["| method | fold | thresh | completeness | purity | F1 | matched / true | detections "
@@ -303,7 +328,7 @@ def pool_folds(folds: Dict[str, str | os.PathLike], output_dir: str | os.PathLik
         c = safe_ratio(total["n_matched"], total["n_true"])
         p = safe_ratio(total["n_matched"], total["n_detections"])
         row = {"method": m, "folds": list(runs), **total, "completeness": c, "purity": p,
-               "F1": f1_score(c, p),
+               "F1": f1_score(c, p), **target_fractions(total),
                **{f"C_flux_{b}": safe_ratio(*found[b]) for b in bins},
                **{f"n_flux_{b}": found[b][1] for b in bins}}
         pooled.append(row)
@@ -321,3 +346,207 @@ def pool_folds(folds: Dict[str, str | os.PathLike], output_dir: str | os.PathLik
     return pooled
 
 
+
+
+# --- the paper's definition: giant clumps -----------------------------------------------------
+
+#: Giant clumps as Popp et al. 2024 / Adams et al. 2022 define them: u-band flux fraction
+#: >= 3 % of the host (and, for a looser table, >= 1 %), off-centre (beyond 1 PSF FWHM of
+#: the galaxy centre: the bulge is not a clump).
+PAPER_FLUX_ATTRIBUTE = "flux_frac_u"
+PAPER_FLUX_LIMITS = (0.03, 0.01)
+PAPER_CENTRE_FWHM = 1.0
+#: Prefix of the giant-target counts in a row (summed over folds by :func:`pool_folds`).
+TARGET_COUNT_PREFIX = "n_target_"
+
+
+def paper_opts(limit: float, attribute: str = PAPER_FLUX_ATTRIBUTE,
+               centre_fwhm: float = PAPER_CENTRE_FWHM) -> List[str]:
+    """Config overrides making catalogue clumps below ``limit`` in ``attribute`` and those
+    within ``centre_fwhm`` PSF FWHM of the centre ignore regions (completeness over the
+    rest; a detection on an ignored clump is neither true nor false)."""
+    return ["TEST.CLUMP_EVAL.IGNORE_BELOW", f"['{attribute}:{limit:g}']",
+            "TEST.CLUMP_EVAL.IGNORE_CENTRE_FWHM", repr(float(centre_fwhm))]
+
+
+@dataclass
+class GiantTarget:
+    """The issue's target: of the off-centre catalogue clumps at or above the flux limit,
+    the fraction detected *and* flagged giant by the photometry of the detection, and of the
+    detections flagged giant, the fraction on a catalogued clump (any depth).
+
+    ``flag_pcts``: flag thresholds (per cent of the host, in the photometry's giant band:
+    for the JPEGs the display-linearised B channel); each gives its own counts.
+    ``photometry``: the photometry options (default: ``PhotometryOptions()``)."""
+
+    flag_pcts: Sequence[float] = (3.0,)
+    photometry: Optional[PhotometryOptions] = None
+
+
+def _pct_key(pct: float) -> str:
+    return f"{float(pct):g}".replace(".", "p")
+
+
+def record_photometry_image(record: Dict, options: PhotometryOptions) -> PhotometryImage:
+    """The record's image for photometry, cut to its ``crop`` (the frame of its boxes)."""
+    image = load_photometry_image(record["file_name"], options.bands, record.get("band_files"),
+                                  options.cube_bands, options.hdu, options.display_q)
+    crop = record.get("crop")
+    if crop:
+        x0, y0, w, h = (int(v) for v in crop)
+        if y0 + h > image.bands.shape[1] or x0 + w > image.bands.shape[2]:
+            raise ValueError(f"{record['file_name']}: crop {crop} exceeds the image "
+                             f"{image.bands.shape[1:]}")
+        image = dataclasses.replace(image, bands=image.bands[:, y0:y0 + h, x0:x0 + w])
+    return image
+
+
+def giant_target(predictions: Sequence[Dict], dataset_dicts: Sequence[Dict],
+                 score_thresh: float, criterion, rule: IgnoreRule,
+                 target: GiantTarget) -> Dict[str, int]:
+    """Counts of the giant-clump target at ``score_thresh``.
+
+    * Target clumps: the catalogue clumps ``rule`` keeps (at or above the flux limit,
+      off-centre). One is *detected and flagged* when the evaluator's matching (kept clumps
+      first) pairs it with a detection whose photometry flags it giant.
+    * Flagged detections: detections >= ``score_thresh`` flagged giant; one is *on a
+      catalogued clump* when the one-to-one matching of all detections >= threshold to
+      all catalogue clumps (any depth, central ones too) pairs it.
+
+    Photometry: :func:`clump_d2.photometry.measure_image` at each detection's box centre on
+    the record's image (its crop), PSF FWHM ``psf_fwhm_px`` of the record, centre
+    ``centre_x/centre_y``. Returns ``n_target_clumps``, and per flag threshold ``p``:
+    ``n_target_found_flagged_<p>``, ``n_target_flagged_<p>``,
+    ``n_target_flagged_on_catalogue_<p>`` (and ``n_target_found`` without the flag).
+    """
+    options = target.photometry or PhotometryOptions()
+    truth = truth_from_dicts(dataset_dicts, rule)
+    plain = truth_from_dicts(dataset_dicts, IgnoreRule())
+    records = {d["image_id"]: d for d in dataset_dicts}
+    by_image = {}
+    for p in predictions:
+        by_image.setdefault(p["image_id"], p)
+    keys = [_pct_key(p) for p in target.flag_pcts]
+    out = {"n_target_clumps": 0, "n_target_found": 0}
+    for k in keys:
+        out.update({f"n_target_found_flagged_{k}": 0, f"n_target_flagged_{k}": 0,
+                    f"n_target_flagged_on_catalogue_{k}": 0})
+    for image_id, t in truth.items():
+        out["n_target_clumps"] += int((~t["ignore"]).sum())
+        p = by_image.get(image_id)
+        if p is None:
+            continue
+        keep = p["scores"] >= score_thresh
+        if not keep.any():
+            continue
+        rec = records[image_id]
+        boxes = p["boxes"][keep]
+        centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+        fwhm = rec.get("psf_fwhm_px") or float(np.median(boxes[:, 2] - boxes[:, 0])) / 2.5
+        image = record_photometry_image(rec, options)
+        centre = (float(rec.get("centre_x", rec["width"] / 2)),
+                  float(rec.get("centre_y", rec["height"] / 2)))
+        phot = measure_image(image, centres, fwhm, centre, options)
+        band = str(phot["giant_band"].iloc[0]).split(" ")[0]
+        ratio = phot[f"flux_ratio_{band}"].to_numpy(np.float64)
+        # Matching on the kept detections only (indices into boxes).
+        scores = p["scores"][keep]
+        _, used, _ = match_masks_ignoring(t["boxes"], boxes, scores, -np.inf, criterion,
+                                          t["ignore"])
+        _, on_cat = match_masks(plain[image_id]["boxes"], boxes, scores, -np.inf, criterion)
+        out["n_target_found"] += int(used.sum())
+        for pct, k in zip(target.flag_pcts, keys):
+            flagged = np.nan_to_num(ratio, nan=-np.inf) >= pct / 100.0
+            out[f"n_target_found_flagged_{k}"] += int((used & flagged).sum())
+            out[f"n_target_flagged_{k}"] += int(flagged.sum())
+            out[f"n_target_flagged_on_catalogue_{k}"] += int((on_cat & flagged).sum())
+    return out
+
+
+def target_fractions(counts: Dict) -> Dict[str, float]:
+    """The target's two fractions per flag threshold from its counts: ``target_C_<p>``
+    (detected and flagged / target clumps) and ``target_P_<p>`` (flagged on a catalogued
+    clump / flagged); NaN where undefined."""
+    out = {}
+    for key in counts:
+        if key.startswith("n_target_found_flagged_"):
+            k = key[len("n_target_found_flagged_"):]
+            out[f"target_C_{k}"] = safe_ratio(counts[key], counts.get("n_target_clumps", 0))
+            out[f"target_P_{k}"] = safe_ratio(counts.get(f"n_target_flagged_on_catalogue_{k}", 0),
+                                              counts.get(f"n_target_flagged_{k}", 0))
+    return out
+
+
+def evaluate_paper_definition(methods: Sequence[Method], dataset: str,
+                              output_dir: str | os.PathLike, base_config: str,
+                              folds: Sequence[tuple] = (("train", "test"), ("test", "train")),
+                              limits: Sequence[float] = PAPER_FLUX_LIMITS,
+                              target: Optional[GiantTarget] = None) -> List[Dict]:
+    """The real-data table at the paper's definition: for each flux limit and each fold
+    (tuning split, test split), :func:`evaluate_methods` with :func:`paper_opts` (so the
+    threshold is chosen on the other fold under the same rule), pooled over the folds by
+    :func:`pool_folds`; written to ``output_dir/paper_eval.{json,md}``.
+
+    Returns:
+        one pooled row per (limit, method), with ``flux_limit``.
+    """
+    output_dir = Path(output_dir)
+    rows, fold_rows = [], []
+    for limit in limits:
+        sub = output_dir / f"{PAPER_FLUX_ATTRIBUTE}_ge_{limit:g}"
+        dirs = {}
+        for tune, test in folds:
+            ms = [dataclasses.replace(m, opts=list(m.opts) + paper_opts(limit)) for m in methods]
+            d = sub / f"{tune}_to_{test}"
+            for r in evaluate_methods(ms, f"{dataset}_{tune}", f"{dataset}_{test}", d,
+                                      base_config, target=target):
+                fold_rows.append({"flux_limit": limit, "fold": f"{tune}→{test}", **r,
+                                  **target_fractions(r)})
+            dirs[f"{tune}→{test}"] = d
+        for r in pool_folds(dirs, sub):
+            rows.append({"flux_limit": limit, **r})
+    write_paper_table(rows, fold_rows, output_dir)
+    return rows
+
+
+def write_paper_table(rows: Sequence[Dict], fold_rows: Sequence[Dict],
+                      output_dir: str | os.PathLike) -> Dict[str, Path]:
+    """``paper_eval.json`` (pooled and per-fold rows) and ``paper_eval.md`` (the docs
+    table: per limit and method, each fold's threshold, C, P and the pooled C, P, F1, with
+    the giant target where measured)."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+
+    def clean(r):
+        return {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+                for k, v in r.items()}
+
+    paths = {"json": output_dir / "paper_eval.json", "md": output_dir / "paper_eval.md"}
+    paths["json"].write_text(json.dumps({"pooled": [clean(r) for r in rows],
+                                         "folds": [clean(r) for r in fold_rows]}, indent=2))
+    target_keys = sorted({k[len("target_C_"):] for r in rows for k in r
+                          if k.startswith("target_C_")})
+    headers = ["u-band flux fraction >=", "method", "fold: thresh, C, P (matched / true, "
+               "detections)", "pooled completeness", "pooled purity", "pooled F1",
+               "ignored clumps (detections on them)",
+               *(f"target ({p.replace('p', '.')} % flag): detected+flagged / flagged on "
+                 f"a catalogue clump" for p in target_keys)]
+    table = []
+    for r in rows:
+        folds = [f for f in fold_rows if f["flux_limit"] == r["flux_limit"]
+                 and f["method"] == r["method"]]
+        fold_text = "; ".join(
+            f"{f['fold']}: {f['thresh']:.2f}, {_fmt(f['completeness'])}, {_fmt(f['purity'])} "
+            f"({f['n_matched']} / {f['n_true']}, {f['n_detections']})" for f in folds)
+        cells = [f"{r['flux_limit']:g}", r["method"], fold_text, _fmt(r["completeness"]),
+                 _fmt(r["purity"]), _fmt(r["F1"]),
+                 f"{r.get('n_ignored', 0)} ({r.get('n_detections_on_ignored', 0)})"]
+        for p in target_keys:
+            cells.append(
+                f"{_fmt(r.get(f'target_C_{p}'))} ({r.get(f'n_target_found_flagged_{p}', 0)} / "
+                f"{r.get('n_target_clumps', 0)}) / {_fmt(r.get(f'target_P_{p}'))} "
+                f"({r.get(f'n_target_flagged_on_catalogue_{p}', 0)} / "
+                f"{r.get(f'n_target_flagged_{p}', 0)})")
+        table.append(dict(zip(headers, cells)))
+    paths["md"].write_text(markdown_table(table, headers))
+    return paths
