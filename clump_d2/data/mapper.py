@@ -27,6 +27,7 @@ from detectron2.data import DatasetMapper
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 
+from ..modeling.ignore_regions import IGNORE_FIELD, ignore_flags
 from .fits_io import FitsReadOptions, read_fits_for_network
 from .image_io import read_display_image, reads_as_fits
 from .transforms import build_clump_augmentations
@@ -43,9 +44,14 @@ class ClumpDatasetMapper(DatasetMapper):
 
     @configurable
     def __init__(self, is_train: bool, *, augmentations: List[T.Augmentation],
-                 image_format: str, fits_options: Optional[FitsReadOptions] = None, **kwargs):
-        """``fits_options`` (default: ``FitsReadOptions()``) say how FITS files are read."""
+                 image_format: str, fits_options: Optional[FitsReadOptions] = None,
+                 keep_ignore: bool = False, **kwargs):
+        """``fits_options`` (default: ``FitsReadOptions()``) say how FITS files are read;
+        ``keep_ignore``: training keeps ``iscrowd`` annotations as instances with
+        ``gt_ignore = True`` (ignore regions, for the ignore-aware heads) instead of dropping
+        them."""
         self.fits_options = fits_options or FitsReadOptions()
+        self.keep_ignore = bool(keep_ignore)
         super().__init__(is_train, augmentations=augmentations, image_format=image_format,
                          use_instance_mask=False, use_keypoint=False,
                          recompute_boxes=False, **kwargs)
@@ -57,6 +63,10 @@ class ClumpDatasetMapper(DatasetMapper):
             "augmentations": build_clump_augmentations(cfg, is_train),
             "image_format": cfg.INPUT.FORMAT,
             "fits_options": FitsReadOptions.from_config(cfg),
+            # Only ignore-aware heads (modeling/ignore_regions.py) can use iscrowd regions: a
+            # standard head would learn them as clumps, so they are dropped for it.
+            "keep_ignore": (cfg.MODEL.PROPOSAL_GENERATOR.NAME == "IgnoreRegionRPN"
+                            or cfg.MODEL.ROI_HEADS.NAME == "IgnoreRegionROIHeads"),
         }
 
     def read_image(self, dataset_dict: Dict) -> np.ndarray:
@@ -85,9 +95,11 @@ class ClumpDatasetMapper(DatasetMapper):
         annos = [
             utils.transform_instance_annotations(obj, transforms, image_shape)
             for obj in dataset_dict.pop("annotations", [])
-            if obj.get("iscrowd", 0) == 0
+            if self.keep_ignore or obj.get("iscrowd", 0) == 0
         ]
         instances = utils.annotations_to_instances(annos, image_shape)
+        if self.keep_ignore:
+            instances.set(IGNORE_FIELD, ignore_flags(annos))
         dataset_dict["instances"] = utils.filter_empty_instances(instances)
         return dataset_dict
 
