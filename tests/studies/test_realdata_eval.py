@@ -273,3 +273,102 @@ def test_detectability_census_on_real_galaxies(tiny_gzh):
     ff = np.concatenate([c.clump_flux_fraction for c in census])
     assert np.median(snr[ff >= 0.005]) > np.median(snr[ff < 0.005]) + 1.0
     assert summary["thresholds"][0]["completeness"] >= summary["thresholds"][-1]["completeness"]
+
+
+def test_false_positive_census_leaves_detections_on_ignored_clumps_out():
+    from detectron2.structures import BoxMode
+
+    from clump_d2.evaluation.clump_evaluation import IgnoreRule
+    from clump_d2.evaluation.matching import MatchCriterion
+    from clump_d2.studies.realdata import false_positive_census
+
+    record = {"image_id": 1, "psf_fwhm_px": 4.0, "width": 100, "height": 100,
+              "annotations": [{"bbox": [10, 10, 10, 10], "bbox_mode": BoxMode.XYWH_ABS,
+                               "category_id": 0, "flux_frac_u": 0.01}]}
+    pred = {"image_id": 1, "boxes": np.array([[10.0, 10, 20, 20], [40, 40, 50, 50]]),
+            "scores": np.array([0.9, 0.8]), "classes": np.zeros(2, int)}
+    iou = MatchCriterion("iou")
+    assert false_positive_census([pred], [record], 0.5, iou)["n_unmatched"] == 1
+    faint = IgnoreRule({"flux_frac_u": 0.03})  # the clump is an ignore region: not false
+    assert false_positive_census([pred], [record], 0.5, iou, faint)["n_unmatched"] == 1
+    assert false_positive_census([dict(pred, boxes=pred["boxes"][::-1].copy())], [record],
+                                 0.5, iou, faint)["n_unmatched"] == 1
+
+
+def test_giant_target_counts(monkeypatch):
+    """Target: off-centre clumps >= the limit detected *and* flagged; flagged detections on a
+    catalogued clump of any depth. Photometry replaced by fixed ratios to pin the counting."""
+    import pandas as pd
+    from detectron2.structures import BoxMode
+
+    from clump_d2.evaluation.clump_evaluation import IgnoreRule
+    from clump_d2.evaluation.matching import MatchCriterion
+    from clump_d2.studies import realdata
+
+    def ann(x, y, frac):
+        return {"bbox": [x - 5, y - 5, 10, 10], "bbox_mode": BoxMode.XYWH_ABS,
+                "category_id": 0, "flux_frac_u": frac}
+
+    record = {"image_id": 1, "width": 100, "height": 100, "psf_fwhm_px": 4.0,
+              "file_name": "unused.jpg",
+              "annotations": [ann(20, 20, 0.05),  # target, found, flagged
+                              ann(80, 20, 0.05),  # target, found, not flagged
+                              ann(20, 80, 0.05),  # target, missed
+                              ann(80, 80, 0.005),  # faint: found and flagged, not a target
+                              ann(50, 51, 0.2)]}  # central: not a target
+    boxes = np.array([[15.0, 15, 25, 25], [75, 15, 85, 25], [75, 75, 85, 85],
+                      [45, 46, 55, 56], [40, 80, 50, 90], [60, 60, 70, 70]])
+    scores = np.array([0.9, 0.9, 0.9, 0.9, 0.9, 0.1])  # the last below the threshold
+    ratio_b = np.array([0.04, 0.01, 0.04, 0.05, 0.04])  # photometry of the 5 kept ones
+    monkeypatch.setattr(realdata, "record_photometry_image", lambda rec, o: None)
+    monkeypatch.setattr(realdata, "measure_image", lambda image, xy, fwhm, centre, o:
+                        pd.DataFrame({"giant_band": ["B (display)"] * len(xy),
+                                      "flux_ratio_B": ratio_b[:len(xy)]}))
+    rule = IgnoreRule({"flux_frac_u": 0.03}, centre_fwhm=1.0)
+    pred = {"image_id": 1, "boxes": boxes, "scores": scores, "classes": np.zeros(6, int)}
+    out = realdata.giant_target([pred], [record], 0.5, MatchCriterion("iou"), rule,
+                                realdata.GiantTarget(flag_pcts=(3.0, 1.0)))
+    assert out["n_target_clumps"] == 3 and out["n_target_found"] == 2
+    # 3 %: flagged = dets 0, 2, 3, 4; on a catalogue clump: 0, 2, 3 (4 is on nothing)
+    assert (out["n_target_found_flagged_3"], out["n_target_flagged_3"],
+            out["n_target_flagged_on_catalogue_3"]) == (1, 4, 3)
+    # 1 %: every kept detection flagged
+    assert (out["n_target_found_flagged_1"], out["n_target_flagged_1"],
+            out["n_target_flagged_on_catalogue_1"]) == (2, 5, 4)
+    frac = realdata.target_fractions(out)
+    assert frac["target_C_3"] == pytest.approx(1 / 3) and frac["target_P_3"] == pytest.approx(0.75)
+
+
+def test_paper_definition_table_on_real_galaxies(tiny_gzh, tmp_path):
+    """Baseline at the paper's definition on the tiny subset, both folds: n_true of each fold
+    is the direct count of its off-centre clumps with u-band fraction >= the limit, the
+    others are ignored; the pooled row sums the folds; the table is written."""
+    from clump_d2.studies.realdata import GiantTarget, evaluate_paper_definition
+
+    out, paths = tiny_gzh
+    rows = evaluate_paper_definition([Method("classical_baseline", kind="baseline")],
+                                     "gzhtiny", tmp_path / "paper",
+                                     "configs/RealData/sim_catalogue_r18.yaml", limits=(0.01,),
+                                     target=GiantTarget(flag_pcts=(3.0,)))
+    data = json.loads((tmp_path / "paper" / "paper_eval.json").read_text())
+    expected_true, expected_all = 0, 0
+    for split in ("train", "test"):
+        coco = json.loads(paths[split].read_text())
+        ims = {im["id"]: im for im in coco["images"]}
+        n = 0
+        for a in coco["annotations"]:
+            x, y, w, h = a["bbox"]
+            im = ims[a["image_id"]]
+            off = np.hypot(x + w / 2 - im["centre_x"], y + h / 2 - im["centre_y"]) \
+                > a["psf_fwhm_px"]
+            n += bool(off and a["flux_frac_u"] >= 0.01)
+        fold = next(f for f in data["folds"] if f["test"] == f"gzhtiny_{split}")
+        assert fold["n_true"] == n and fold["n_target_clumps"] == n
+        assert fold["n_ignored"] == len(coco["annotations"]) - n
+        expected_true += n
+        expected_all += len(coco["annotations"])
+    assert len(rows) == 1 and rows[0]["flux_limit"] == 0.01
+    assert rows[0]["n_true"] == expected_true > 0
+    assert rows[0]["n_ignored"] == expected_all - expected_true
+    md = (tmp_path / "paper" / "paper_eval.md").read_text()
+    assert "| 0.01 | classical_baseline |" in md and "train→test" in md
