@@ -487,6 +487,10 @@ def evaluate_paper_definition(methods: Sequence[Method], dataset: str,
     threshold is chosen on the other fold under the same rule), pooled over the folds by
     :func:`pool_folds`; written to ``output_dir/paper_eval.{json,md}``.
 
+    A model's ``weights`` and its ``threshold_from`` pairs may contain ``{tune}`` and
+    ``{test}``, filled per fold (the model fine-tuned on the tuning split of that fold,
+    e.g. ``output/realdata/finetune_on_{tune}/model_final.pth``).
+
     Returns:
         one pooled row per (limit, method), with ``flux_limit``.
     """
@@ -496,7 +500,7 @@ def evaluate_paper_definition(methods: Sequence[Method], dataset: str,
         sub = output_dir / f"{PAPER_FLUX_ATTRIBUTE}_ge_{limit:g}"
         dirs = {}
         for tune, test in folds:
-            ms = [dataclasses.replace(m, opts=list(m.opts) + paper_opts(limit)) for m in methods]
+            ms = [fold_method(m, tune, test, paper_opts(limit)) for m in methods]
             d = sub / f"{tune}_to_{test}"
             for r in evaluate_methods(ms, f"{dataset}_{tune}", f"{dataset}_{test}", d,
                                       base_config, target=target):
@@ -507,6 +511,18 @@ def evaluate_paper_definition(methods: Sequence[Method], dataset: str,
             rows.append({"flux_limit": limit, **r})
     write_paper_table(rows, fold_rows, output_dir)
     return rows
+
+
+def fold_method(method: Method, tune: str, test: str, extra_opts: Sequence[str] = ()
+                ) -> Method:
+    """``method`` for one fold: ``{tune}``/``{test}`` in its weights and threshold sources
+    filled, ``extra_opts`` appended to its config overrides."""
+    def fill(text: str) -> str:
+        return text.replace("{tune}", tune).replace("{test}", test)
+
+    return dataclasses.replace(
+        method, weights=fill(method.weights), opts=list(method.opts) + list(extra_opts),
+        threshold_from=[(fill(w), fill(d)) for w, d in method.threshold_from])
 
 
 def write_paper_table(rows: Sequence[Dict], fold_rows: Sequence[Dict],

@@ -372,3 +372,16 @@ def test_paper_definition_table_on_real_galaxies(tiny_gzh, tmp_path):
     assert rows[0]["n_ignored"] == expected_all - expected_true
     md = (tmp_path / "paper" / "paper_eval.md").read_text()
     assert "| 0.01 | classical_baseline |" in md and "train→test" in md
+
+
+def test_fold_method_fills_the_fold_into_weights_and_threshold_sources():
+    from clump_d2.studies.realdata import fold_method, paper_opts
+
+    m = Method("ft", weights="out/ft_on_{tune}/model_final.pth", opts=["A", "1"],
+               threshold_from=[("out/xfit/{tune}_a.pth", "gzh_s82c_{tune}_b")])
+    f = fold_method(m, "test", "train", paper_opts(0.03))
+    assert f.weights == "out/ft_on_test/model_final.pth"
+    assert f.threshold_from == [("out/xfit/test_a.pth", "gzh_s82c_test_b")]
+    assert f.opts == ["A", "1", "TEST.CLUMP_EVAL.IGNORE_BELOW", "['flux_frac_u:0.03']",
+                      "TEST.CLUMP_EVAL.IGNORE_CENTRE_FWHM", "1.0"]
+    assert m.weights.endswith("{tune}/model_final.pth")  # the template is left alone
