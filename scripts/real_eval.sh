@@ -8,7 +8,8 @@
 # ~75 min on 2 CPU cores from nothing (the simulation-only model is 40 of them). A step whose
 # output exists is skipped, so a rerun only redoes what is missing (delete an output folder
 # to redo it). Results: output/realdata/eval_xfit_folds_{distance,iou}/real_eval_folds.md,
-# output/realdata/detectability/ and, at the paper's definition, output/realdata/paper_{distance,iou}/.
+# output/realdata/detectability/ and, at the paper's definition,
+# output/realdata/paper_{distance,iou}/paper_eval.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 GZH=${1:-../shared/realdata/gzh_s82_clumps}
