@@ -8,7 +8,10 @@ row (``clump_id`` 0, clump columns empty) so that every input galaxy appears wit
 
 * ``ok``: clumps found; ``no_clumps``: read and searched, none above the threshold;
 * ``unreadable: <reason>``: the image could not be read (missing, corrupt, wrong size...);
-* ``failed: <reason>``: the model raised on this galaxy alone.
+* ``failed: <reason>``: the model raised on this galaxy alone;
+* ``bad_sky: <reason>``: searched as usual (``galaxy_n_clumps`` clumps), but its input sky
+  values are impossible (``clump_d2.inference.inputs.sky_problem``: file, row, column), so
+  it has no RA/Dec.
 
 Photometry (``PHOTOMETRY.ENABLED``, :mod:`clump_d2.photometry`) adds the fixed columns of
 :data:`COLUMNS` from ``phot_status`` on, and per band ``<b>`` of the image the columns of
@@ -37,6 +40,9 @@ STATUS_OK = "ok"
 STATUS_NO_CLUMPS = "no_clumps"
 STATUS_UNREADABLE = "unreadable"
 STATUS_FAILED = "failed"
+STATUS_BAD_SKY = "bad_sky"
+#: Record key of the reason a galaxy's sky values are impossible (set by inference.inputs).
+SKY_PROBLEM_KEY = "sky_problem"
 
 #: (name, dtype, meaning) of every catalogue column, in order; the README lists them.
 COLUMNS = [
@@ -55,7 +61,8 @@ COLUMNS = [
     ("dec", "float64", "Dec of the box centre, deg"),
     ("on_centre", "bool", "within INFERENCE.BULGE_FWHM x PSF FWHM of the galaxy centre"),
     ("n_merged", "int64", "detections merged into this one (closer than a PSF FWHM)"),
-    ("galaxy_status", "string", "ok | no_clumps | unreadable: <reason> | failed: <reason>"),
+    ("galaxy_status", "string",
+     "ok | no_clumps | unreadable: <reason> | failed: <reason> | bad_sky: <reason>"),
     ("galaxy_n_clumps", "int64", "clumps of the galaxy in this catalogue"),
     ("sky_source", "string", "wcs | centre+scale | none"),
     ("image_width", "Int64", "image width, px (empty when unreadable)"),
@@ -127,8 +134,14 @@ def galaxy_rows(record: Dict, status: str, det: Optional[Detections] = None,
         photometry: one row per detection of ``det`` (:func:`clump_d2.photometry.measure_image`
             columns, its ``status`` becoming ``phot_status``), or None (not measured).
         n_outside_host: detections dropped off the host before ``det``.
+
+    A searched galaxy (``ok`` / ``no_clumps``) whose record carries :data:`SKY_PROBLEM_KEY` and
+    has no WCS to fall back on gets ``bad_sky: <reason>`` instead: its RA/Dec would be wrong.
     """
     width, height = record.get("width"), record.get("height")
+    if (record.get(SKY_PROBLEM_KEY) and sky is None
+            and status in (STATUS_OK, STATUS_NO_CLUMPS)):
+        status = f"{STATUS_BAD_SKY}: {record[SKY_PROBLEM_KEY]}"
     base = {
         "galaxy_id": str(record["galaxy_id"]),
         "galaxy_status": status,

@@ -14,6 +14,15 @@ depend on the number of processes):
 
 Catalogue tables (CSV, Parquet, FITS) are read with ``clump_d2.data.tables.read_table``;
 column names are options, with the common spellings found automatically.
+
+Impossible sky values (RA outside [0, 360), Dec outside [-90, 90], a pixel scale that is not
+> 0, text where a number belongs, or one of RA/Dec/pixel scale empty while the others are
+given) do not stop a run and never give RA/Dec: the galaxy's record loses its ``ra``/``dec``/
+``pixel_scale`` and gets :data:`SKY_PROBLEM_KEY` (the reason, naming file, row and column);
+the catalogue lists the galaxy, searched as usual, with status ``bad_sky: <reason>`` and
+no RA/Dec (as an unreadable image is listed with ``unreadable: <reason>``). Ids repeated
+within an input (a folder holding ``x.png`` and ``x.jpg``, a catalogue repeating an id) are
+an error naming both files or rows.
 """
 from __future__ import annotations
 
@@ -23,16 +32,71 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 from clump_d2.data.image_io import IMAGE_SUFFIXES, is_image_file, strip_image_suffix
 from clump_d2.data.tables import TABLE_SUFFIXES, read_table
+
+from .catalogue import SKY_PROBLEM_KEY
 
 logger = logging.getLogger(__name__)
 
 #: Record keys copied from COCO ``images`` entries and catalogue rows when present.
 OPTIONAL_KEYS = ("ra", "dec", "pixel_scale", "ref_x", "ref_y", "centre_x", "centre_y",
                  "psf_fwhm_px", "height", "width")
+#: The record keys of the centre + pixel-scale sky route, dropped from a bad-sky record.
+SKY_KEYS = ("ra", "dec", "pixel_scale")
+_SKY_RANGES = {"ra": "in [0, 360)", "dec": "in [-90, 90]", "pixel_scale": "> 0 (arcsec/px)"}
+
+
+def sky_problem(values: Dict[str, Any], names: Optional[Dict[str, str]] = None) -> Optional[str]:
+    """Why the sky values of one galaxy are impossible, or None if they are usable or absent.
+
+    Args:
+        values: ``ra``, ``dec``, ``pixel_scale`` (any of them; None or NaN: empty).
+        names: the column (or key) each came from, for the message.
+    """
+    names = names or {}
+    given, empty = {}, []
+    for key in SKY_KEYS:
+        if key not in values:
+            continue
+        raw = _value(values[key])
+        if raw is None or (isinstance(raw, str) and not raw.strip()):
+            empty.append(key)
+            continue
+        try:
+            number = float(raw)
+        except (TypeError, ValueError):
+            return f"column {names.get(key, key)!r}: {raw!r} is not a number"
+        if not math.isfinite(number):
+            return f"column {names.get(key, key)!r}: {raw!r} is not a finite number"
+        given[key] = number
+    ok = {"ra": lambda v: 0.0 <= v < 360.0, "dec": lambda v: -90.0 <= v <= 90.0,
+          "pixel_scale": lambda v: v > 0.0}
+    for key, number in given.items():
+        if not ok[key](number):
+            return (f"column {names.get(key, key)!r}: {key} {number!r} is impossible (must be "
+                    f"{_SKY_RANGES[key]})")
+    if given and empty:
+        return (f"column {names.get(empty[0], empty[0])!r} is empty while "
+                f"{', '.join(repr(names.get(k, k)) for k in given)} "
+                f"{'is' if len(given) == 1 else 'are'} given")
+    return None
+
+
+def _apply_sky_check(record: Dict, values: Dict[str, Any], names: Dict[str, str],
+                     where: str) -> None:
+    """Set the record's sky keys from ``values`` or, if they are impossible, mark it."""
+    problem = sky_problem(values, names)
+    if problem is None:
+        for key in SKY_KEYS:
+            if key in values and _value(values[key]) is not None:
+                record[key] = float(values[key])
+        return
+    for key in SKY_KEYS:
+        record.pop(key, None)
+    record[SKY_PROBLEM_KEY] = f"{where}, {problem}"
 
 
 def records_from_folder(folder: str | os.PathLike) -> List[Dict]:
@@ -44,8 +108,16 @@ def records_from_folder(folder: str | os.PathLike) -> List[Dict]:
                    if p.is_file() and is_image_file(p.name))
     if not paths:
         raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found under {folder}")
-    return [{"galaxy_id": strip_image_suffix(p.relative_to(folder).as_posix()),
-             "file_name": str(p)} for p in paths]
+    records, first = [], {}
+    for p in paths:
+        galaxy_id = strip_image_suffix(p.relative_to(folder).as_posix())
+        if galaxy_id in first:  # x.png and x.jpg: which one is the galaxy?
+            raise ValueError(f"input folder {folder}: {first[galaxy_id]} and {p} both give "
+                             f"galaxy id {galaxy_id!r} (the path without its suffix); keep one "
+                             "image per galaxy")
+        first[galaxy_id] = p
+        records.append({"galaxy_id": galaxy_id, "file_name": str(p)})
+    return records
 
 
 def default_image_root(json_file: Path) -> Path:
@@ -65,10 +137,12 @@ def records_from_coco(json_file: str | os.PathLike,
     coco = json.loads(json_file.read_text())
     root = Path(image_root) if image_root is not None else default_image_root(json_file)
     records = []
-    for image in coco["images"]:
+    for index, image in enumerate(coco["images"]):
         record = {"galaxy_id": str(image["id"]), "image_id": image["id"],
                   "file_name": str(root / image["file_name"])}
-        record.update({k: image[k] for k in OPTIONAL_KEYS if k in image})
+        record.update({k: image[k] for k in OPTIONAL_KEYS if k in image and k not in SKY_KEYS})
+        _apply_sky_check(record, {k: image[k] for k in SKY_KEYS if k in image}, {},
+                         f"{json_file} images[{index}] (id {image['id']})")
         records.append(record)
     return records
 
@@ -163,12 +237,23 @@ def records_from_catalogue(table_file: str | os.PathLike,
         path = str(path).strip()
         return path if os.path.isabs(path) else str(root / path)
 
-    records, seen = [], set()
-    for row in df.to_dict("records"):
+    def number(row, col, where) -> float:
+        try:
+            return float(row[col])
+        except (TypeError, ValueError):
+            raise ValueError(f"catalogue {table_file} {where}, column {col!r}: {row[col]!r} "
+                             "is not a number") from None
+
+    sky_cols = {k: c for k, c in (("ra", ra_col), ("dec", dec_col), ("pixel_scale", scale_col))
+                if c is not None}
+    records, seen = [], {}
+    for index, row in enumerate(df.to_dict("records")):
         galaxy_id = str(_value(row[id_col]))
+        where = f"row {index + 1} (galaxy {galaxy_id})"  # 1-based data row, header excluded
         if galaxy_id in seen:
-            raise ValueError(f"catalogue {table_file}: galaxy id {galaxy_id!r} repeats")
-        seen.add(galaxy_id)
+            raise ValueError(f"catalogue {table_file}: galaxy id {galaxy_id!r} repeats (rows "
+                             f"{seen[galaxy_id]} and {index + 1}, column {id_col!r})")
+        seen[galaxy_id] = index + 1
         record = {"galaxy_id": galaxy_id}
         if columns.band_files:
             band_files = {b: resolve(row[c]) for b, c in columns.band_files.items()}
@@ -176,14 +261,15 @@ def records_from_catalogue(table_file: str | os.PathLike,
             record["file_name"] = next(iter(band_files.values()))
         else:
             record["file_name"] = resolve(row[image_col]) if _value(row[image_col]) else ""
-        for key, col in (("ra", ra_col), ("dec", dec_col), ("psf_fwhm_px", psf_col)):
-            if col is not None and _value(row[col]) is not None:
-                record[key] = float(row[col])
-        if scale_col is not None and _value(row[scale_col]) is not None:
-            record["pixel_scale"] = float(row[scale_col]) * columns.pixel_scale_factor
+        sky = {k: row[c] for k, c in sky_cols.items()}
+        if "pixel_scale" in sky and sky_problem({"pixel_scale": sky["pixel_scale"]}) is None:
+            sky["pixel_scale"] = float(sky["pixel_scale"]) * columns.pixel_scale_factor
+        _apply_sky_check(record, sky, sky_cols, f"catalogue {table_file} {where}")
+        if psf_col is not None and _value(row[psf_col]) is not None:
+            record["psf_fwhm_px"] = number(row, psf_col, where)
         for key in ("ref_x", "ref_y", "centre_x", "centre_y"):
             if key in row and _value(row[key]) is not None:
-                record[key] = float(row[key])
+                record[key] = number(row, key, where)
         records.append(record)
     if not records:
         raise ValueError(f"catalogue {table_file} has no rows")
@@ -212,8 +298,18 @@ def load_records(source: str | os.PathLike, image_root: Optional[str] = None,
     else:
         raise ValueError(f"input {source}: expected a folder of images, a COCO .json or a "
                          f"catalogue ({', '.join(TABLE_SUFFIXES)})")
-    ids = [r["galaxy_id"] for r in records]
-    if len(set(ids)) != len(ids):
-        raise ValueError(f"input {source}: galaxy ids are not unique")
+    first: Dict[str, Dict] = {}
+    for r in records:
+        if r["galaxy_id"] in first:
+            raise ValueError(f"input {source}: galaxy id {r['galaxy_id']!r} repeats ("
+                             f"{first[r['galaxy_id']].get('file_name')} and {r.get('file_name')})")
+        first[r["galaxy_id"]] = r
+    bad_sky = [r for r in records if SKY_PROBLEM_KEY in r]
+    for r in bad_sky[:5]:
+        logger.warning("impossible sky values, no RA/Dec for galaxy %s: %s", r["galaxy_id"],
+                       r[SKY_PROBLEM_KEY])
+    if bad_sky:
+        logger.warning("%d of %d galaxies of %s have impossible sky values: listed with status "
+                       "bad_sky and no RA/Dec", len(bad_sky), len(records), source)
     logger.info("%d galaxies from %s", len(records), source)
     return records

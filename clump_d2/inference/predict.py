@@ -47,6 +47,7 @@ from clump_d2.photometry.io import write_table as write_table_with_units
 from clump_d2.structures import CLUMP_CLASSES
 
 from .catalogue import (
+    STATUS_BAD_SKY,
     STATUS_FAILED,
     STATUS_NO_CLUMPS,
     STATUS_OK,
@@ -374,6 +375,8 @@ def summarise(catalogue: pd.DataFrame) -> Dict:
         "no_clumps": int((status == STATUS_NO_CLUMPS).sum()),
         "unreadable": int(status.str.startswith(STATUS_UNREADABLE).sum()),
         "failed": int(status.str.startswith(STATUS_FAILED).sum()),
+        # searched, but no RA/Dec: impossible sky values in the input (named in the status)
+        "bad_sky": int(status.str.startswith(STATUS_BAD_SKY).sum()),
         "clumps": int(len(clumps)),
         "clumps_on_centre": int(clumps["on_centre"].sum()),
         "clumps_measured": int(len(measured)),

@@ -83,3 +83,84 @@ def test_one_fits_file_per_band(inference_cfg, oracle, tmp_path):
     g2 = cat[cat["galaxy_id"] == "g2"]
     assert len(g2) == 1 and g2["galaxy_status"].iloc[0].startswith("unreadable: ")
     assert "missing_r.fits" in g2["galaxy_status"].iloc[0]
+
+
+def test_impossible_sky_values_are_a_per_galaxy_status(tiny_synthetic, inference_cfg, oracle,
+                                                         tmp_path):
+    """Dec outside [-90, 90], RA outside [0, 360), pixel scale <= 0, text or an empty scale
+    beside a given RA/Dec: the galaxy is listed and searched, with status ``bad_sky: <file,
+    row, column>`` and no RA/Dec; good rows keep theirs."""
+    images = sorted((tiny_synthetic / "images" / "val").glob("*.png"))
+    bad = {  # galaxy id -> (ra, dec, pixel scale, what the status must name)
+        "dec95": (10.0, 95.0, 0.4, "row 2 (galaxy dec95), column 'dec': dec 95.0 is impossible"),
+        "ra_neg": (-5.0, 1.0, 0.4, "row 3 (galaxy ra_neg), column 'ra': ra -5.0"),
+        "ra360": (360.0, 1.0, 0.4, "row 4 (galaxy ra360), column 'ra': ra 360.0"),
+        "scale0": (10.0, 1.0, 0.0, "row 5 (galaxy scale0), column 'pixel_scale': pixel_scale "
+                                   "0.0 is impossible (must be > 0"),
+        "scale_nan": (10.0, 1.0, np.nan, "row 6 (galaxy scale_nan), column 'pixel_scale' is "
+                                         "empty while 'ra', 'dec' are given"),
+    }
+    rows = [{"id": "good", "file_name": str(images[0]), "ra": 10.0, "dec": 1.0,
+             "pixel_scale": 0.4}]
+    rows += [{"id": gid, "file_name": str(images[k + 1]), "ra": ra, "dec": dec,
+              "pixel_scale": scale} for k, (gid, (ra, dec, scale, _)) in enumerate(bad.items())]
+    table = tmp_path / "cat.csv"
+    pd.DataFrame(rows).to_csv(table, index=False)
+    records = load_records(table)
+    assert "sky_problem" not in records[0] and records[0]["dec"] == 1.0
+    for record, (gid, (*_, reason)) in zip(records[1:], bad.items()):
+        assert record["sky_problem"].startswith(f"catalogue {table} {reason}"), record
+        assert not {"ra", "dec", "pixel_scale"} & set(record)
+
+    box = np.array([[40.0, 40.0, 50.0, 50.0]])
+    truth = {r["galaxy_id"]: (box, np.zeros(1, np.int64)) for r in records}
+    cfg = inference_cfg("TEST.CLUMP_EVAL.SCORE_THRESH", "0.0", "PHOTOMETRY.ENABLED", "False")
+    result = run_catalogue(cfg, records, tmp_path / "clumps.csv", model=oracle(truth),
+                           model_tag="oracle", progress=False)
+    cat = read_table(tmp_path / "clumps.csv").set_index("galaxy_id")
+    assert cat.loc["good", "galaxy_status"] == "ok" and cat.loc["good", "sky_source"] != "none"
+    assert np.isfinite(cat.loc["good", "dec"])
+    for gid, (*_, reason) in bad.items():
+        row = cat.loc[gid]
+        assert row["galaxy_status"].startswith(f"bad_sky: catalogue {table} {reason}")
+        assert row["galaxy_n_clumps"] == 1 and row["x"] == 45.0  # still searched and listed
+        assert np.isnan(row["ra"]) and np.isnan(row["dec"]) and row["sky_source"] == "none"
+    assert result.summary["bad_sky"] == 5 and result.summary["ok"] == 1
+
+    # text in a sky column is a bad_sky too; in another numeric column, an error naming it
+    pd.DataFrame({"id": ["t"], "file_name": [str(images[0])], "ra": ["12h30m"], "dec": [1.0],
+                  "pixel_scale": [0.4]}).to_csv(tmp_path / "text.csv", index=False)
+    (text,) = load_records(tmp_path / "text.csv")
+    assert text["sky_problem"].endswith("row 1 (galaxy t), column 'ra': '12h30m' is not a number")
+    pd.DataFrame({"id": ["t"], "file_name": [str(images[0])], "psf_fwhm_px": ["wide"]}).to_csv(
+        tmp_path / "psf.csv", index=False)
+    with pytest.raises(ValueError, match=r"psf\.csv row 1 \(galaxy t\), column 'psf_fwhm_px': "
+                                         r"'wide' is not a number"):
+        load_records(tmp_path / "psf.csv")
+
+
+def test_coco_images_with_impossible_sky_values(tmp_path):
+    coco = {"images": [{"id": 7, "file_name": "a.png", "ra": 1.0, "dec": -91.0,
+                        "pixel_scale": 0.4},
+                       {"id": 8, "file_name": "b.png", "ra": 1.0, "dec": 2.0, "pixel_scale": 0.4}],
+            "annotations": [], "categories": []}
+    (tmp_path / "c.json").write_text(json.dumps(coco))
+    bad, good = load_records(tmp_path / "c.json")
+    assert bad["sky_problem"] == (f"{tmp_path / 'c.json'} images[0] (id 7), column 'dec': dec "
+                                  "-91.0 is impossible (must be in [-90, 90])")
+    assert "dec" not in bad and good["dec"] == 2.0 and "sky_problem" not in good
+
+
+def test_duplicate_galaxy_ids_in_a_folder_name_both_files(tmp_path):
+    from PIL import Image
+
+    (tmp_path / "sub").mkdir()
+    for name in ("x.png", "x.jpg", "y.png", "sub/x.png"):
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / name)
+    with pytest.raises(ValueError) as e:
+        load_records(tmp_path)
+    msg = str(e.value)
+    assert str(tmp_path / "x.jpg") in msg and str(tmp_path / "x.png") in msg
+    assert "galaxy id 'x'" in msg
+    (tmp_path / "x.jpg").unlink()
+    assert [r["galaxy_id"] for r in load_records(tmp_path)] == ["sub/x", "x", "y"]
