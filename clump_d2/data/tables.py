@@ -1,8 +1,10 @@
 """Tables in and out: one reader, one writer, one Markdown helper.
 
 * :func:`read_table`: a table (CSV, TSV, Parquet or a FITS binary table) into pandas, naming
-  the file on failure. Pickles are refused: unpickling runs code (convert them once with
-  ``pandas.read_pickle(p).to_csv(...)`` on a machine you trust).
+  the file on failure. Pickled tables (``.pkl``, ``.pickle``, compressed or not, ``.joblib``)
+  are refused, with no opt-in: unpickling runs any code the file holds, and a downloaded
+  catalogue must not be able to do that (convert one you trust once, on a machine you trust,
+  with ``pandas.read_pickle(p).to_parquet(...)``).
 * :func:`write_table`: a DataFrame to Parquet, CSV or FITS (format from the file name),
   atomically: a temporary file in the same folder, then ``os.replace``, so a killed process
   never leaves a half-written table under the final name.
@@ -24,6 +26,9 @@ logger = logging.getLogger(__name__)
 
 #: Suffixes :func:`read_table` reads (a catalogue given by file name must end in one).
 TABLE_SUFFIXES = (".csv", ".tsv", ".tab", ".parquet") + FITS_SUFFIXES
+#: Pickled tables, refused by :func:`read_table` (unpickling runs code).
+PICKLE_SUFFIXES = tuple(s + c for s in (".pkl", ".pickle") for c in
+                        ("", ".gz", ".bz2", ".xz", ".zip", ".zst")) + (".joblib",)
 #: Formats :func:`write_table` writes.
 WRITE_FORMATS = ("parquet", "csv", "fits")
 
@@ -32,16 +37,19 @@ def read_table(path: str | os.PathLike, **csv_kwargs) -> pd.DataFrame:
     """The table at ``path`` as a DataFrame (format from the file name).
 
     Raises:
-        FileNotFoundError / ValueError: naming ``path``.
+        FileNotFoundError / ValueError: naming ``path``; ``UnsafeTableError`` for a pickle.
     """
     path = Path(path)
     name = path.name.lower()
+    if name.endswith(PICKLE_SUFFIXES):  # before anything opens it
+        raise UnsafeTableError(
+            f"table {path} is a Python pickle: reading it would run any code the file "
+            "contains, so pickled tables are never read. Convert a file you trust once, on a "
+            "machine you trust (pandas.read_pickle(p).to_parquet('t.parquet')), and give the "
+            "Parquet/CSV/FITS table instead")
     if not path.is_file():
         raise FileNotFoundError(f"table {path} does not exist")
     try:
-        if name.endswith((".pkl", ".pickle")):
-            raise ValueError("pickles are not read (unpickling runs code); convert it to CSV or "
-                             "Parquet first")
         if name.endswith(".parquet"):
             return pd.read_parquet(path)
         if name.endswith(FITS_SUFFIXES):
@@ -54,6 +62,10 @@ def read_table(path: str | os.PathLike, **csv_kwargs) -> pd.DataFrame:
         raise ValueError(f"cannot read table {path}: {e}") from e
     except Exception as e:  # parser errors of pandas/pyarrow/astropy: re-raised with the file
         raise ValueError(f"cannot read table {path}: {type(e).__name__}: {e}") from e
+
+
+class UnsafeTableError(ValueError):
+    """A table that could only be read by executing a Python pickle."""
 
 
 def table_format(path: str | os.PathLike) -> str:

@@ -53,3 +53,27 @@ def test_markdown_table():
                                  "| a\\|b | undefined |"]
     with pytest.raises(ValueError, match="1 headers for 2 columns"):
         markdown_table(rows, ["m", "c"], headers=["m"])
+
+
+@pytest.mark.parametrize("name", ["t.pkl", "t.PICKLE", "t.pkl.gz", "t.joblib"])
+def test_pickled_tables_are_refused_before_any_code_runs(tmp_path, name):
+    """A pickle that would create a file when loaded: refused, naming the risk, file untouched
+    by any unpickler (the marker never appears)."""
+    import pickle
+
+    from clump_d2.data.tables import UnsafeTableError
+
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    path = tmp_path / name
+    path.write_bytes(pickle.dumps(Payload()))
+    with pytest.raises(UnsafeTableError, match=rf"{name}.*Python pickle: reading it would run "
+                                               "any code"):
+        read_table(path)
+    assert not marker.exists()
+    with pytest.raises(UnsafeTableError):  # refused even before checking that it exists
+        read_table(tmp_path / "missing.pkl")
