@@ -6,7 +6,8 @@ the central 200x200 crop (``crop: [112, 112, 200, 200]``, as the Clump Scout det
 images; the mapper cuts it) with the converter's edge rule, and split by galaxy with
 :func:`clump_d2.convert.splits.split_coco` (fixed: ``train=0.5, test=0.5``, seed 0;
 stratified by clump count). Every image carries ``psf_fwhm_px`` (median of its clumps' PSF
-FWHM in px) and ``centre_x/centre_y``.
+FWHM in px) and ``centre_x/centre_y``; every clump its ``flux_frac_<band>`` (clump / host
+flux per band of the catalogue, the u band defining giant clumps).
 """
 from __future__ import annotations
 
