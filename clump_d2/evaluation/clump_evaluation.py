@@ -54,7 +54,8 @@ def _is_number(value) -> bool:
 
 
 def parse_ignore_below(specs: Sequence[str]) -> Dict[str, float]:
-    """``["flux_frac_u:0.03", ...]`` -> ``{"flux_frac_u": 0.03}`` (``TEST.CLUMP_EVAL.IGNORE_BELOW``)."""
+    """``["flux_frac_u:0.03", ...]`` -> ``{"flux_frac_u": 0.03}``
+    (``TEST.CLUMP_EVAL.IGNORE_BELOW``)."""
     out = {}
     for spec in specs:
         name, sep, value = str(spec).partition(":")
