@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -141,6 +142,37 @@ class SyntheticParams:
             clump_radius_re=(0.2, 3.2), clump_min_sep_fwhm=1.0, centre_exclusion_bulge_re=0.0,
             knot_frac=(0.0001, 0.0003), bright_clump_fraction=0.15, bright_clump_frac=(0.03, 0.15))
         base = dict(sdss_realism=realism, clump_frac=(0.0003, 0.15), odd_fraction=0.0)
+        base.update(overrides)
+        return cls.sdss(**base)
+
+    @classmethod
+    def sdss_single_epoch(cls, **overrides) -> "SyntheticParams":
+        """The SDSS preset for single-epoch SDSS cut-outs of the Galaxy Zoo 2 kind (the images
+        of Clump Scout and of most users), shallower and noisier than the Stripe 82 coadds
+        that :meth:`sdss` is calibrated on.
+
+        Same galaxies, clumps and labels as :meth:`sdss`; the display and noise are calibrated
+        against the central 200 px crops of ``gz2_sdss_1400`` (``tools/compare_real_sim.py
+        --real '../shared/realdata/gz2_sdss_1400/jpegs/*/*.jpg' --preset single_epoch``; real
+        10/50/90 % in ``docs/sdss_domain.md``):
+
+        * a single epoch has ~1/sqrt(N) of a coadd's depth, so the same galaxy spans fewer sky
+          sigmas and the display stretch is larger in sky-sigma units: ``lupton_stretch`` 55
+          (coadd preset 21) gives the real sky noise of ~4.4 grey levels (coadd JPEGs: ~11);
+        * the GZ2 JPEGs' black point sits close to the sky (sky median grey ~4.7, coadds ~18):
+          ``black_sigma`` 0.8;
+        * redder colour balance (galaxy pixels B/G median 0.87, R/G 1.16; coadd crops 1.16 /
+          1.01): ``band_weights`` (i, r, g) = (1.0, 1.0, 1.1);
+        * more strongly correlated sky noise (lag-1 autocorrelation 0.91; GZ2 cut-outs are
+          resampled to 0.02 x petroR90 per pixel, often finer than SDSS's 0.396"): noise
+          correlation from ``pixel_scale`` 0.10-0.18 "/px;
+        * host flux x 1.2 (bright fraction 0.16, peak grey 210).
+        """
+        coadd = SdssRealism()
+        realism = dataclasses.replace(
+            coadd, lupton_stretch=55.0, black_sigma=0.8, band_weights=(1.0, 1.0, 1.1),
+            host_flux_r=tuple(1.2 * f for f in coadd.host_flux_r))
+        base = dict(sdss_realism=realism, pixel_scale=(0.10, 0.18))
         base.update(overrides)
         return cls.sdss(**base)
 
@@ -682,17 +714,22 @@ def make_dataset(out_dir, splits: Dict[str, int], seed: int = 0,
 
 #: Label populations of the SDSS simulation: Clump Scout's (clumps >= ~3 % of the host) or
 #: the Mehta et al. catalogue's (median 0.33 %); see ``SyntheticParams.sdss*``.
-SIM_PRESETS = ("clumpscout", "catalogue")
+SIM_PRESETS = ("clumpscout", "catalogue", "single_epoch")
+
+#: ``simulate_sdss`` preset name -> the ``SyntheticParams`` constructor it uses.
+_PRESET_PARAMS = {"clumpscout": "sdss", "catalogue": "sdss_catalogue",
+                  "single_epoch": "sdss_single_epoch"}
 
 
 def simulate_sdss(out_dir: str | os.PathLike, num_train: int = 600, num_val: int = 150,
                   seed: int = 0, image_size: int = 200,
                   preset: str = "clumpscout") -> Dict[str, Path]:
     """Write the calibrated SDSS simulation: ``preset`` "clumpscout" is
-    ``SyntheticParams.sdss()``, "catalogue" ``SyntheticParams.sdss_catalogue()``."""
+    ``SyntheticParams.sdss()``, "catalogue" ``SyntheticParams.sdss_catalogue()``,
+    "single_epoch" ``SyntheticParams.sdss_single_epoch()``."""
     if preset not in SIM_PRESETS:
         raise ValueError(f"unknown simulation preset {preset!r}: choose one of {SIM_PRESETS}")
-    make = SyntheticParams.sdss if preset == "clumpscout" else SyntheticParams.sdss_catalogue
+    make = getattr(SyntheticParams, _PRESET_PARAMS[preset])
     params = make(image_size=image_size)
     return {split: make_split(out_dir, split, n, seed=seed, params=params)
             for split, n in (("val", num_val), ("train", num_train)) if n > 0}

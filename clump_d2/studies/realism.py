@@ -2,6 +2,7 @@
 side, and a figure (``tools/compare_real_sim.py``)."""
 from __future__ import annotations
 
+import glob
 import os
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -16,11 +17,21 @@ from clump_d2.sim.synthetic import SyntheticParams, galaxy_rng, render_galaxy
 
 
 def real_crops(image_dir: str | os.PathLike, crop_size: int = CROP_SIZE,
-               limit: Optional[int] = None) -> List[np.ndarray]:
-    """Central ``crop_size`` crops (uint8 RGB) of the JPEG/PNG images in ``image_dir``, sorted
-    by file name."""
-    files = sorted(p for p in Path(image_dir).iterdir()
-                   if p.suffix.lower() in COLOUR_SUFFIXES)[:limit]
+               limit: Optional[int] = None, seed: Optional[int] = None) -> List[np.ndarray]:
+    """Central ``crop_size`` crops (uint8 RGB) of the JPEG/PNG images in ``image_dir`` (a
+    folder, or a glob pattern such as ``'gz2_sdss_1400/jpegs/*/*.jpg'``), sorted by path;
+    with ``seed``, a seeded random ``limit`` of them (so that every class of a sorted folder
+    tree is sampled), else the first ``limit``."""
+    if Path(image_dir).is_dir():
+        files = sorted(p for p in Path(image_dir).iterdir()
+                       if p.suffix.lower() in COLOUR_SUFFIXES)
+    else:
+        files = sorted(Path(p) for p in glob.glob(os.fspath(image_dir))
+                       if Path(p).suffix.lower() in COLOUR_SUFFIXES)
+    if seed is not None and limit:
+        files = [files[i] for i in sorted(np.random.default_rng(seed).permutation(
+            len(files))[:limit])]
+    files = files[:limit]
     if not files:
         raise FileNotFoundError(f"no JPEG/PNG images in {image_dir}")
     out = []
@@ -31,8 +42,14 @@ def real_crops(image_dir: str | os.PathLike, crop_size: int = CROP_SIZE,
     return out
 
 
+#: ``compare_real_sim --preset`` name -> the ``SyntheticParams`` preset it compares.
+REALISM_PRESETS = {"sdss": SyntheticParams.sdss,
+                   "single_epoch": SyntheticParams.sdss_single_epoch}
+
+
 def simulated_crops(n: int, seed: int = 0, params=None) -> List[np.ndarray]:
-    """``n`` SDSS-preset simulated cutouts (split ``test`` of ``seed``)."""
+    """``n`` simulated cutouts (split ``test`` of ``seed``) of ``params`` (default: the SDSS
+    preset, ``SyntheticParams.sdss()``)."""
     params = params or SyntheticParams.sdss()
     return [render_galaxy(galaxy_rng(seed, "test", k), params).rgb for k in range(n)]
 
@@ -51,7 +68,8 @@ def compare_statistics(real: Sequence[np.ndarray], sim: Sequence[np.ndarray]) ->
 
 
 def realism_figure(real: Sequence[np.ndarray], sim: Sequence[np.ndarray], out_png: str,
-                   n_show: int = 6) -> Dict:
+                   n_show: int = 6, real_label: str = "real SDSS S82",
+                   sim_label: str = "simulated (sdss)") -> Dict:
     """Figure: real and simulated cutouts, per-channel pixel histograms, radial profiles
     (median and 16-84 % band) and the colour distribution of galaxy pixels; returns the
     statistics (:func:`compare_statistics`)."""
@@ -64,7 +82,7 @@ def realism_figure(real: Sequence[np.ndarray], sim: Sequence[np.ndarray], out_pn
     stats = compare_statistics(real, sim)
     fig = plt.figure(figsize=(13, 8.6))
     gs = fig.add_gridspec(3, n_show, height_ratios=[1, 1, 1.25])
-    for row, (label, crops) in enumerate((("real SDSS S82", real), ("simulated (sdss)", sim))):
+    for row, (label, crops) in enumerate(((real_label, real), (sim_label, sim))):
         for k in range(n_show):
             ax = fig.add_subplot(gs[row, k])
             ax.imshow(crops[k % len(crops)])
@@ -111,7 +129,7 @@ def realism_figure(real: Sequence[np.ndarray], sim: Sequence[np.ndarray], out_pn
     keys = ("sky_median", "sky_noise", "sky_lag1", "bright_fraction", "peak", "blue_green")
     text = "median real / sim: " + ", ".join(
         f"{k} {s_r[k][1]:.2f}/{s_s[k][1]:.2f}" for k in keys)
-    fig.suptitle(f"{len(real)} real SDSS Stripe 82 crops vs {len(sim)} simulated\n{text}",
+    fig.suptitle(f"{len(real)} crops {real_label} vs {len(sim)} {sim_label}\n{text}",
                  fontsize=9)
     fig.tight_layout()
     Path(out_png).parent.mkdir(parents=True, exist_ok=True)

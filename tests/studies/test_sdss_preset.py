@@ -159,3 +159,51 @@ def test_sdss_preset_unchanged_by_the_catalogue_fields():
         assert a.rgb.tobytes() == b.rgb.tobytes() and a.clumps == b.clumps
         differs += a.clumps != c.clumps
     assert differs >= 1
+
+
+def test_single_epoch_preset_is_the_sdss_galaxies_shallower():
+    """sdss_single_epoch(): the labels of sdss(), a shallower display (darker sky, fewer grey
+    levels of sky noise, sky noise correlated over more pixels) calibrated on GZ2 cut-outs."""
+    se, co = SyntheticParams.sdss_single_epoch(), SyntheticParams.sdss()
+    assert se.realism == "sdss" and se.clump_frac == co.clump_frac
+    assert se.odd_fraction == co.odd_fraction and se.max_clumps == co.max_clumps
+    assert se.sdss_realism.lupton_stretch > 2 * co.sdss_realism.lupton_stretch
+    assert SyntheticParams.sdss_single_epoch(image_size=96).image_size == 96
+    gals = [render_galaxy(galaxy_rng(11, "test", k), se) for k in range(12)]
+    m_se = _median_stats([g.rgb for g in gals])
+    m_co = _median_stats([render_galaxy(galaxy_rng(11, "test", k), co).rgb for k in range(12)])
+    # GZ2 crops (gz2_sdss_1400, 200 random): sky median grey ~4.7, noise ~4.4, lag-1 ~0.91
+    assert 2.0 <= m_se["sky_median"] <= 8.0 < m_co["sky_median"]
+    assert 3.0 <= m_se["sky_noise"] <= 6.5 < m_co["sky_noise"]
+    assert m_se["sky_lag1"] > m_co["sky_lag1"]
+    assert 0.75 <= m_se["blue_green"] <= 1.0 and 1.05 <= m_se["red_green"] <= 1.3
+    assert sum(len(g.clumps) for g in gals) >= 8  # the Clump Scout population is drawn
+
+
+def test_simulate_sdss_single_epoch_preset(tmp_path):
+    import json
+
+    from clump_d2.sim.synthetic import simulate_sdss
+
+    paths = simulate_sdss(tmp_path, num_train=3, num_val=0, image_size=96,
+                          preset="single_epoch")
+    assert set(paths) == {"train"}
+    d = json.loads(paths["train"].read_text())
+    assert len(d["images"]) == 3
+    with pytest.raises(ValueError, match="single_epoch"):
+        simulate_sdss(tmp_path, num_train=1, num_val=0, preset="nope")
+
+
+def test_single_epoch_matches_the_gz2_crops(realdata):
+    """Each calibrated statistic's simulated median lies within the real GZ2 crops' 10-90 %."""
+    from clump_d2.studies.realism import real_crops, simulated_crops
+
+    real = real_crops(realdata / "gz2_sdss_1400" / "jpegs" / "*" / "*.jpg", limit=60, seed=0)
+    assert len(real) == 60
+    stats_real = [cutout_statistics(c) for c in real]
+    sim = _median_stats(simulated_crops(12, seed=3,
+                                        params=SyntheticParams.sdss_single_epoch()))
+    for key in ("sky_median", "sky_noise", "sky_lag1", "bright_fraction", "peak",
+                "blue_green", "red_green"):
+        lo, hi = np.nanpercentile([s[key] for s in stats_real], [10, 90])
+        assert lo - 1e-9 <= sim[key] <= hi + 1e-9, (key, lo, sim[key], hi)
