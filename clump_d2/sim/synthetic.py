@@ -153,20 +153,21 @@ class SyntheticParams:
 
         Same galaxies, clumps and labels as :meth:`sdss`; the display and noise are calibrated
         against the central 200 px crops of ``gz2_sdss_1400`` (``tools/compare_real_sim.py
-        --real '../shared/realdata/gz2_sdss_1400/jpegs/*/*.jpg' --preset single_epoch``; real
-        10/50/90 % in ``docs/sdss_domain.md``):
+        --real '../shared/realdata/gz2_sdss_1400/jpegs/*/*.jpg' --limit 200 --preset
+        single_epoch``; real and simulated 10/50/90 % in ``docs/sdss_domain.md``; real medians
+        below):
 
         * a single epoch has ~1/sqrt(N) of a coadd's depth, so the same galaxy spans fewer sky
           sigmas and the display stretch is larger in sky-sigma units: ``lupton_stretch`` 55
-          (coadd preset 21) gives the real sky noise of ~4.4 grey levels (coadd JPEGs: ~11);
-        * the GZ2 JPEGs' black point sits close to the sky (sky median grey ~4.7, coadds ~18):
+          (coadd preset 21) gives the real sky noise of ~4 grey levels (coadd JPEGs: ~11);
+        * the GZ2 JPEGs' black point sits close to the sky (sky median grey ~4.3, coadds ~18):
           ``black_sigma`` 0.8;
-        * redder colour balance (galaxy pixels B/G median 0.87, R/G 1.16; coadd crops 1.16 /
+        * redder colour balance (galaxy pixels B/G median 0.84, R/G 1.18; coadd crops 1.16 /
           1.01): ``band_weights`` (i, r, g) = (1.0, 1.0, 1.1);
         * more strongly correlated sky noise (lag-1 autocorrelation 0.91; GZ2 cut-outs are
           resampled to 0.02 x petroR90 per pixel, often finer than SDSS's 0.396"): noise
           correlation from ``pixel_scale`` 0.10-0.18 "/px;
-        * host flux x 1.2 (bright fraction 0.16, peak grey 210).
+        * host flux x 1.2 (bright fraction 0.15, peak grey 208).
         """
         coadd = SdssRealism()
         realism = dataclasses.replace(
