@@ -19,6 +19,7 @@ now are removed. A missing ``--images`` folder is an error, and so is an output 
 fewer than half of the images/subjects/galaxies read, unless ``--force`` is given.
 """
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -136,10 +137,12 @@ def build_parser():
     k.add_argument("--images", required=True, help="folder of the galaxy images")
     k.add_argument("--split", default="all")
     o = CatalogOptions()
+    # Each option typed as its field (a float typed str would reach the library as text).
+    floats = {f.name for f in dataclasses.fields(CatalogOptions) if "float" in str(f.type)}
     for name, value in vars(o).items():
         if name in ("keep_columns", "east_left", "north_up"):
             continue
-        kind = float if name in ("pixel_scale_factor", "pixel_scale", "psf_fwhm_arcsec") else str
+        kind = float if name in floats else str
         k.add_argument("--" + name.replace("_", "-"), type=kind, default=value,
                        help=f"(default: {value})")
     k.add_argument("--keep-columns", nargs="*", default=[])

@@ -1,6 +1,5 @@
 """Converter outputs survive kills and hostile input: atomic writes, splits as one unit, no
 stale splits, names that stay inside the dataset, a mistyped --images folder refused."""
-import importlib.util
 import json
 import os
 import subprocess
@@ -19,12 +18,10 @@ from clump_d2.data.datasets import register_all_clump_datasets
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _tool():
-    spec = importlib.util.spec_from_file_location("tool_convert_atomic",
-                                                  REPO / "tools" / "convert_clumpscout.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+@pytest.fixture
+def cli(load_tool):
+    """tools/convert_clumpscout.py, loaded by the shared ``load_tool`` fixture."""
+    return load_tool("convert_clumpscout")
 
 
 def _tables(root: Path, n=8, size=48, key_of=None):
@@ -87,7 +84,7 @@ runpy.run_path(%r, run_name="__main__")
 
 
 @pytest.mark.parametrize("nth_file", [1, 3])
-def test_sigkill_during_write_keeps_previous_dataset(tmp_path, nth_file):
+def test_sigkill_during_write_keeps_previous_dataset(tmp_path, nth_file, cli):
     """Killed while writing the first file, or the second split: the old splits stay whole
     (before: a truncated train.json, or train in the new frame beside val in the old)."""
     table, png = _tables(tmp_path / "src")
@@ -97,7 +94,7 @@ def test_sigkill_during_write_keeps_previous_dataset(tmp_path, nth_file):
     # a good dataset of two splits: train (4 galaxies) and val (the other 4)
     df.iloc[4:].to_csv(table2, index=False)
     df.iloc[:4].to_csv(table, index=False)
-    assert _tool().main(["consensus", "--table", f"train={table}", "--table", f"val={table2}",
+    assert cli.main(["consensus", "--table", f"train={table}", "--table", f"val={table2}",
                          "--images", str(png), "--out", str(out), "--link", "none",
                          *GEOMETRY]) == 0
     before = _snapshot(out / "annotations")
@@ -114,7 +111,7 @@ def test_sigkill_during_write_keeps_previous_dataset(tmp_path, nth_file):
     names = register_all_clump_datasets(tmp_path, synthetic=False)
     assert {f"kill{nth_file}_train", f"kill{nth_file}_val"} <= set(names)
     # the next run cleans up what the killed one left, then writes the new frame
-    assert _tool().main(["consensus", "--table", f"train={table}", "--table", f"val={table2}",
+    assert cli.main(["consensus", "--table", f"train={table}", "--table", f"val={table2}",
                          "--images", str(png), "--out", str(out), "--link", "none", "--frame",
                          "full", *GEOMETRY]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["annotations"]
@@ -140,9 +137,9 @@ def test_atomic_write_text_replaces_whole_file(tmp_path):
     assert f.read_text() == "new" and sorted(p.name for p in f.parent.iterdir()) == ["x.json"]
 
 
-def test_resplit_into_fewer_splits_leaves_no_stale_split(tmp_path):
+def test_resplit_into_fewer_splits_leaves_no_stale_split(tmp_path, cli):
     table, png = _tables(tmp_path / "src", n=12)
-    convert = _tool()
+    convert = cli
     ds = tmp_path / "datasets" / "rs"
     assert convert.main(["consensus", "--table", f"all={table}", "--images", str(png), "--out",
                          str(ds), "--link", "none", *GEOMETRY]) == 0
@@ -165,16 +162,16 @@ def test_resplit_into_fewer_splits_leaves_no_stale_split(tmp_path):
         "all.json", "all.report.json"]
 
 
-def test_split_refuses_to_overwrite_its_input(tmp_path):
+def test_split_refuses_to_overwrite_its_input(tmp_path, cli):
     table, png = _tables(tmp_path / "src", n=4)
     ds = tmp_path / "ds"
-    assert _tool().main(["consensus", "--table", f"all={table}", "--out", str(ds), "--link",
+    assert cli.main(["consensus", "--table", f"all={table}", "--out", str(ds), "--link",
                          "none", *GEOMETRY]) == 0
     with pytest.raises(SystemExit, match="input split"):
-        _tool().main(["split", "--dataset", str(ds), "--fractions", "all=0.5", "b=0.5"])
+        cli.main(["split", "--dataset", str(ds), "--fractions", "all=0.5", "b=0.5"])
 
 
-def test_names_from_labels_never_leave_the_output_folder(tmp_path):
+def test_names_from_labels_never_leave_the_output_folder(tmp_path, cli):
     """local_ids "../../../victim" must not make place_images replace a file outside --out."""
     src = tmp_path / "s1" / "s2"
     table, png = _tables(src, n=4, key_of=lambda i: "../../../victim" if i == 0 else str(i))
@@ -183,7 +180,7 @@ def test_names_from_labels_never_leave_the_output_folder(tmp_path):
     victim = tmp_path / "d" / "victim.png"  # out/images/../../../victim.png
     victim.parent.mkdir(parents=True, exist_ok=True)
     victim.write_bytes(b"precious")
-    assert _tool().main(["consensus", "--table", f"all={table}", "--images", str(png), "--out",
+    assert cli.main(["consensus", "--table", f"all={table}", "--images", str(png), "--out",
                          str(out), *GEOMETRY]) == 0
     assert victim.read_bytes() == b"precious" and not victim.is_symlink()
     report = json.loads((out / "annotations" / "all.report.json").read_text())
@@ -213,10 +210,10 @@ def test_symlinked_folder_inside_images_cannot_lead_out(tmp_path):
     assert (outside / "x.png").read_bytes() == b"precious"
 
 
-def test_mistyped_images_folder_exits_nonzero_and_keeps_dataset(tmp_path):
+def test_mistyped_images_folder_exits_nonzero_and_keeps_dataset(tmp_path, cli):
     table, png = _tables(tmp_path / "src", n=6)
     ds = tmp_path / "ds"
-    convert = _tool()
+    convert = cli
     assert convert.main(["consensus", "--table", f"all={table}", "--images", str(png), "--out",
                          str(ds), *GEOMETRY]) == 0
     before = _snapshot(ds / "annotations")
@@ -237,3 +234,16 @@ def test_mistyped_images_folder_exits_nonzero_and_keeps_dataset(tmp_path):
                          str(ds), "--force", *GEOMETRY]) == 0
     coco = json.loads((ds / "annotations" / "all.json").read_text())
     assert len(coco["images"]) == 1
+
+
+def test_float_options_are_parsed_as_floats(cli):
+    """--rotation-deg (and every float option of the catalogue converter) arrives as a float,
+    not as text."""
+    args = cli.build_parser().parse_args([
+        "catalog", "--clumps", "c.csv", "--galaxies", "g.csv", "--images", "im", "--out", "o",
+        "--rotation-deg", "12.5", "--pixel-scale", "0.396", "--psf-fwhm-arcsec", "1.2"])
+    assert args.rotation_deg == 12.5 and isinstance(args.rotation_deg, float)
+    assert args.pixel_scale == 0.396 and args.psf_fwhm_arcsec == 1.2
+    assert isinstance(cli.build_parser().parse_args([
+        "catalog", "--clumps", "c", "--galaxies", "g", "--images", "i", "--out", "o"]
+    ).rotation_deg, float)

@@ -1,6 +1,5 @@
 """Bad input to the converters: every bad image, row or value is a counted drop with its own
 reason, or an error naming the file, the row/line and the column."""
-import importlib.util
 import json
 import logging
 from pathlib import Path
@@ -15,7 +14,6 @@ from clump_d2.convert.catalog import CatalogOptions, convert_catalog
 from clump_d2.convert.consensus import ConsensusOptions, convert_consensus_table
 from clump_d2.convert.zooniverse import ExportOptions, read_export
 
-REPO = Path(__file__).resolve().parents[2]
 COLUMNS = ["image_id", "local_ids", "label", "x1", "x2", "y1", "y2"]
 
 
@@ -155,14 +153,11 @@ def test_galaxy_id_column_in_galaxy_table(tmp_path):
         convert_catalog(tmp_path / "cl.csv", tmp_path / "gal.csv", images, bad)
 
 
-def test_truncated_coco_input_to_split_names_file_line_column(tmp_path):
+def test_truncated_coco_input_to_split_names_file_line_column(tmp_path, load_tool):
     ann = tmp_path / "ds" / "annotations"
     ann.mkdir(parents=True)
     (ann / "all.json").write_text('{"images": [{"id": 1, "file_name": "a.png"}, {"id"')
-    spec = importlib.util.spec_from_file_location("tool_convert_bad",
-                                                  REPO / "tools" / "convert_clumpscout.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_tool("convert_clumpscout")
     with pytest.raises(SystemExit) as e:
         tool.main(["split", "--dataset", str(tmp_path / "ds")])
     msg = str(e.value.code)
