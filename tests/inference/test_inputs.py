@@ -69,7 +69,8 @@ def test_one_fits_file_per_band(inference_cfg, oracle, tmp_path):
         band_files={"g": "file_g", "r": "file_r", "i": "file_i"}))
     assert records[0]["band_files"]["r"] == str(tmp_path / "g1_r.fits")
     boxes = np.array([[x, y, x + bw, y + bh] for x, y, bw, bh in
-                      (clump_box_xywh_in_frame(c["x"], c["y"], gal.psf_fwhm_px, 64, 64) for c in gal.clumps)])
+                      (clump_box_xywh_in_frame(c["x"], c["y"], gal.psf_fwhm_px, 64, 64)
+                       for c in gal.clumps)])
     cfg = inference_cfg("TEST.CLUMP_EVAL.SCORE_THRESH", "0.0", "INFERENCE.MERGE_FWHM", "0.0",
                         "INFERENCE.NMS_THRESH", "0.0")
     run_catalogue(cfg, records, tmp_path / "clumps.parquet",
