@@ -11,6 +11,22 @@
     # the classical baseline instead of a network, at another operating point
     python tools/inject_recover.py --dataset gzh_s82c_test --baseline --output-dir out \
         TEST.CLUMP_EVAL.SCORE_THRESH 0.6
+    # real single-epoch SDSS hosts (held-out galaxies of a pretraining split), each image's
+    # PSF from its own compact sources, per host class (parent folder), baseline and network
+    # on the same hosts in one run (docs/sdss_domain.md)
+    python tools/inject_recover.py \
+        --images '../shared/realdata/gz2_sdss_1400/jpegs/*/*.jpg' \
+        --ids-from output/pretrain/lite0_gz2_64/split.json:heldout \
+        --crop-size 200 --psf-from-image --group-by parent --flux-fractions 0.01 0.03 0.1 \
+        --baseline --config-file configs/RealData/sdss_realhosts_r18.yaml \
+        --weights output/realdata/sdss_realhosts/model_final.pth --output-dir out
+
+With both --baseline and --config-file, each detector's outputs go to a sub-folder
+(baseline/, model/) and the comparison to injection_table.md (+ .json) and
+injection_by_group.png: per detector and host group, the recovered fraction per flux
+fraction and the false detections per galaxy (detections at the operating point matching no
+injected clump and outside the ignore regions: the host's own knots with --psf-from-image,
+the dataset's clumps with --dataset).
 
 Writes injections.csv, injection_summary.json and injection_recovery.png (recovered fraction
 vs clump flux fraction and vs distance from the centre, with counts). A clump is recovered
@@ -20,8 +36,13 @@ method is described in clump_d2/studies/injection.py.
 """
 import argparse
 import glob
+import json
 import logging
+import os
+import platform
+import shlex
 import sys
+from pathlib import Path
 
 import clump_d2  # noqa: F401  (compat first)
 import clump_d2.data  # noqa: F401  (registers the datasets)
@@ -33,7 +54,9 @@ from clump_d2.engine import build_config
 from clump_d2.structures import clump_position
 from clump_d2.sim.inject import load_linear, network_input_fn
 from clump_d2.studies.injection import (InjectionConfig, baseline_detector, model_detector,
-                                        run_injection, summarise, write_outputs)
+                                        prepare_host_images, run_injection, summarise,
+                                        summarise_groups, write_group_comparison,
+                                        write_outputs)
 
 logger = logging.getLogger("inject_recover")
 
@@ -45,10 +68,25 @@ def main(argv=None):
     src.add_argument("--dataset", help="registered dataset (crop, psf_fwhm_px, clumps used)")
     src.add_argument("--images", nargs="+", help="image files or glob patterns")
     ap.add_argument("--psf-fwhm-px", type=float, default=None,
-                    help="PSF FWHM in pixels (required with --images)")
-    det = ap.add_mutually_exclusive_group(required=True)
-    det.add_argument("--config-file", help="detector config (with --weights)")
-    det.add_argument("--baseline", action="store_true", help="use the classical finder")
+                    help="PSF FWHM in pixels (required with --images unless --psf-from-image; "
+                         "with it, the fallback where no compact source qualifies)")
+    ap.add_argument("--psf-from-image", action="store_true",
+                    help="with --images: real hosts prepared as the real-host dataset does "
+                         "(central --crop-size crop, PSF from the image's compact sources, "
+                         "else --psf-fwhm-px or a draw over SDSS's seeing range; the host's "
+                         "knots avoided and ignored)")
+    ap.add_argument("--crop-size", type=int, default=200,
+                    help="with --psf-from-image: central crop (px)")
+    ap.add_argument("--ignore-snr", type=float, default=6.0,
+                    help="with --psf-from-image: host peaks at this S/N are ignore regions")
+    ap.add_argument("--ids-from", default=None, metavar="JSON:KEY",
+                    help="with --images: only images whose file stem is in this list of a "
+                         "JSON file (e.g. a pretraining split.json:heldout)")
+    ap.add_argument("--group-by", choices=["parent"], default=None,
+                    help="report per group: the image's parent folder (e.g. host class)")
+    ap.add_argument("--config-file", help="detector config (with --weights)")
+    ap.add_argument("--baseline", action="store_true",
+                    help="use the classical finder (with --config-file: both, compared)")
     ap.add_argument("--weights", default="", help="model weights (MODEL.WEIGHTS)")
     ap.add_argument("--baseline-colour", type=float, default=None, metavar="C",
                     help="with --baseline: its colour cut (B - R) / G >= C "
@@ -69,15 +107,20 @@ def main(argv=None):
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
+    if not (args.baseline or args.config_file):
+        ap.error("give --config-file (with --weights), --baseline, or both")
     cfg = build_config(args.config_file or "", list(args.opts) + (
         ["MODEL.WEIGHTS", args.weights] if args.weights else []))
     fits_options = FitsReadOptions.from_config(cfg)
     if args.baseline_colour is not None and not args.baseline:
         ap.error("--baseline-colour needs --baseline")
+    detectors = []  # (name, sub-folder, detector)
     if args.baseline:
-        detector = baseline_detector(ClassicalParams(min_colour=args.baseline_colour))
-    else:
-        detector = model_detector(cfg)
+        detectors.append(("classical baseline" + (
+            "" if args.baseline_colour is None else f" + colour cut >= {args.baseline_colour:g}"),
+            "baseline", baseline_detector(ClassicalParams(min_colour=args.baseline_colour))))
+    if args.config_file:
+        detectors.append((args.weights or args.config_file, "model", model_detector(cfg)))
 
     records = []
     if args.dataset:
@@ -88,41 +131,79 @@ def main(argv=None):
                             "psf_fwhm_px": d.get("psf_fwhm_px") or args.psf_fwhm_px})
     else:
         files = sorted(f for pattern in args.images for f in (glob.glob(pattern) or [pattern]))
-        records = [{"file_name": f, "psf_fwhm_px": args.psf_fwhm_px} for f in files]
-    if any(not r["psf_fwhm_px"] for r in records):
+        if args.ids_from:
+            path, _, key = args.ids_from.rpartition(":")
+            ids = {str(i) for i in json.loads(Path(path).read_text())[key]}
+            files = [f for f in files if Path(f).stem in ids]
+            if not files:
+                ap.error(f"no image's stem is in {args.ids_from}")
+        records = [{"file_name": f, "psf_fwhm_px": args.psf_fwhm_px,
+                    "group": Path(f).parent.name if args.group_by == "parent" else ""}
+                   for f in files]
+    if args.psf_from_image and not args.images:
+        ap.error("--psf-from-image works with --images")
+    if not args.psf_from_image and any(not r["psf_fwhm_px"] for r in records):
         ap.error("a PSF FWHM is needed for every image: give --psf-fwhm-px")
     records = records[:args.max_images] if args.max_images else records
     images, kinds = [], set()
-    for r in records:
+    if args.psf_from_image:
+        images = prepare_host_images([r["file_name"] for r in records], args.crop_size,
+                                     args.psf_fwhm_px, args.ignore_snr, args.q, args.group_by,
+                                     args.seed)
+        kinds.add("display")
+        n_stars = sum(im["psf_source"] == "stars" for im in images)
+        logger.info("PSF from the image's compact sources in %d of %d images; the others: %s",
+                    n_stars, len(images), f"{args.psf_fwhm_px} px" if args.psf_fwhm_px
+                    else "drawn over SDSS's seeing range")
+    for r in records if not args.psf_from_image else []:
         linear, kind = load_linear(r["file_name"], r.get("crop"), args.q, fits_options,
                                    r.get("band_files"))
         kinds.add(kind)
         images.append({"name": r["file_name"], "linear": linear,
-                       "psf_fwhm_px": float(r["psf_fwhm_px"]), "known_xy": r.get("known_xy", [])})
+                       "psf_fwhm_px": float(r["psf_fwhm_px"]), "known_xy": r.get("known_xy", []),
+                       "group": r.get("group", "")})
     if len(kinds) > 1:
         ap.error("mix of FITS and PNG/JPEG inputs: run them separately")
+    kind = kinds.pop()
     edges = sorted(args.radius_edges)
     # The evaluator's operating point and matching rule (TEST.CLUMP_EVAL).
     icfg = InjectionConfig.from_config(cfg, flux_fractions=tuple(args.flux_fractions),
                                        radius_r50=(edges[0], edges[-1]),
                                        per_image=args.per_image, trials=args.trials, q=args.q,
                                        seed=args.seed)
-    rows = run_injection(images, detector, icfg, network_input_fn(kinds.pop(), args.q,
-                                                                  fits_options))
-    summary = summarise(rows, icfg.flux_fractions, edges)
-    name = (args.weights or args.config_file) if not args.baseline else "classical baseline" + (
-        "" if args.baseline_colour is None else f" + colour cut >= {args.baseline_colour:g}")
-    paths = write_outputs(rows, summary, icfg, args.output_dir,
-                          f"{name}: {len(images)} images, {len(rows)} injected clumps\n"
-                          f"recovered = matched at score >= {icfg.score_thresh:.2f}, "
-                          f"{icfg.match.describe()}")
-    for b in summary["by_flux_frac"]:
-        print(f"flux_frac {b['flux_frac']:g}: recovered {b['recovered']}/{b['n']} "
-              f"= {b['fraction']:.2f}")
-    for b in summary["by_radius"]:
-        print(f"r/R50 {b['r50_low']:g}-{b['r50_high']:g}: recovered {b['recovered']}/{b['n']}")
+    results = {}
+    for name, sub, detector in detectors:
+        trial_rows = []
+        rows = run_injection(images, detector, icfg, network_input_fn(kind, args.q,
+                                                                      fits_options),
+                             trial_rows=trial_rows)
+        summary = summarise(rows, icfg.flux_fractions, edges)
+        out_dir = Path(args.output_dir) / sub if len(detectors) > 1 else Path(args.output_dir)
+        paths = write_outputs(rows, summary, icfg, out_dir,
+                              f"{name}: {len(images)} images, {len(rows)} injected clumps\n"
+                              f"recovered = matched at score >= {icfg.score_thresh:.2f}, "
+                              f"{icfg.match.describe()}")
+        results[name] = summarise_groups(rows, trial_rows, icfg.flux_fractions)
+        print(f"== {name}")
+        for b in summary["by_flux_frac"]:
+            print(f"flux_frac {b['flux_frac']:g}: recovered {b['recovered']}/{b['n']} "
+                  f"= {b['fraction']:.2f}")
+        for b in summary["by_radius"]:
+            print(f"r/R50 {b['r50_low']:g}-{b['r50_high']:g}: recovered "
+                  f"{b['recovered']}/{b['n']}")
+        print("\n".join(f"{k}: {v}" for k, v in paths.items()))
+    command = "python tools/inject_recover.py " + shlex.join(
+        sys.argv[1:] if argv is None else list(argv))
+    machine = f"{os.cpu_count()}-core {platform.machine()} CPU, {torch_device_note(cfg)}"
+    paths = write_group_comparison(results, args.output_dir, command, machine)
+    print(paths["md"].read_text())
     print("\n".join(f"{k}: {v}" for k, v in paths.items()))
     return 0
+
+
+def torch_device_note(cfg) -> str:
+    """The device the detector ran on, for the table's machine line."""
+    return "no GPU" if cfg.MODEL.DEVICE == "cpu" else f"device {cfg.MODEL.DEVICE}"
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from clump_d2.baselines.classical import ClassicalParams, find_clumps
+from clump_d2.data.image_io import COLOUR_SUFFIXES
 from clump_d2.data.psf import SDSS_SEEING_FWHM_PX_RANGE, estimate_psf_fwhm
 from clump_d2.data.stretch import DisplayStretch
 from clump_d2.sim.inject import choose_positions, host_properties, inject
@@ -49,7 +50,7 @@ from clump_d2.structures import CATEGORIES, clump_box_xywh_in_frame
 
 logger = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+IMAGE_SUFFIXES = COLOUR_SUFFIXES  # host images: colour cut-outs (data.image_io)
 SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
 
 
@@ -69,6 +70,10 @@ class RealHostParams:
     bulge_fwhm: float = 1.5  # minimum distance to the centre, x FWHM
     ignore_snr: float = 6.0  # host peaks at or above this S/N become ignore regions
     psf_min_snr: float = 15.0  # S/N of the compact sources the PSF is measured on
+    # Measure the PSF on the whole image instead of the crop: about half of the 424 px GZ2
+    # cut-outs hold a qualifying compact source, under 5 % of their 200 px crops. False
+    # keeps datasets written before this option reproducible; the injection study uses True.
+    psf_full_image: bool = False
     psf_fallback_px: Tuple[float, float] = SDSS_SEEING_FWHM_PX_RANGE
     q: float = 10.0  # softening of the display stretch that is inverted
     ref_channel: int = 1  # channel of the flux fraction (G = SDSS r)
@@ -184,9 +189,10 @@ class PreparedHost:
 
 def prepare_host(path: Path, hid: str, params: RealHostParams) -> PreparedHost:
     """Read, crop, linearise and measure one host (PSF, segment, its own knots)."""
-    rgb, origin = _crop(np.asarray(Image.open(path).convert("RGB")), params.crop_size)
+    full = np.asarray(Image.open(path).convert("RGB"))
+    rgb, origin = _crop(full, params.crop_size)
     rng = _host_rng(params.seed, hid, 0)
-    psf = estimate_psf_fwhm(rgb, min_snr=params.psf_min_snr)
+    psf = estimate_psf_fwhm(full if params.psf_full_image else rgb, min_snr=params.psf_min_snr)
     if psf.ok:
         fwhm, source = psf.fwhm_px, "stars"
     else:

@@ -49,14 +49,16 @@ import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from clump_d2.baselines import find_clumps
+from clump_d2.data.tables import markdown_table
 from clump_d2.sim.inject import choose_positions, host_properties, inject
+from clump_d2.sim.real_hosts import RealHostParams, prepare_host
 from clump_d2.engine import build_model_for_inference
 from clump_d2.evaluation.matching import MatchCriterion, match_boxes
 from clump_d2.evaluation.metrics import wilson_interval
@@ -103,16 +105,23 @@ def _choose_positions(rng, n, host, fwhm, shape, avoid_xy, cfg: InjectionConfig)
 
 def run_injection(images: Sequence[Dict], detector: Detector, cfg: InjectionConfig,
                   to_network: Callable[[np.ndarray, Dict], np.ndarray],
-                  show_progress: bool = True) -> List[Dict]:
+                  show_progress: bool = True,
+                  trial_rows: Optional[List[Dict]] = None) -> List[Dict]:
     """Inject, detect, match. Returns one row per injected clump.
 
     Args:
         images: dicts with ``linear`` (H, W, C) float (the linear image), ``psf_fwhm_px``,
-            ``name``, optional ``known_xy`` (the galaxy's own clumps, avoided).
+            ``name``, optional ``known_xy`` (the galaxy's own clumps, avoided), ``ignore_xy``
+            (the host's own knots: avoided, and detections on them are not false) and
+            ``group`` (e.g. the host class, copied to the rows).
         detector: see :data:`Detector`.
         cfg: the injection settings.
         to_network: linear image (+ the dict) -> detector input (display stretch for
             PNG/JPEG, the FITS stretch for FITS).
+        trial_rows: if given, one dict per trial is appended: ``n_false``, the detections at
+            the operating point that match no injected clump and whose centre lies in no
+            ignore box (a 2.5 x FWHM box around each ``ignore_xy`` and ``known_xy``) -- the
+            false detections per galaxy outside injected clumps and ignore regions.
     """
     rng = np.random.default_rng(cfg.seed)
     rows = []
@@ -125,7 +134,11 @@ def run_injection(images: Sequence[Dict], detector: Detector, cfg: InjectionConf
         keep = np.asarray(base["scores"]) >= cfg.avoid_score
         det_xy = [((b[0] + b[2]) / 2, (b[1] + b[3]) / 2)
                   for b in np.asarray(base["boxes"]).reshape(-1, 4)[keep]]
-        avoid = det_xy + [tuple(p) for p in im.get("known_xy", [])]
+        own = [tuple(p) for p in im.get("known_xy", [])] + [tuple(p)
+                                                            for p in im.get("ignore_xy", [])]
+        avoid = det_xy + own
+        ignore_boxes = np.array([clump_box_xyxy(x, y, fwhm) for x, y in own]).reshape(-1, 4)
+        group = im.get("group", "")
         host_colour = host["flux"] / max(host["flux"][cfg.ref_channel], 1e-12)
         for frac in cfg.flux_fractions:
             for trial in range(cfg.trials):
@@ -146,8 +159,16 @@ def run_injection(images: Sequence[Dict], detector: Detector, cfg: InjectionConf
                 pairs = match_boxes(true_boxes, boxes[sel], det_scores=scores[sel],
                                     criterion=cfg.match)
                 found = {t: float(scores[sel][d]) for t, d in pairs}
+                if trial_rows is not None:
+                    trial_rows.append({
+                        "image": im["name"], "group": group, "trial": trial,
+                        "flux_frac": float(frac), "n_injected": len(pos),
+                        "n_false": _count_false(boxes[sel], {d for _, d in pairs},
+                                                ignore_boxes),
+                        "n_unmatched": int(sel.sum()) - len(pairs)})
                 for k, (x, y, u) in enumerate(pos):
-                    rows.append({"image": im["name"], "trial": trial, "flux_frac": float(frac),
+                    rows.append({"image": im["name"], "group": group, "trial": trial,
+                                 "flux_frac": float(frac),
                                  "x": float(x), "y": float(y),
                                  "distance_px": float(math.hypot(x - host["centre"][0],
                                                                  y - host["centre"][1])),
@@ -156,6 +177,19 @@ def run_injection(images: Sequence[Dict], detector: Detector, cfg: InjectionConf
                                  "score": found.get(k, float("nan"))})
     bar.close()
     return rows
+
+
+def _count_false(boxes: np.ndarray, matched: set, ignore_boxes: np.ndarray) -> int:
+    """Detections (rows of ``boxes``) neither in ``matched`` nor centred in an ignore box."""
+    n = 0
+    for d, b in enumerate(boxes):
+        if d in matched:
+            continue
+        cx, cy = (b[0] + b[2]) / 2, (b[1] + b[3]) / 2
+        inside = ((ignore_boxes[:, 0] <= cx) & (cx <= ignore_boxes[:, 2])
+                  & (ignore_boxes[:, 1] <= cy) & (cy <= ignore_boxes[:, 3]))
+        n += int(not inside.any())
+    return n
 
 
 def summarise(rows: Sequence[Dict], flux_fractions: Sequence[float],
@@ -267,3 +301,124 @@ def baseline_detector(params=None) -> Detector:
         return find_clumps(image, float(im["psf_fwhm_px"]), params)
 
     return detect
+
+
+def prepare_host_images(files: Sequence[str | os.PathLike], crop_size: int = 200,
+                        psf_fixed_px: Optional[float] = None, ignore_snr: float = 6.0,
+                        q: float = 10.0, group_by: Optional[str] = None, seed: int = 0,
+                        show_progress: bool = True) -> List[Dict]:
+    """Real host images (PNG/JPEG) prepared as the real-host dataset prepares them
+    (:func:`clump_d2.sim.real_hosts.prepare_host`), as :func:`run_injection` inputs.
+
+    Each image: the central ``crop_size`` crop, linearised with the display stretch (``q``);
+    the PSF FWHM estimated from the compact sources of the whole image (not just the crop:
+    :func:`clump_d2.data.psf.estimate_psf_fwhm`), and where none qualify either
+    ``psf_fixed_px`` or, if that is None, a draw log-uniform over SDSS's seeing range
+    (:data:`~clump_d2.data.psf.SDSS_SEEING_FWHM_PX_RANGE`, seeded by the image: over a
+    sample this marginalises over the seeing); the host's own knots (classical peaks at
+    S/N >= ``ignore_snr``) as ``ignore_xy``. ``group_by="parent"``: ``group`` is the image's
+    parent folder name (e.g. spiral / non_spiral). Images smaller than the crop are an error
+    naming the file.
+    """
+    params = RealHostParams(crop_size=crop_size, ignore_snr=ignore_snr, q=q, seed=seed,
+                            psf_full_image=True)
+    if psf_fixed_px is not None:
+        params.psf_fallback_px = (float(psf_fixed_px), float(psf_fixed_px))
+    out = []
+    for f in tqdm(list(files), desc="hosts", unit="image", disable=not show_progress):
+        path = Path(f)
+        group = path.parent.name if group_by == "parent" else ""
+        try:
+            prep = prepare_host(path, f"{path.parent.name}/{path.stem}", params)
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from e
+        out.append({"name": os.fspath(path), "linear": prep.linear, "psf_fwhm_px": prep.fwhm,
+                    "psf_source": prep.psf_source, "ignore_xy": [tuple(p) for p in prep.knots],
+                    "group": group})
+    return out
+
+
+def summarise_groups(rows: Sequence[Dict], trial_rows: Sequence[Dict],
+                     flux_fractions: Sequence[float]) -> List[Dict]:
+    """Per group (and "all"): recovered fraction per flux fraction (Wilson 68 % interval) and
+    false detections per galaxy image (mean ``n_false`` over trials)."""
+    groups = sorted({r.get("group", "") for r in rows} | {t.get("group", "") for t in
+                                                         trial_rows})
+    out = []
+    for g in (["all"] + [g for g in groups if g] if len(groups) > 1 or groups != [""]
+              else ["all"]):
+        sel = [r for r in rows if g == "all" or r.get("group", "") == g]
+        tsel = [t for t in trial_rows if g == "all" or t.get("group", "") == g]
+        entry = {"group": g, "n_images": len({r["image"] for r in tsel}),
+                 "false_per_galaxy": (float(np.mean([t["n_false"] for t in tsel]))
+                                      if tsel else float("nan")),
+                 "unmatched_per_galaxy": (float(np.mean([t["n_unmatched"] for t in tsel]))
+                                          if tsel else float("nan")), "by_flux_frac": []}
+        for f in flux_fractions:
+            fs = [r for r in sel if r["flux_frac"] == f]
+            k = int(sum(r["recovered"] for r in fs))
+            lo, hi = wilson_interval(k, len(fs)) if fs else (float("nan"), float("nan"))
+            entry["by_flux_frac"].append({"flux_frac": float(f), "n": len(fs), "recovered": k,
+                                          "fraction": k / len(fs) if fs else float("nan"),
+                                          "low": lo, "high": hi})
+        out.append(entry)
+    return out
+
+
+def write_group_comparison(results: Dict[str, List[Dict]], output_dir: str | os.PathLike,
+                           command: str = "", machine: str = "") -> Dict[str, Path]:
+    """``injection_table.md`` / ``.json`` and ``injection_by_group.png``: per detector and
+    host group, the recovered fraction at each flux fraction and the false detections per
+    galaxy (``results``: detector name -> :func:`summarise_groups` output)."""
+    import matplotlib  # here: the headless backend must be chosen before pyplot loads
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"md": out / "injection_table.md", "json": out / "injection_table.json",
+             "png": out / "injection_by_group.png"}
+    fracs = [b["flux_frac"] for b in next(iter(results.values()))[0]["by_flux_frac"]]
+    header = (["detector", "hosts", "images"] + [f"recovered at {f:g}" for f in fracs]
+              + ["false det. / galaxy", "unmatched det. / galaxy (incl. ignore regions)"])
+    table = []
+    for name, groups in results.items():
+        for g in groups:
+            table.append([name, g["group"], str(g["n_images"])]
+                         + [f"{b['fraction']:.3f} ({b['recovered']}/{b['n']})"
+                            for b in g["by_flux_frac"]]
+                         + [f"{g['false_per_galaxy']:.2f}", f"{g['unmatched_per_galaxy']:.2f}"])
+    lines = []
+    if command:
+        lines.append(f"Written by `{command}`" + (f" on {machine}." if machine else "."))
+        lines.append("")
+    lines.append(markdown_table([dict(zip(header, r)) for r in table], header).rstrip("\n"))
+    paths["md"].write_text("\n".join(lines) + "\n")
+    paths["json"].write_text(json.dumps({"command": command, "machine": machine,
+                                         "results": results}, indent=2))
+    names = list(results)
+    group_names = [g["group"] for g in results[names[0]]]
+    fig, axes = plt.subplots(1, len(group_names), figsize=(4.2 * len(group_names), 3.8),
+                             squeeze=False)
+    for ax, gname in zip(axes[0], group_names):
+        for name in names:
+            g = next(x for x in results[name] if x["group"] == gname)
+            bf = g["by_flux_frac"]
+            y = np.array([b["fraction"] for b in bf])
+            err = np.clip(np.nan_to_num(np.array([[b["fraction"] - b["low"],
+                                                   b["high"] - b["fraction"]] for b in bf]).T),
+                          0, None)
+            ax.errorbar(fracs, y, yerr=err, marker="o", capsize=3,
+                        label=f"{name} ({g['false_per_galaxy']:.2f} false/gal.)")
+        ax.set_xscale("log")
+        ax.set_xlabel("injected clump flux / host flux (r)")
+        ax.set_title(f"hosts: {gname}")
+        ax.set_ylim(-0.05, 1.1)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
+    axes[0][0].set_ylabel("recovered fraction")
+    fig.tight_layout()
+    fig.savefig(paths["png"], dpi=80)
+    plt.close(fig)
+    return paths

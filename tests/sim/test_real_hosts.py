@@ -105,3 +105,24 @@ def test_dataset_written_deterministically(hosts, tmp_path):
                         assert np.hypot(a["x"] - kx, a["y"] - ky) >= \
                             PARAMS.sep_fwhm * im["psf_fwhm_px"] - 1e-6
     assert not hosts_by_split["train"] & hosts_by_split["test"]
+
+
+def test_psf_measured_on_the_whole_image_when_asked(tmp_path):
+    """A star outside the crop: psf_full_image finds it (FWHM within 25 %), the crop alone
+    falls back to the prior."""
+    rng = np.random.default_rng(0)
+    size, fwhm = 160, 5.0
+    yy, xx = np.mgrid[0:size, 0:size] + 0.5
+    grey = 20.0 + rng.normal(0, 3.0, (size, size))  # sky, 3 grey levels of noise
+    grey += 150.0 * np.exp(-np.hypot(xx - 80, yy - 80) / 8.0)  # the galaxy in the centre
+    s = fwhm / 2.3548
+    grey += 120.0 * np.exp(-((xx - 20.3) ** 2 + (yy - 22.7) ** 2) / (2 * s * s))  # the star
+    rgb = np.repeat(np.clip(np.round(grey), 0, 255).astype(np.uint8)[..., None], 3, axis=2)
+    (tmp_path / "c").mkdir()
+    Image.fromarray(rgb).save(tmp_path / "c" / "1.png")
+    crop_only = prepare_host(tmp_path / "c" / "1.png", "c/1", RealHostParams(crop_size=80))
+    full = prepare_host(tmp_path / "c" / "1.png", "c/1",
+                        RealHostParams(crop_size=80, psf_full_image=True))
+    assert crop_only.psf_source == "prior"
+    assert full.psf_source == "stars" and full.fwhm == pytest.approx(fwhm, rel=0.25)
+    assert full.rgb.shape == (80, 80, 3) and np.array_equal(full.rgb, crop_only.rgb)

@@ -147,3 +147,89 @@ def test_injection_config_from_config_is_the_evaluators_operating_point():
     icfg = InjectionConfig.from_config(cfg, trials=7)
     assert icfg.score_thresh == pytest.approx(0.6) and icfg.trials == 7
     assert icfg.match == MatchCriterion("distance", distance_factor=1.5)
+
+
+def test_false_detections_outside_injected_clumps_and_ignore_regions():
+    """A detector that finds every injected clump plus one detection on the host's ignore
+    region and one elsewhere: recovered all, one false detection per trial (the ignore region
+    is not false), two unmatched."""
+    from clump_d2.structures import clump_box_xyxy
+    from clump_d2.studies.injection import summarise_groups
+
+    lin = smooth_galaxy(np.random.default_rng(3), noise=0.02)
+    knot = (60.5, 80.5)
+    images = [{"name": "g", "linear": lin, "psf_fwhm_px": FWHM, "ignore_xy": [knot],
+               "group": "spiral"}]
+    cfg = InjectionConfig(flux_fractions=(0.2,), per_image=2, trials=3,
+                          radius_r50=(0.8, 1.8), score_thresh=0.5, seed=1)
+    base = lin.copy()
+
+    def detector(image, im):
+        # injected clumps: where the image differs from the host (display units)
+        diff = np.abs(image.astype(float) - network_input_fn("display")(base, im)).sum(axis=2)
+        boxes = [clump_box_xyxy(*knot, FWHM), clump_box_xyxy(10.5, 10.5, FWHM)]
+        if diff.max() > 0:
+            from scipy.ndimage import label, center_of_mass
+
+            lab, n = label(diff > 0.3 * diff.max())
+            for cy, cx in center_of_mass(diff, lab, range(1, n + 1)):
+                boxes.append(clump_box_xyxy(cx + 0.5, cy + 0.5, FWHM))
+        return {"boxes": np.array(boxes), "scores": np.full(len(boxes), 0.9)}
+
+    trials = []
+    rows = run_injection(images, detector, cfg, network_input_fn("display"),
+                         show_progress=False, trial_rows=trials)
+    assert len(rows) == 6 and all(r["group"] == "spiral" for r in rows)
+    assert sum(r["recovered"] for r in rows) == 6
+    assert [t["n_false"] for t in trials] == [1, 1, 1]
+    assert [t["n_unmatched"] for t in trials] == [2, 2, 2]
+    # the injections keep clear of the ignore region
+    assert min(np.hypot(r["x"] - knot[0], r["y"] - knot[1]) for r in rows) >= 2.5 * FWHM - 1e-6
+    groups = summarise_groups(rows, trials, cfg.flux_fractions)
+    assert [g["group"] for g in groups] == ["all", "spiral"]
+    assert groups[0]["false_per_galaxy"] == 1.0 and groups[0]["unmatched_per_galaxy"] == 2.0
+    assert groups[1]["by_flux_frac"][0]["recovered"] == 6
+
+
+def test_cli_real_hosts_per_class_baseline_and_model(tmp_path, load_tool, tiny_model_opts,
+                                                     initial_weights):
+    """--psf-from-image --group-by parent --ids-from on a tree of host JPEGs: only the listed
+    hosts, each class a row, the baseline and a model in one run, one table and one plot."""
+    import json
+
+    from PIL import Image
+
+    from clump_d2.sim.synthetic import SyntheticParams, galaxy_rng, render_galaxy
+
+    tool = load_tool("inject_recover")
+    params = SyntheticParams.sdss_single_epoch(empty_fraction=1.0, image_size=120)
+    for k, cls in enumerate(("spiral", "spiral", "non_spiral", "non_spiral", "spiral")):
+        (tmp_path / "hosts" / cls).mkdir(parents=True, exist_ok=True)
+        g = render_galaxy(galaxy_rng(0, "test", k), params)
+        Image.fromarray(g.rgb).save(tmp_path / "hosts" / cls / f"{100 + k}.jpg", quality=95)
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"heldout": ["100", "102", "103"], "train": ["101", "104"]}))
+    cfg_file = "configs/quickstart.yaml"
+    opts = list(tiny_model_opts(tmp_path / "m"))
+    weights = initial_weights(cfg_file, opts, tmp_path / "init.pth")
+    out = tmp_path / "out"
+    assert tool.main(["--images", str(tmp_path / "hosts" / "*" / "*.jpg"),
+                      "--ids-from", f"{split}:heldout", "--crop-size", "96",
+                      "--psf-from-image", "--group-by", "parent", "--flux-fractions", "0.1",
+                      "0.3", "--trials", "1", "--per-image", "2", "--baseline",
+                      "--config-file", cfg_file, "--weights", str(weights),
+                      "--output-dir", str(out), *opts]) == 0
+    table = json.loads((out / "injection_table.json").read_text())
+    assert "--psf-from-image" in table["command"] and "no GPU" in table["machine"]
+    res = table["results"]
+    assert len(res) == 2 and "classical baseline" in res
+    for groups in res.values():
+        assert [g["group"] for g in groups] == ["all", "non_spiral", "spiral"]
+        assert [g["n_images"] for g in groups] == [3, 2, 1]
+    bright = res["classical baseline"][0]["by_flux_frac"][-1]
+    assert bright["n"] > 0 and bright["recovered"] >= bright["n"] - 1
+    md = (out / "injection_table.md").read_text()
+    assert md.startswith("Written by `python tools/inject_recover.py") and "non_spiral" in md
+    assert (out / "injection_by_group.png").stat().st_size > 5000
+    for sub in ("baseline", "model"):
+        assert (out / sub / "injections.csv").exists()
