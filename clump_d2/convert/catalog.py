@@ -40,12 +40,12 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from astropy.wcs import WCS
-from PIL import Image
 from tqdm import tqdm
 
 from clump_d2.structures import BOX_SIDE_PER_FWHM, fit_box_to_frame, square_box, xyxy_to_xywh
 from .coco_writer import CocoBuilder, ConversionReport
-from clump_d2.data.fits_io import FITS_SUFFIXES, read_fits_header
+from clump_d2.data.fits_io import read_fits_header
+from clump_d2.data.image_io import band_file, is_fits, read_display_image
 from clump_d2.data.sky import sky_to_pixel, tangent_wcs
 from clump_d2.data.tables import read_table
 
@@ -244,10 +244,10 @@ def band_flux_fraction(row: Dict[str, Any], g: Dict[str, Any], band: str,
 
 def _image_geometry(image_dir: Path, file_name: str, g: Dict[str, Any], o: CatalogOptions):
     """(width, height, wcs, "fits_wcs" | "tangent") of a galaxy's image."""
-    path = image_dir / file_name.replace("{band}", o.reference_band)
+    path = image_dir / band_file(file_name, None, o.reference_band)
     if not path.is_file():
         raise FileNotFoundError(f"image {path} not found")
-    if path.name.lower().endswith(FITS_SUFFIXES):
+    if is_fits(path.name):
         header, shape = read_fits_header(path)
         height, width = shape[-2], shape[-1]
         wcs = WCS(header, naxis=2)
@@ -255,10 +255,10 @@ def _image_geometry(image_dir: Path, file_name: str, g: Dict[str, Any], o: Catal
             return width, height, wcs.celestial, "fits_wcs"
     else:
         try:
-            with Image.open(path) as im:
-                im.load()  # decodes everything: a truncated file fails here, not in training
-                width, height = im.size
-        except OSError as e:
+            # The network's reader decodes everything (a truncated file fails here, not in
+            # training) and gives the size the network sees (EXIF orientation applied).
+            height, width = read_display_image(path).shape[:2]
+        except (OSError, ValueError) as e:
             raise ValueError(f"image {path} is unreadable ({e})") from e
     scale = _scale(g, o)
     wcs = tangent_wcs(float(g[o.galaxy_ra_column]), float(g[o.galaxy_dec_column]), scale,

@@ -33,13 +33,13 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.data import detection_utils as utils
 from detectron2.structures import BoxMode
 from detectron2.utils.visualizer import Visualizer, _create_text_labels
 from matplotlib.patches import Rectangle
 from PIL import Image, ImageDraw
 
-from clump_d2.data.fits_io import FitsReadOptions, is_fits, read_fits_for_network
+from clump_d2.data.fits_io import FitsReadOptions, read_fits_for_network
+from clump_d2.data.image_io import read_display_image, reads_as_fits
 from clump_d2.data.mapper import crop_image
 from clump_d2.engine import build_model_for_inference, predict_on_dataset
 from clump_d2.evaluation.matching import MatchCriterion, as_boxes
@@ -119,13 +119,13 @@ def display_image(record: Dict, bands: Sequence[str] = ("g", "r", "i"),
     """
     file_name = os.fspath(record["file_name"])
     band_files = record.get("band_files")
-    if band_files or is_fits(file_name) or "{band}" in file_name:
+    if reads_as_fits(file_name, band_files):
         options = FitsReadOptions(bands=tuple(bands), stretch=stretch, output_scale=255.0,
                                   expected_channels=None)
         image = read_fits_for_network(file_name, options, band_files=band_files)
         image = image[:, :, ::-1]  # g, r, i -> shown as B, G, R
     else:
-        image = utils.read_image(file_name, format="RGB")
+        image = read_display_image(file_name, "RGB")  # 16-bit: scaled as the network sees it
     if record.get("crop"):
         image = crop_image(image, record["crop"], file_name)
     return _to_rgb_uint8(image)

@@ -18,7 +18,8 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from clump_d2.data.fits_io import cube_band_names, is_fits, read_fits_image
+from clump_d2.data.fits_io import cube_band_names, read_fits_image
+from clump_d2.data.image_io import BAND_PLACEHOLDER, is_fits, read_display_image
 from clump_d2.data.stretch import DisplayStretch
 from clump_d2.photometry.apertures import zero_point_from_header
 from clump_d2.photometry.flags import DISPLAY_CHANNELS
@@ -75,7 +76,7 @@ def load_photometry_image(file_name: str | os.PathLike, bands: Sequence[str] = (
     """
     name = os.fspath(file_name)
     bands = list(bands or ())
-    if band_files or "{band}" in name:
+    if band_files or BAND_PLACEHOLDER in name:
         if not bands:
             bands = list(band_files) if band_files else []
         if not bands:
@@ -126,12 +127,11 @@ def load_photometry_image(file_name: str | os.PathLike, bands: Sequence[str] = (
         zp, unit = zero_point_from_header(header)
         return PhotometryImage(data.astype(np.float64), list(names), "fits",
                                [zp] * len(names), [unit] * len(names), name)
-    from PIL import Image
-
     if not os.path.isfile(name):
         raise FileNotFoundError(f"image {name} not found")
     try:
-        rgb = np.asarray(Image.open(name).convert("RGB"))
+        # The network's reader: a 16-bit PNG scaled to 0..255 (float), not clipped at 255.
+        rgb = read_display_image(name, "RGB")
     except Exception as e:  # PIL raises several types for unreadable files
         raise ValueError(f"cannot read image {name}: {type(e).__name__}: {e}") from e
     channels = list(display_channels or ())

@@ -16,9 +16,11 @@ import numpy as np
 import torch
 from PIL import Image
 
+from clump_d2.data.image_io import COLOUR_SUFFIXES
+
 logger = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+IMAGE_SUFFIXES = COLOUR_SUFFIXES  # galaxy images: colour cut-outs (data.image_io)
 #: File names of the split lists written beside a pretraining output.
 SPLIT_FILE = "split.json"
 

@@ -19,11 +19,11 @@ import os
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
-from PIL import Image
 from scipy.special import erf
 
 from clump_d2.baselines.classical import ClassicalParams, galaxy_mask
-from clump_d2.data.fits_io import FitsReadOptions, fill_nonfinite, is_fits, read_fits_bands
+from clump_d2.data.fits_io import FitsReadOptions, fill_nonfinite, read_fits_bands
+from clump_d2.data.image_io import read_display_image, reads_as_fits
 from clump_d2.data.stretch import DisplayStretch
 from clump_d2.data.stretch import stretch_bands
 from clump_d2.structures import BOX_SIDE_PER_FWHM
@@ -113,7 +113,7 @@ def load_linear(file_name: str, crop: Optional[Sequence[int]] = None, q: float =
     ``fits_options`` (:class:`~clump_d2.data.fits_io.FitsReadOptions`), NaN/inf filled, in
     flux units. ``crop = [x0, y0, w, h]`` is cut before anything else.
     """
-    if band_files or is_fits(file_name) or "{band}" in str(file_name):
+    if reads_as_fits(file_name, band_files):
         o = fits_options or FitsReadOptions()
         bands = read_fits_bands(file_name, o.bands, band_files=band_files,
                                 cube_bands=o.cube_bands, hdu=o.hdu)
@@ -121,7 +121,8 @@ def load_linear(file_name: str, crop: Optional[Sequence[int]] = None, q: float =
                                   name=os.fspath(file_name))
         linear, kind = np.ascontiguousarray(bands.transpose(1, 2, 0), dtype=np.float64), "fits"
     else:
-        rgb = np.asarray(Image.open(file_name).convert("RGB"))
+        # The network's reader: a 16-bit PNG scaled to 0..255 (float), not clipped at 255.
+        rgb = read_display_image(file_name, "RGB")
         # Dither seeded by the file name, so a rerun gives the same numbers.
         seed = int.from_bytes(os.fspath(file_name).encode()[-8:].rjust(8, b"\0"), "little")
         linear = DisplayStretch(q).linearise(rgb, np.random.default_rng(seed))
