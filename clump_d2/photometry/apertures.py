@@ -39,7 +39,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -202,11 +202,13 @@ def forced_photometry(bands: np.ndarray, xy: np.ndarray, fwhm_px: np.ndarray,
             if abs(mx - x) > r_out + rad or abs(my - y) > r_out + rad:
                 continue
             ann &= np.hypot(xx - mx, yy - my) > rad
+        if o.background == "fit":  # one design matrix for all bands
+            fits = _fit_background_bands(bands, finite, weights, x, y, fwhm_px[k], r_out,
+                                         mask_xy, mask_fwhm_px)
         for c in range(n_bands):
             total = float((weights * filled[c]).sum())
             if o.background == "fit":
-                model, model_var, level, amplitude = _fit_background(
-                    bands[c], finite[c], weights, x, y, fwhm_px[k], r_out, mask_xy, mask_fwhm_px)
+                model, model_var, level, amplitude = fits[c]
                 psf_flux[c, k] = np.nan if nan_flag[k] else amplitude
                 net = total - model
                 var = area * sky_rms[c] ** 2 + model_var * sky_rms[c] ** 2
@@ -234,6 +236,72 @@ def gaussian_psf(xx_edges: np.ndarray, yy_edges: np.ndarray, x: float, y: float,
     return py[:, None] * px[None, :]
 
 
+def _fit_background_bands(bands: np.ndarray, finite: np.ndarray, weights: np.ndarray,
+                          x: float, y: float, fwhm: float, radius: float, others: np.ndarray,
+                          others_fwhm: np.ndarray) -> List[Tuple[float, float, float, float]]:
+    """:func:`_fit_background` of every band of (C, H, W) ``bands``; the stamp geometry and
+    PSFs are built once, and bands with the same usable pixels share one factorisation (the
+    fit is linear: its normal matrix depends on the pixels used, not on their values)."""
+    h, w = bands.shape[1:]
+    x0, x1 = max(int(np.floor(x - radius)), 0), min(int(np.ceil(x + radius)), w)
+    y0, y1 = max(int(np.floor(y - radius)), 0), min(int(np.ceil(y + radius)), h)
+    geometry = _stamp_columns(x, y, fwhm, radius, others, others_fwhm, x0, x1, y0, y1)
+    out: List[Optional[Tuple[float, float, float, float]]] = [None] * len(bands)
+    groups: Dict[bytes, List[int]] = {}
+    for c in range(len(bands)):
+        groups.setdefault(finite[c, y0:y1, x0:x1].tobytes(), []).append(c)
+    for members in groups.values():
+        values = np.stack([bands[c, y0:y1, x0:x1] for c in members], axis=-1)
+        for c, result in zip(members, _solve_stamp(values, finite[members[0], y0:y1, x0:x1],
+                                                   weights[y0:y1, x0:x1], geometry)):
+            out[c] = result
+    return out
+
+
+def _stamp_columns(x, y, fwhm, radius, others, others_fwhm, x0, x1, y0, y1):
+    """(in-radius mask, surface columns, PSF columns) of the fit stamp [y0:y1, x0:x1]."""
+    yy, xx = np.mgrid[y0:y1, x0:x1] + 0.5
+    inside = np.hypot(xx - x, yy - y) <= radius
+    xe = np.arange(x0, x1 + 1, dtype=np.float64)
+    ye = np.arange(y0, y1 + 1, dtype=np.float64)
+    u, v = (xx - x) / radius, (yy - y) / radius
+    surface = [np.ones_like(u), u, v, u * u, u * v, v * v]
+    psfs = [gaussian_psf(xe, ye, x, y, fwhm)]
+    for (mx, my), mf in zip(others, others_fwhm):
+        if abs(mx - x) < 1e-6 and abs(my - y) < 1e-6:
+            continue
+        if np.hypot(mx - x, my - y) <= radius + 1.5 * mf:  # its light reaches the stamp
+            psfs.append(gaussian_psf(xe, ye, mx, my, mf))
+    return inside, surface, psfs
+
+
+def _solve_stamp(values: np.ndarray, finite: np.ndarray, wts: np.ndarray, geometry
+                 ) -> List[Tuple[float, float, float, float]]:
+    """The fit of :func:`_fit_background` for ``values`` (h, w, B) sharing ``finite``."""
+    inside, surface, psfs = geometry
+    use = inside & finite
+    columns = surface + psfs
+    if use.sum() <= len(columns) + 3:  # too few pixels (edge/NaN): flat level only
+        columns, psfs = surface[:1] + psfs[:1], psfs[:1]
+    design = np.stack([c[use] for c in columns], axis=1)
+    target = values[use]  # (n_pix, B)
+    normal = design.T @ design
+    try:
+        cov = np.linalg.inv(normal)
+        coef = cov @ (design.T @ target)
+    except np.linalg.LinAlgError:  # degenerate stamp: the minimum-norm solution
+        cov = None
+        coef, *_ = np.linalg.lstsq(design, target, rcond=None)
+    n_surface = len(columns) - len(psfs)
+    integral = np.array([float((wts * c).sum()) for c in columns])
+    g = integral.copy()
+    g[n_surface] = 0.0  # what is not the clump: the surface and the neighbours' PSFs
+    model_var = float(max(g @ cov @ g, 0.0)) if cov is not None else 0.0
+    model = g @ coef
+    return [(float(model[b]), model_var, float(coef[0, b]), float(coef[n_surface, b]))
+            for b in range(values.shape[-1])]
+
+
 def _fit_background(band: np.ndarray, finite: np.ndarray, weights: np.ndarray, x: float,
                     y: float, fwhm: float, radius: float, others: np.ndarray,
                     others_fwhm: np.ndarray) -> Tuple[float, float, float, float]:
@@ -245,6 +313,15 @@ def _fit_background(band: np.ndarray, finite: np.ndarray, weights: np.ndarray, x
         of the pixel variance, the surface's value at the clump per pixel, the clump's PSF
         amplitude: its PSF-fit flux).
     """
+    return _fit_background_bands(band[None], finite[None], weights, x, y, fwhm, radius,
+                                 others, others_fwhm)[0]
+
+
+def _fit_background_lstsq(band: np.ndarray, finite: np.ndarray, weights: np.ndarray,
+                          x: float, y: float, fwhm: float, radius: float, others: np.ndarray,
+                          others_fwhm: np.ndarray) -> Tuple[float, float, float, float]:
+    """The reference implementation of :func:`_fit_background` (SVD least squares, one band);
+    tests compare the fast path with it."""
     h, w = band.shape
     x0, x1 = max(int(np.floor(x - radius)), 0), min(int(np.ceil(x + radius)), w)
     y0, y1 = max(int(np.floor(y - radius)), 0), min(int(np.ceil(y + radius)), h)

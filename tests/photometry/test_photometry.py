@@ -230,3 +230,25 @@ def test_host_segment_excludes_a_separate_star(tmp_path):
     total = 2 * np.pi * 64 * 400 + 6000
     assert 0.88 * total < host < 0.97 * total
     assert out["flux_ratio_r"].iloc[0] == pytest.approx(out["flux_r"].iloc[0] / host)
+
+
+def test_batched_background_fit_equals_least_squares():
+    """The fit solved once for all bands (normal equations) gives what per-band SVD least
+    squares gives, with a NaN pixel and a neighbour in the stamp."""
+    from clump_d2.photometry.apertures import _fit_background_bands, _fit_background_lstsq
+
+    rng = np.random.default_rng(1)
+    edges = np.arange(65.0)
+    bands = np.stack([rng.normal(0, 1, (64, 64)) + a * gaussian_psf(edges, edges, 30.3, 31.2, 4.0)
+                      + 0.02 * np.arange(64)[None] for a in (30.0, 60.0, 5.0)])
+    bands[1, 31, 30] = np.nan  # band 1 has its own usable pixels
+    finite = np.isfinite(bands)
+    weights = np.zeros((64, 64))
+    weights[27:35, 26:34] = 1.0
+    others, others_fwhm = np.array([[30.3, 31.2], [36.0, 28.0]]), np.array([4.0, 4.0])
+    fast = _fit_background_bands(bands, finite, weights, 30.3, 31.2, 4.0, 8.0, others,
+                                 others_fwhm)
+    for c in range(3):
+        ref = _fit_background_lstsq(bands[c], finite[c], weights, 30.3, 31.2, 4.0, 8.0, others,
+                                    others_fwhm)
+        np.testing.assert_allclose(fast[c], ref, rtol=1e-7, atol=1e-9)
