@@ -70,6 +70,10 @@ class RealHostParams:
     bulge_fwhm: float = 1.5  # minimum distance to the centre, x FWHM
     ignore_snr: float = 6.0  # host peaks at or above this S/N become ignore regions
     psf_min_snr: float = 15.0  # S/N of the compact sources the PSF is measured on
+    # Measure the PSF on the whole image instead of the crop: about half of the 424 px GZ2
+    # cut-outs hold a qualifying compact source, under 5 % of their 200 px crops. False
+    # keeps datasets written before this option reproducible; the injection study uses True.
+    psf_full_image: bool = False
     psf_fallback_px: Tuple[float, float] = SDSS_SEEING_FWHM_PX_RANGE
     q: float = 10.0  # softening of the display stretch that is inverted
     ref_channel: int = 1  # channel of the flux fraction (G = SDSS r)
@@ -185,9 +189,10 @@ class PreparedHost:
 
 def prepare_host(path: Path, hid: str, params: RealHostParams) -> PreparedHost:
     """Read, crop, linearise and measure one host (PSF, segment, its own knots)."""
-    rgb, origin = _crop(np.asarray(Image.open(path).convert("RGB")), params.crop_size)
+    full = np.asarray(Image.open(path).convert("RGB"))
+    rgb, origin = _crop(full, params.crop_size)
     rng = _host_rng(params.seed, hid, 0)
-    psf = estimate_psf_fwhm(rgb, min_snr=params.psf_min_snr)
+    psf = estimate_psf_fwhm(full if params.psf_full_image else rgb, min_snr=params.psf_min_snr)
     if psf.ok:
         fwhm, source = psf.fwhm_px, "stars"
     else:
