@@ -43,8 +43,8 @@ def read_table(path: str | os.PathLike, **csv_kwargs) -> pd.DataFrame:
     name = path.name.lower()
     if name.endswith(PICKLE_SUFFIXES):  # before anything opens it
         raise UnsafeTableError(
-            f"table {path} is a Python pickle: reading it would run any code the file "
-            "contains, so pickled tables are never read. Convert a file you trust once, on a "
+            f"table {path} is a Python pickle: pickles are not read, because reading one "
+            "would run any code the file contains. Convert a file you trust once, on a "
             "machine you trust (pandas.read_pickle(p).to_parquet('t.parquet')), and give the "
             "Parquet/CSV/FITS table instead")
     if not path.is_file():
