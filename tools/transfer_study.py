@@ -37,9 +37,11 @@ def parse_args(argv=None):
     p.add_argument("--val-dataset", default="gz2hosts_val")
     p.add_argument("--test", action="append", default=[], metavar="LABEL=DATASET",
                    help="a test column (repeatable; default hosts=gz2hosts_test, "
-                        "gzh_s82=gzh_s82c_all, sim=clumpsim_val)")
+                        "gzh_s82=gzh_s82c_all at full depth, gzh_s82_giant=gzh_s82c_all at "
+                        "the paper's giant definition, sim=clumpsim_val)")
     p.add_argument("--test-limit", action="append", default=[], metavar="LABEL=N",
-                   help="evaluate only N images of a test, evenly spaced in image-id order (repeatable)")
+                   help="evaluate only N images of a test, evenly spaced in image-id order "
+                        "(repeatable)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--copy-table", default="",
                    help="also copy transfer.md here after every run")
@@ -59,27 +61,36 @@ def _pairs(items, kind):
     return out
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    setup_logger(name="clump_d2")
-    setup_logger(name="detectron2")
-    torch.set_num_threads(max(1, args.threads))
+def spec_from_args(args) -> TransferSpec:
+    """The study's :class:`TransferSpec` from the parsed arguments (schedule from
+    ``--max-iter``: LR steps at 2/3 and 7/8 of it, warm-up 1/10 up to 50, a checkpoint every
+    third of it up to 100 iterations, so an interruption loses little)."""
     opts = list(args.opts)
     if args.max_iter:
         m = args.max_iter
         steps = sorted({s for s in (2 * m // 3, 7 * m // 8) if 0 < s < m})
-        opts += ["SOLVER.MAX_ITER", str(m), "SOLVER.STEPS", f"({''.join(f'{s},' for s in steps)})",
+        opts += ["SOLVER.MAX_ITER", str(m),
+                 "SOLVER.STEPS", "(" + "".join(f"{s}," for s in steps) + ")",
                  "SOLVER.WARMUP_ITERS", str(min(50, max(1, m // 10))),
                  "SOLVER.CHECKPOINT_PERIOD", str(max(1, min(100, m // 3)))]
     spec = TransferSpec(output_dir=args.output_dir, backbones=args.backbones, sizes=args.sizes,
                         train_dataset=args.train_dataset, val_dataset=args.val_dataset,
                         config_file=args.config_file, opts=opts, seed=args.seed,
                         test_limits={k: int(v) for k, v in
-                                     _pairs(args.test_limit, "test-limit").items()})
+                                     _pairs(args.test_limit, "test-limit").items()},
+                        copy_table=args.copy_table, copy_figure=args.copy_figure)
     if args.test:
         spec.tests = _pairs(args.test, "test")
-    spec.copy_table, spec.copy_figure = args.copy_table, args.copy_figure
-    return run_study(spec)
+    return spec
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    setup_logger(name="clump_d2")
+    setup_logger(name="detectron2")
+    torch.set_num_threads(max(1, args.threads))
+    return run_study(spec_from_args(args))
+
 
 if __name__ == "__main__":
     main(sys.argv[1:])
