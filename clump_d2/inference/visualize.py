@@ -14,6 +14,9 @@
   evaluator's for that galaxy: matched boxes are drawn green, missed clumps and false
   positives red. "Worst" galaxies are those with the most missed clumps (``worst-missed``)
   or false positives (``worst-fp``).
+* Catalogue detections flagged giant (its ``is_giant_<p>pct`` column of the lowest threshold,
+  or the one named) are drawn in blue (matched) or orange (false) instead of green / red and
+  labelled ``giant``.
 * FITS images are shown through a display stretch (Lupton asinh by default) to RGB uint8,
   reddest band as red.
 
@@ -53,16 +56,20 @@ TITLE_HEIGHT = 18  # px of the caption above each panel
 GAP = 4  # px between the truth and the prediction images
 MATCHED_COLOUR = (0.1, 0.85, 0.1)
 UNMATCHED_COLOUR = (1.0, 0.15, 0.15)
+GIANT_MATCHED_COLOUR = (0.1, 0.45, 1.0)  # a detection flagged giant, matched
+GIANT_UNMATCHED_COLOUR = (1.0, 0.6, 0.0)  # a detection flagged giant, false
 SELECTIONS = ("worst-missed", "worst-fp", "random", "first", "ids")
 
 
 @dataclass
 class GalaxyPredictions:
-    """Predicted boxes (XYXY), scores and contiguous classes of one galaxy."""
+    """Predicted boxes (XYXY), scores and contiguous classes of one galaxy; ``giant``: the
+    catalogue's giant flag per detection (None: not known)."""
 
     boxes: np.ndarray
     scores: np.ndarray
     classes: np.ndarray
+    giant: Optional[np.ndarray] = None
 
     @classmethod
     def empty(cls) -> "GalaxyPredictions":
@@ -163,17 +170,43 @@ def _by_record(records: Sequence[Dict], found: Dict[str, GalaxyPredictions]
     return out
 
 
-def predictions_from_catalogue(path, records: Sequence[Dict], class_names: Sequence[str]
+def giant_column(columns: Sequence[str], wanted: Optional[str] = None) -> Optional[str]:
+    """The catalogue's giant-flag column to draw: ``wanted`` if given, else the
+    ``is_giant_<p>pct`` of the lowest threshold; None when the catalogue has none.
+
+    Raises:
+        ValueError: ``wanted`` is not a column.
+    """
+    if wanted:
+        if wanted not in columns:
+            raise ValueError(f"catalogue has no giant-flag column {wanted!r}")
+        return wanted
+    flags = [c for c in columns if c.startswith("is_giant_") and c.endswith("pct")]
+
+    def pct(name: str) -> float:
+        try:
+            return float(name[len("is_giant_"):-len("pct")].replace("p", "."))
+        except ValueError:
+            return math.inf
+
+    return min(flags, key=pct) if flags else None
+
+
+def predictions_from_catalogue(path, records: Sequence[Dict], class_names: Sequence[str],
+                               giant_flag: Optional[str] = None
                                ) -> Dict[str, GalaxyPredictions]:
     """Predictions per image id from a clump catalogue (``tools/predict_catalog.py``);
-    galaxies are matched by id, path or file stem."""
+    galaxies are matched by id, path or file stem. ``giant`` comes from
+    :func:`giant_column` (``giant_flag``)."""
     cat = read_table(path)
     cat = cat[cat["clump_id"] > 0]
+    flag = giant_column(list(cat.columns), giant_flag)
     found: Dict[str, GalaxyPredictions] = {}
     for gid, g in cat.groupby("galaxy_id", sort=False):
         pred = GalaxyPredictions(g[["x1", "y1", "x2", "y2"]].to_numpy(np.float64),
                                  g["score"].to_numpy(np.float64),
-                                 g["class_id"].to_numpy(np.int64))
+                                 g["class_id"].to_numpy(np.int64),
+                                 g[flag].to_numpy(bool) if flag else None)
         found[str(gid)] = pred
         file_name = str(g["file_name"].iloc[0])
         if file_name:
@@ -230,9 +263,13 @@ def match_galaxy(truth_boxes, pred: GalaxyPredictions, criterion: MatchCriterion
     return match_masks(truth_boxes, pred.boxes, pred.scores, -math.inf, criterion)
 
 
-def count_boxes(vis_image) -> int:
-    """Boxes drawn on a Detectron2 ``VisImage`` (its matplotlib Rectangle patches)."""
-    return sum(isinstance(p, Rectangle) for p in vis_image.ax.patches)
+def count_boxes(vis_image, colour: Optional[Sequence[float]] = None) -> int:
+    """Boxes drawn on a Detectron2 ``VisImage`` (its matplotlib Rectangle patches); with
+    ``colour`` (RGB in [0, 1]) only those whose edge has that colour."""
+    boxes = [p for p in vis_image.ax.patches if isinstance(p, Rectangle)]
+    if colour is None:
+        return len(boxes)
+    return sum(np.allclose(p.get_edgecolor()[:3], colour, atol=1e-3) for p in boxes)
 
 
 def _caption(image: np.ndarray, text: str) -> np.ndarray:
@@ -252,7 +289,8 @@ def draw_galaxy(record: Dict, pred: GalaxyPredictions, class_names: Sequence[str
                 criterion: Optional[MatchCriterion] = None, scale: float = 2.0,
                 image: Optional[np.ndarray] = None, metadata=None) -> Panel:
     """Truth (left) and predictions (right) of one galaxy, matched boxes green, missed and
-    false ones red; labelled with class names (and scores on the right)."""
+    false ones red, detections flagged giant blue (matched) / orange (false) and labelled
+    ``giant``; labelled with class names (and scores on the right)."""
     criterion = criterion or MatchCriterion()
     image = display_image(record) if image is None else _to_rgb_uint8(image)
     metadata = metadata if metadata is not None else MetadataCatalog.get("__clump_d2_vis__")
@@ -260,17 +298,21 @@ def draw_galaxy(record: Dict, pred: GalaxyPredictions, class_names: Sequence[str
     t_hit, d_hit = match_galaxy(t_boxes, pred, criterion)
     n_matched = int(t_hit.sum())
 
-    def side(boxes, labels, hits):
+    def side(boxes, labels, hits, giant):
         vis = Visualizer(image, metadata, scale=scale)
         if len(boxes):
-            colours = [MATCHED_COLOUR if h else UNMATCHED_COLOUR for h in hits]
+            colours = [(GIANT_MATCHED_COLOUR if h else GIANT_UNMATCHED_COLOUR) if g else
+                       (MATCHED_COLOUR if h else UNMATCHED_COLOUR) for h, g in zip(hits, giant)]
             return vis.overlay_instances(boxes=boxes, labels=labels, assigned_colors=colours)
         return vis.output
 
+    giant = (np.zeros(len(pred.boxes), bool) if pred.giant is None
+             else np.asarray(pred.giant, bool))
     t_labels = _labels(t_classes, None, class_names)
-    p_labels = _labels(pred.classes, pred.scores, class_names)
-    truth_vis = side(t_boxes, t_labels, t_hit)
-    pred_vis = side(pred.boxes, p_labels, d_hit)
+    p_labels = [f"{label} giant" if g else label
+                for label, g in zip(_labels(pred.classes, pred.scores, class_names), giant)]
+    truth_vis = side(t_boxes, t_labels, t_hit, np.zeros(len(t_boxes), bool))
+    pred_vis = side(pred.boxes, p_labels, d_hit, giant)
     left, right = truth_vis.get_image(), pred_vis.get_image()
     gap = np.full((left.shape[0], GAP, 3), 255, np.uint8)
     galaxy_id = str(record.get("image_id", record.get("galaxy_id", "")))

@@ -187,3 +187,58 @@ def test_fits_is_shown_through_a_display_stretch(tmp_path):
     fits.PrimaryHDU(cube, header=header).writeto(path, overwrite=True)
     image = display_image({"file_name": str(path)})
     assert int(image[5, 5, 0]) > int(image[5, 5, 2])
+
+
+def test_catalogue_giants_are_drawn_in_their_own_colours(tiny_synthetic, inference_cfg,
+                                                         tmp_path):
+    """A catalogue with giant flags: on the galaxy with two false positives, its first true
+    clump and one false positive are flagged giant (3 %), the clump also at 8 %; the panel
+    draws them blue / orange, labelled giant, the rest green / red."""
+    import pandas as pd
+
+    from clump_d2.inference.visualize import (
+        GIANT_MATCHED_COLOUR,
+        GIANT_UNMATCHED_COLOUR,
+        MATCHED_COLOUR,
+        UNMATCHED_COLOUR,
+        predictions_from_catalogue,
+    )
+
+    records = _records()
+    fp_on = _clumpy(records, 1)
+    rows = []
+    for r in records:
+        boxes = _truth(r)
+        classes = [a["category_id"] for a in r["annotations"]]
+        n_true = len(boxes)
+        giant3 = np.zeros(n_true, bool)
+        giant8 = np.zeros(n_true, bool)
+        if r["image_id"] == fp_on["image_id"]:
+            boxes = np.vstack([boxes, [[1, 1, 9, 9], [80, 80, 90, 90]]])
+            classes = list(classes) + [0, 1]
+            giant3 = np.array([True] + [False] * (n_true - 1) + [True, False])
+            giant8 = expected8 = np.array([True] + [False] * (n_true + 1))
+        det = Detections(boxes, 0.9 - 0.01 * np.arange(len(boxes)), classes)
+        phot = pd.DataFrame({"status": ["ok"] * len(det), "is_giant_3pct": giant3,
+                             "is_giant_8pct": giant8})
+        record = {"galaxy_id": str(r["image_id"]), "file_name": r["file_name"], "width": 96,
+                  "height": 96}
+        rows += galaxy_rows(record, "ok" if len(det) else "no_clumps", det,
+                            ["clump", "odd_clump"], photometry=phot if len(det) else None)
+    cat = tmp_path / "clumps.parquet"
+    write_table(rows_to_frame(rows), cat)
+    panel = visualize_dataset(inference_cfg(), "tinysim_val", tmp_path / "vis",
+                              predictions=str(cat), select="worst-fp", num=1)["panels"][0]
+    assert panel.galaxy_id == str(fp_on["image_id"]) and panel.n_false == 2
+    vis, n_true = panel.pred_vis, panel.n_true
+    assert count_boxes(vis, GIANT_MATCHED_COLOUR) == 1
+    assert count_boxes(vis, GIANT_UNMATCHED_COLOUR) == 1
+    assert count_boxes(vis, MATCHED_COLOUR) == n_true - 1
+    assert count_boxes(vis, UNMATCHED_COLOUR) == 1
+    assert count_boxes(vis) == n_true + 2
+    assert sum(label.endswith(" giant") for label in panel.labels["predictions"]) == 2
+    assert count_boxes(panel.truth_vis, MATCHED_COLOUR) == n_true  # truth is never "giant"
+    # the 8 % flag on request: only the true clump
+    found = predictions_from_catalogue(cat, records, ["clump", "odd_clump"],
+                                       giant_flag="is_giant_8pct")
+    assert found[str(fp_on["image_id"])].giant.tolist() == expected8.tolist()
