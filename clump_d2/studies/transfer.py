@@ -56,6 +56,7 @@ from clump_d2.engine import (
 )
 from clump_d2.evaluation import ClumpEvaluator
 from clump_d2.evaluation.metrics import N_DET, N_MATCHED, N_TRUE, ratios
+from clump_d2.studies.realdata import PAPER_FLUX_LIMITS, paper_opts
 
 logger = logging.getLogger(__name__)
 
@@ -75,11 +76,10 @@ BACKBONES: Dict[str, List[str]] = {
 #: whose boxes only encode the seeing, so a detection matches a clump within the distance rule
 #: (as in ``docs/realdata.md``), not by box IoU.
 REAL_EVAL_OPTS = ["TEST.CLUMP_EVAL.MATCH", "distance"]
-#: The paper's giant clumps on the real galaxies (Popp et al. 2024 / Adams et al. 2022): u-band
-#: flux >= 3 % of the host, beyond 1 PSF FWHM of the centre; the other catalogue clumps are
-#: ignore regions (a detection on one is neither true nor false).
-GIANT_EVAL_OPTS = REAL_EVAL_OPTS + ["TEST.CLUMP_EVAL.IGNORE_BELOW", "['flux_frac_u:0.03']",
-                                    "TEST.CLUMP_EVAL.IGNORE_CENTRE_FWHM", "1.0"]
+#: The paper's giant clumps on the real galaxies (:func:`~clump_d2.studies.realdata.
+#: paper_opts`: u-band flux >= 3 % of the host, beyond 1 PSF FWHM of the centre); the other
+#: catalogue clumps are ignore regions (a detection on one is neither true nor false).
+GIANT_EVAL_OPTS = REAL_EVAL_OPTS + paper_opts(PAPER_FLUX_LIMITS[0])
 
 #: Key of the host galaxy in the real-host dataset's image records.
 HOST_KEY = "host_id"
