@@ -18,14 +18,13 @@ import logging
 import sys
 
 import clump_d2  # noqa: F401  (fills detectron2 0.6's gaps before detectron2 is used)
+from clump_d2.config import add_clump_config
 from clump_d2.photometry.measure import PhotometryOptions, measure_table_file
+from clump_d2.studies.photometry_check import run_photometry_check
+from detectron2.config import get_cfg
 
 
 def build_options(args) -> PhotometryOptions:
-    from detectron2.config import get_cfg
-
-    from clump_d2.config import add_clump_config
-
     cfg = add_clump_config(get_cfg())
     if args.config_file:
         cfg.merge_from_file(args.config_file)
@@ -66,8 +65,6 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.command == "check-gzh":
         args.bands = None
-        from clump_d2.studies.photometry_check import run_photometry_check
-
         run_photometry_check(args.gzh, args.dataset_dir, build_options(args), args.output)
         return 0
     band_columns = dict(kv.split("=", 1) for kv in args.band_columns.split(",") if kv)

@@ -43,6 +43,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from clump_d2.photometry.segmentation import clipped_stats
+
 logger = logging.getLogger(__name__)
 
 #: AB zero points of flux units found in ``BUNIT`` (lower case, spaces removed).
@@ -393,8 +395,6 @@ def host_fluxes(bands: np.ndarray, host_mask: np.ndarray, sky: Sequence[float],
 
 def band_sky(bands: np.ndarray, sky_pixels: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     """Sky level and rms per band: 3-sigma-clipped median and std of ``sky_pixels``."""
-    from clump_d2.photometry.segmentation import clipped_stats
-
     sky = np.zeros(len(bands))
     rms = np.ones(len(bands))
     for c, band in enumerate(np.asarray(bands, dtype=np.float64)):

@@ -39,6 +39,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import pandas as pd
 
+from clump_d2.data.tables import read_table
 from clump_d2.photometry.apertures import (
     ApertureOptions,
     ab_magnitude,
@@ -56,6 +57,7 @@ from clump_d2.photometry.flags import (
     giant_flags,
 )
 from clump_d2.photometry.images import PhotometryImage, load_photometry_image
+from clump_d2.photometry.io import write_table
 from clump_d2.photometry.segmentation import HostSegment, detection_image, segment_host
 
 logger = logging.getLogger(__name__)
@@ -326,9 +328,6 @@ def measure_table_file(table_file: str | os.PathLike, output: str | os.PathLike,
     """Read a clump table, :func:`measure_clumps` it, write the result (format by suffix; a
     FITS table carries the column units in its header). Relative image paths are taken from
     ``image_root``, default the table's folder; ``kwargs`` go to :func:`measure_clumps`."""
-    from clump_d2.data.tables import read_table
-    from clump_d2.photometry.io import write_table
-
     table = read_table(table_file)
     root = image_root if image_root is not None else os.path.dirname(os.fspath(table_file))
     out = measure_clumps(table, options, image_root=root or None, show_progress=True, **kwargs)
