@@ -16,9 +16,14 @@ from clump_d2.inference.catalogue import galaxy_rows, rows_to_frame, write_table
 from clump_d2.inference.postprocess import Detections
 from clump_d2.inference.visualize import (
     GAP,
+    GIANT_MATCHED_COLOUR,
+    GIANT_UNMATCHED_COLOUR,
+    MATCHED_COLOUR,
     TITLE_HEIGHT,
+    UNMATCHED_COLOUR,
     count_boxes,
     display_image,
+    predictions_from_catalogue,
     visualize_dataset,
 )
 
@@ -195,14 +200,6 @@ def test_catalogue_giants_are_drawn_in_their_own_colours(tiny_synthetic, inferen
     clump and one false positive are flagged giant (3 %), the clump also at 8 %; the panel
     draws them blue / orange, labelled giant, the rest green / red."""
     import pandas as pd
-
-    from clump_d2.inference.visualize import (
-        GIANT_MATCHED_COLOUR,
-        GIANT_UNMATCHED_COLOUR,
-        MATCHED_COLOUR,
-        UNMATCHED_COLOUR,
-        predictions_from_catalogue,
-    )
 
     records = _records()
     fp_on = _clumpy(records, 1)
