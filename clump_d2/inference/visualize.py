@@ -46,7 +46,8 @@ from clump_d2.data.image_io import read_display_image, reads_as_fits
 from clump_d2.data.mapper import crop_image
 from clump_d2.engine import build_model_for_inference, predict_on_dataset
 from clump_d2.evaluation.matching import MatchCriterion, as_boxes
-from clump_d2.evaluation.metrics import match_masks
+from clump_d2.evaluation.clump_evaluation import IgnoreRule, truth_from_dicts
+from clump_d2.evaluation.metrics import match_masks_ignoring
 
 from .catalogue import read_table
 
@@ -58,6 +59,7 @@ MATCHED_COLOUR = (0.1, 0.85, 0.1)
 UNMATCHED_COLOUR = (1.0, 0.15, 0.15)
 GIANT_MATCHED_COLOUR = (0.1, 0.45, 1.0)  # a detection flagged giant, matched
 GIANT_UNMATCHED_COLOUR = (1.0, 0.6, 0.0)  # a detection flagged giant, false
+IGNORED_COLOUR = (0.6, 0.6, 0.6)  # an ignore region, and a detection on one (neither)
 SELECTIONS = ("worst-missed", "worst-fp", "random", "first", "ids")
 
 
@@ -88,6 +90,7 @@ class Panel:
     n_det: int
     n_matched: int
     labels: Dict[str, List[str]] = field(default_factory=dict)
+    n_on_ignored: int = 0  # detections on ignore regions: neither matched nor false
 
     @property
     def n_missed(self) -> int:
@@ -95,7 +98,7 @@ class Panel:
 
     @property
     def n_false(self) -> int:
-        return self.n_det - self.n_matched
+        return self.n_det - self.n_matched - self.n_on_ignored
 
 
 # --- images ------------------------------------------------------------------------------------
@@ -141,12 +144,12 @@ def display_image(record: Dict, bands: Sequence[str] = ("g", "r", "i"),
 # --- truth and predictions ---------------------------------------------------------------------
 
 
-def truth_boxes(record: Dict) -> tuple:
-    """(boxes XYXY, classes) of a dataset dict's annotations."""
-    anns = record.get("annotations", [])
-    boxes = [BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS) for a in anns]
-    classes = [int(a["category_id"]) for a in anns]
-    return as_boxes(boxes), np.asarray(classes, np.int64)
+def truth_boxes(record: Dict, rule: Optional[IgnoreRule] = None) -> tuple:
+    """(boxes XYXY, classes, ignore mask) of a dataset dict's clumps, exactly as the evaluator
+    sees them (:func:`~clump_d2.evaluation.clump_evaluation.truth_from_dicts`): ``iscrowd``
+    clumps and those the ``rule`` (``TEST.CLUMP_EVAL.IGNORE_*``) names are ignore regions."""
+    t = truth_from_dicts([record], rule or IgnoreRule())[record["image_id"]]
+    return as_boxes(t["boxes"]), np.asarray(t["classes"], np.int64), np.asarray(t["ignore"], bool)
 
 
 def _keys(record: Dict) -> List[str]:
@@ -256,11 +259,14 @@ def predictions_from_model(cfg, records: Sequence[Dict], model=None, *,
 # --- drawing -----------------------------------------------------------------------------------
 
 
-def match_galaxy(truth_boxes, pred: GalaxyPredictions, criterion: MatchCriterion):
-    """(matched true clumps, matched detections) masks under the evaluator's matching
-    (:func:`~clump_d2.evaluation.metrics.match_masks`); every prediction given counts (they
-    are cut at the operating point where they are made)."""
-    return match_masks(truth_boxes, pred.boxes, pred.scores, -math.inf, criterion)
+def match_galaxy(truth_boxes, pred: GalaxyPredictions, criterion: MatchCriterion,
+                 ignore=None):
+    """(matched true clumps, detections matched to kept clumps, detections on ignore regions)
+    under the evaluator's two-stage matching
+    (:func:`~clump_d2.evaluation.metrics.match_masks_ignoring`); every prediction given counts
+    (they are cut at the operating point where they are made)."""
+    return match_masks_ignoring(truth_boxes, pred.boxes, pred.scores, -math.inf, criterion,
+                                ignore)
 
 
 def count_boxes(vis_image, colour: Optional[Sequence[float]] = None) -> int:
@@ -287,22 +293,27 @@ def _labels(classes, scores, class_names: Sequence[str]) -> List[str]:
 
 def draw_galaxy(record: Dict, pred: GalaxyPredictions, class_names: Sequence[str],
                 criterion: Optional[MatchCriterion] = None, scale: float = 2.0,
-                image: Optional[np.ndarray] = None, metadata=None) -> Panel:
+                image: Optional[np.ndarray] = None, metadata=None,
+                rule: Optional[IgnoreRule] = None) -> Panel:
     """Truth (left) and predictions (right) of one galaxy, matched boxes green, missed and
-    false ones red, detections flagged giant blue (matched) / orange (false) and labelled
-    ``giant``; labelled with class names (and scores on the right)."""
+    false ones red, ignore regions and the detections on them grey (they count as neither),
+    detections flagged giant blue (matched) / orange (false) and labelled ``giant``; labelled
+    with class names (and scores on the right)."""
     criterion = criterion or MatchCriterion()
     image = display_image(record) if image is None else _to_rgb_uint8(image)
     metadata = metadata if metadata is not None else MetadataCatalog.get("__clump_d2_vis__")
-    t_boxes, t_classes = truth_boxes(record)
-    t_hit, d_hit = match_galaxy(t_boxes, pred, criterion)
-    n_matched = int(t_hit.sum())
+    t_boxes, t_classes, t_ignore = truth_boxes(record, rule)
+    t_hit, d_hit, d_ignored = match_galaxy(t_boxes, pred, criterion, t_ignore)
+    n_kept = int((~t_ignore).sum())
+    n_matched = int((t_hit & ~t_ignore).sum())
 
-    def side(boxes, labels, hits, giant):
+    def side(boxes, labels, hits, giant, ignored):
         vis = Visualizer(image, metadata, scale=scale)
         if len(boxes):
-            colours = [(GIANT_MATCHED_COLOUR if h else GIANT_UNMATCHED_COLOUR) if g else
-                       (MATCHED_COLOUR if h else UNMATCHED_COLOUR) for h, g in zip(hits, giant)]
+            colours = [IGNORED_COLOUR if i else
+                       (GIANT_MATCHED_COLOUR if h else GIANT_UNMATCHED_COLOUR) if g else
+                       (MATCHED_COLOUR if h else UNMATCHED_COLOUR)
+                       for h, g, i in zip(hits, giant, ignored)]
             return vis.overlay_instances(boxes=boxes, labels=labels, assigned_colors=colours)
         return vis.output
 
@@ -311,16 +322,20 @@ def draw_galaxy(record: Dict, pred: GalaxyPredictions, class_names: Sequence[str
     t_labels = _labels(t_classes, None, class_names)
     p_labels = [f"{label} giant" if g else label
                 for label, g in zip(_labels(pred.classes, pred.scores, class_names), giant)]
-    truth_vis = side(t_boxes, t_labels, t_hit, np.zeros(len(t_boxes), bool))
-    pred_vis = side(pred.boxes, p_labels, d_hit, giant)
+    truth_vis = side(t_boxes, t_labels, t_hit, np.zeros(len(t_boxes), bool), t_ignore)
+    pred_vis = side(pred.boxes, p_labels, d_hit, giant, d_ignored)
     left, right = truth_vis.get_image(), pred_vis.get_image()
     gap = np.full((left.shape[0], GAP, 3), 255, np.uint8)
     galaxy_id = str(record.get("image_id", record.get("galaxy_id", "")))
-    text = (f"{galaxy_id}: truth {len(t_boxes)} | found {n_matched}, missed "
-            f"{len(t_boxes) - n_matched}, false {len(pred.boxes) - n_matched}")
+    text = (f"{galaxy_id}: truth {n_kept} | found {n_matched}, missed "
+            f"{n_kept - n_matched}, false "
+            f"{len(pred.boxes) - int(d_hit.sum()) - int(d_ignored.sum())}")
+    if t_ignore.any():
+        text += f" | ignored {int(t_ignore.sum())} ({int(d_ignored.sum())} det.)"
     panel = _caption(np.concatenate([left, gap, right], axis=1), text)
-    return Panel(galaxy_id, panel, truth_vis, pred_vis, len(t_boxes), len(pred.boxes),
-                 n_matched, {"truth": t_labels, "predictions": p_labels})
+    return Panel(galaxy_id, panel, truth_vis, pred_vis, n_kept, len(pred.boxes),
+                 n_matched, {"truth": t_labels, "predictions": p_labels},
+                 int(d_ignored.sum()))
 
 
 def contact_sheet(images: Sequence[np.ndarray], columns: Optional[int] = None,
@@ -345,21 +360,24 @@ def contact_sheet(images: Sequence[np.ndarray], columns: Optional[int] = None,
 
 
 def match_counts(records: Sequence[Dict], predictions: Dict[str, GalaxyPredictions],
-                 criterion: MatchCriterion) -> Dict[str, tuple]:
-    """image id -> (missed, false positives) under the evaluator's matching."""
+                 criterion: MatchCriterion, rule: Optional[IgnoreRule] = None
+                 ) -> Dict[str, tuple]:
+    """image id -> (missed, false positives) under the evaluator's matching (ignore regions
+    and the detections on them count as neither)."""
     out = {}
     for record in records:
         gid = str(record["image_id"])
-        t_boxes, _ = truth_boxes(record)
+        t_boxes, _, ignore = truth_boxes(record, rule)
         pred = predictions.get(gid, GalaxyPredictions.empty())
-        n = int(match_galaxy(t_boxes, pred, criterion)[0].sum())
-        out[gid] = (len(t_boxes) - n, len(pred.boxes) - n)
+        found, used, on_ignored = match_galaxy(t_boxes, pred, criterion, ignore)
+        out[gid] = (int((~ignore).sum() - (found & ~ignore).sum()),
+                    len(pred.boxes) - int(used.sum()) - int(on_ignored.sum()))
     return out
 
 
 def select_galaxies(records: Sequence[Dict], predictions: Dict[str, GalaxyPredictions],
                     how: str, num: int, criterion: MatchCriterion, ids: Sequence = (),
-                    seed: int = 0) -> List[Dict]:
+                    seed: int = 0, rule: Optional[IgnoreRule] = None) -> List[Dict]:
     """The records to draw: ``ids`` (in that order), ``first`` ``num``, a ``random`` sample
     (seeded), or the ``worst-missed`` / ``worst-fp`` ``num`` (ties: dataset order)."""
     if how not in SELECTIONS:
@@ -376,7 +394,7 @@ def select_galaxies(records: Sequence[Dict], predictions: Dict[str, GalaxyPredic
         rng = np.random.default_rng(seed)
         index = rng.choice(len(records), size=min(num, len(records)), replace=False)
         return [records[i] for i in sorted(index)]
-    counts = match_counts(records, predictions, criterion)
+    counts = match_counts(records, predictions, criterion, rule)
     which = 0 if how == "worst-missed" else 1
     order = sorted(range(len(records)),
                    key=lambda i: (-counts[str(records[i]["image_id"])][which], i))
@@ -409,6 +427,7 @@ def visualize_dataset(cfg, dataset_name: str, output_dir, *, predictions: str = 
     meta = MetadataCatalog.get(dataset_name)
     class_names = list(getattr(meta, "thing_classes", None) or ["clump", "odd_clump"])
     criterion = MatchCriterion.from_config(cfg)
+    rule = IgnoreRule.from_config(cfg)
     if predictions == "model":
         # worst-* needs every galaxy's predictions; otherwise only the chosen ones
         todo = records if select.startswith("worst") else select_galaxies(
@@ -419,13 +438,14 @@ def visualize_dataset(cfg, dataset_name: str, output_dir, *, predictions: str = 
                                               cfg.TEST.CLUMP_EVAL.SCORE_THRESH)
     else:
         found = predictions_from_catalogue(predictions, records, class_names)
-    chosen = select_galaxies(records, found, select, num, criterion, ids, seed)
+    chosen = select_galaxies(records, found, select, num, criterion, ids, seed, rule)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     panels, files = [], []
     for k, record in enumerate(chosen):
         pred = found.get(str(record["image_id"]), GalaxyPredictions.empty())
-        panel = draw_galaxy(record, pred, class_names, criterion, scale, metadata=meta)
+        panel = draw_galaxy(record, pred, class_names, criterion, scale, metadata=meta,
+                            rule=rule)
         path = output_dir / f"{k:03d}_{_safe_name(panel.galaxy_id)}.png"
         Image.fromarray(panel.image).save(path)
         panels.append(panel)

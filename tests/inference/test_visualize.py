@@ -239,3 +239,38 @@ def test_catalogue_giants_are_drawn_in_their_own_colours(tiny_synthetic, inferen
     found = predictions_from_catalogue(cat, records, ["clump", "odd_clump"],
                                        giant_flag="is_giant_8pct")
     assert found[str(fp_on["image_id"])].giant.tolist() == expected8.tolist()
+
+
+def test_ignore_regions_and_detections_on_them_are_neither(tiny_synthetic, tmp_path):
+    """As the evaluator: an iscrowd clump (and, by rule, a faint one) is an ignore region;
+    a detection on it is drawn grey and counts as neither found nor false."""
+    import copy
+
+    from clump_d2.evaluation.clump_evaluation import IgnoreRule
+    from clump_d2.evaluation.matching import MatchCriterion
+    from clump_d2.inference.visualize import (
+        IGNORED_COLOUR,
+        GalaxyPredictions,
+        draw_galaxy,
+        match_counts,
+    )
+
+    record = copy.deepcopy(_clumpy(_records()))
+    n = len(record["annotations"])
+    record["annotations"][0]["iscrowd"] = 1  # a host knot
+    boxes = _truth(record)
+    # every clump detected, plus nothing else
+    pred = GalaxyPredictions(boxes, np.full(n, 0.9), np.zeros(n, np.int64))
+    panel = draw_galaxy(record, pred, ["clump", "odd_clump"], MatchCriterion())
+    assert (panel.n_true, panel.n_matched, panel.n_false) == (n - 1, n - 1, 0)
+    assert count_boxes(panel.truth_vis, IGNORED_COLOUR) == 1
+    assert count_boxes(panel.pred_vis, IGNORED_COLOUR) == 1
+    assert count_boxes(panel.pred_vis, MATCHED_COLOUR) == n - 1
+    gid = str(record["image_id"])
+    assert match_counts([record], {gid: pred}, MatchCriterion())[gid] == (0, 0)
+    # the rule ignores every clump below an impossible flux fraction: nothing kept, none false
+    rule = IgnoreRule({"flux_frac": 10.0})
+    assert match_counts([record], {gid: pred}, MatchCriterion(), rule)[gid] == (0, 0)
+    # without the detection on the knot: still no false one, no miss
+    pred2 = GalaxyPredictions(boxes[1:], np.full(n - 1, 0.9), np.zeros(n - 1, np.int64))
+    assert match_counts([record], {gid: pred2}, MatchCriterion())[gid] == (0, 0)
