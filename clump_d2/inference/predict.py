@@ -100,9 +100,11 @@ def galaxy_centre(record: Dict):
 
 def load_image_for_photometry(record: Dict, options: PhotometryOptions) -> PhotometryImage:
     """The image of ``record`` as photometry reads it (the file the mapper read: FITS bands
-    ``INPUT.FITS.BANDS`` in flux units, or the PNG/JPEG linearised)."""
-    return load_photometry_image(record["file_name"], options.bands, record.get("band_files"),
-                                 options.cube_bands, options.hdu, options.display_q)
+    ``INPUT.FITS.BANDS`` in flux units, or the PNG/JPEG linearised), cut to the record's
+    ``crop`` as the mapper cuts it, so detections and apertures share pixel coordinates."""
+    image = load_photometry_image(record["file_name"], options.bands, record.get("band_files"),
+                                  options.cube_bands, options.hdu, options.display_q)
+    return image.cropped(record.get("crop"))
 
 
 #: PSF FWHM (px) of the host segmentation when neither the galaxy (``psf_fwhm_px``) nor

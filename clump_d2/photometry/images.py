@@ -53,6 +53,19 @@ class PhotometryImage:
     def display(self) -> bool:
         return self.kind == "display"
 
+    def cropped(self, crop: Optional[Sequence[float]]) -> "PhotometryImage":
+        """The image cut to ``crop = [x0, y0, w, h]`` (a record's ``crop``, as the mapper cuts
+        it for the network, so that detections' coordinates refer to the same pixels)."""
+        if not crop:
+            return self
+        x0, y0, w, h = (int(round(float(v))) for v in crop)
+        _, height, width = self.bands.shape
+        if x0 < 0 or y0 < 0 or x0 + w > width or y0 + h > height:
+            raise ValueError(f"{self.source}: crop [{x0}, {y0}, {w}, {h}] does not fit in the "
+                             f"{width}x{height} image")
+        return PhotometryImage(self.bands[:, y0:y0 + h, x0:x0 + w], list(self.band_names),
+                               self.kind, list(self.zero_points), list(self.units), self.source)
+
 
 def load_photometry_image(file_name: str | os.PathLike, bands: Sequence[str] = (),
                           band_files: Optional[Dict[str, str]] = None,

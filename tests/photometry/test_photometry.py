@@ -252,3 +252,17 @@ def test_batched_background_fit_equals_least_squares():
         ref = _fit_background_lstsq(bands[c], finite[c], weights, 30.3, 31.2, 4.0, 8.0, others,
                                     others_fwhm)
         np.testing.assert_allclose(fast[c], ref, rtol=1e-7, atol=1e-9)
+
+
+def test_photometry_image_is_cut_like_the_network_input():
+    """A record's crop: the photometry image is the same window the mapper gives the model."""
+    from clump_d2.photometry.images import PhotometryImage
+
+    bands = np.arange(2 * 6 * 8, dtype=float).reshape(2, 6, 8)
+    image = PhotometryImage(bands, ["g", "r"], "fits", [22.5, 22.5], ["nanomaggy"] * 2, "x.fits")
+    cut = image.cropped([2, 1, 4, 3])
+    assert cut.bands.shape == (2, 3, 4) and np.array_equal(cut.bands, bands[:, 1:4, 2:6])
+    assert cut.band_names == ["g", "r"] and cut.zero_points == [22.5, 22.5]
+    assert image.cropped(None) is image
+    with pytest.raises(ValueError, match="x.fits"):
+        image.cropped([6, 0, 4, 4])
