@@ -11,6 +11,8 @@ re-used, and the table is rewritten after every run. The logic lives in
 :mod:`clump_d2.studies.transfer` (see its docstring for the rules).
 """
 import argparse
+import os
+import platform
 import sys
 
 import clump_d2  # noqa: F401  (compat first)
@@ -61,11 +63,21 @@ def _pairs(items, kind):
     return out
 
 
-def spec_from_args(args) -> TransferSpec:
+def machine() -> str:
+    """The machine, in words, for the table's caption."""
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{os.cpu_count()}-core {platform.machine()} CPU, {gpu}"
+
+
+def spec_from_args(args, argv=None) -> TransferSpec:
     """The study's :class:`TransferSpec` from the parsed arguments (schedule from
     ``--max-iter``: LR steps at 2/3 and 7/8 of it, warm-up 1/10 up to 50, a checkpoint every
     third of it up to 100 iterations, so an interruption loses little)."""
     opts = list(args.opts)
+    caption = ""
+    if argv is not None:
+        caption = (f"Written by `python tools/transfer_study.py {' '.join(argv)}` on "
+                   f"{machine()}.")
     if args.max_iter:
         m = args.max_iter
         steps = sorted({s for s in (2 * m // 3, 7 * m // 8) if 0 < s < m})
@@ -78,18 +90,20 @@ def spec_from_args(args) -> TransferSpec:
                         config_file=args.config_file, opts=opts, seed=args.seed,
                         test_limits={k: int(v) for k, v in
                                      _pairs(args.test_limit, "test-limit").items()},
-                        copy_table=args.copy_table, copy_figure=args.copy_figure)
+                        copy_table=args.copy_table, copy_figure=args.copy_figure,
+                        caption=caption)
     if args.test:
         spec.tests = _pairs(args.test, "test")
     return spec
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
     setup_logger(name="clump_d2")
     setup_logger(name="detectron2")
     torch.set_num_threads(max(1, args.threads))
-    return run_study(spec_from_args(args))
+    return run_study(spec_from_args(args, argv))
 
 
 if __name__ == "__main__":

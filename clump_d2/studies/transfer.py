@@ -104,6 +104,7 @@ class TransferSpec:
             smaller evaluation set when the CPU is short (:func:`limited_dataset`).
         copy_table, copy_figure: also copy ``transfer.md`` / ``transfer.png`` there after
             every run (e.g. ``docs/transfer_table.md``, ``docs/figures/transfer.png``).
+        caption: a line written above the Markdown table (the command and the machine).
     """
 
     output_dir: str = "output/transfer"
@@ -123,6 +124,7 @@ class TransferSpec:
     test_limits: Dict[str, int] = field(default_factory=dict)
     copy_table: str = ""
     copy_figure: str = ""
+    caption: str = ""
 
 
 # --- training subsets -----------------------------------------------------------------------
@@ -391,7 +393,7 @@ def run_study(spec: TransferSpec, progress: bool = True) -> List[Dict]:
             row.update(evaluate_run(spec, b, train_names[n], run_dir, tests))
         rows.append(row)
         rows.sort(key=lambda r: (r["n_hosts"], list(spec.backbones).index(r["backbone"])))
-        write_table(rows, out, tests)
+        write_table(rows, out, tests, spec.caption)
         plot_transfer(rows, out / "transfer.png")
         for src, dst in ((out / "transfer.md", spec.copy_table),
                          (out / "transfer.png", spec.copy_figure)):
@@ -408,9 +410,10 @@ def _fmt(v, digits: int = 2) -> str:
 
 
 def write_table(rows: Sequence[Dict], output_dir: str | os.PathLike,
-                tests: Dict[str, str]) -> Dict[str, Path]:
+                tests: Dict[str, str], caption: str = "") -> Dict[str, Path]:
     """``transfer.{json,csv,md}`` in ``output_dir``: one row per (backbone, size);
-    completeness / purity / F1 of each test at the run's validation threshold."""
+    completeness / purity / F1 of each test at the run's validation threshold (``caption``:
+    a line above the Markdown table)."""
     output_dir = Path(output_dir)
     paths = {k: output_dir / f"transfer.{k}" for k in ("json", "csv", "md")}
     clean = [_clean(r) for r in rows]
@@ -435,7 +438,8 @@ def write_table(rows: Sequence[Dict], output_dir: str | os.PathLike,
         cells.append(dict(zip(headers, c)))
     legend = "; ".join(f"{label} = {ds} ({rows[0].get(f'{label}_rule', '?')})"
                        for label, ds in tests.items()) if rows else ""
-    paths["md"].write_text(markdown_table(cells, headers) + f"\nDatasets: {legend}.\n")
+    head = f"{caption}\n\n" if caption else ""
+    paths["md"].write_text(head + markdown_table(cells, headers) + f"\nDatasets: {legend}.\n")
     return paths
 
 
@@ -454,10 +458,14 @@ def plot_transfer(rows: Sequence[Dict], path: str | os.PathLike, label: str = "h
         for ax, key in zip(axes, ("F1", "completeness", "purity")):
             y = [np.nan if r[f"{label}_{key}"] is None else r[f"{label}_{key}"] for r in rs]
             ax.plot(x, y, marker="o", label=b)
+    sizes = sorted({r["n_hosts"] for r in rows})
     for ax, key in zip(axes, ("F1", "completeness", "purity")):
         ax.set_title(key)
         ax.set_xlabel("training host galaxies")
         ax.set_xscale("log")
+        # Ticks at the sizes run, not log decades (whose minor labels overlap).
+        ax.set_xticks(sizes, [str(n) for n in sizes])
+        ax.minorticks_off()
         ax.set_ylim(0, 1)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel(f"{label} test, at the val F1-best threshold")

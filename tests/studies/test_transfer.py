@@ -106,7 +106,7 @@ def test_study_writes_one_row_per_run_and_resumes(tiny_hosts, tiny_synthetic, tm
         config_file=str(REPO / "configs" / "Transfer" / "Base-Lite0.yaml"), opts=_tiny_opts(),
         backbone_opts={"bn": ["MODEL.ZOOBOT.NORM", "BN"],
                        "frozen": ["MODEL.ZOOBOT.NORM", "FrozenBN"]},
-        copy_table=str(tmp_path / "docs" / "transfer_table.md"))
+        copy_table=str(tmp_path / "docs" / "transfer_table.md"), caption="Written by a test.")
     rows = run_study(spec, progress=False)
     out = Path(spec.output_dir)
     assert [(r["backbone"], r["n_hosts"]) for r in rows] == [
@@ -129,6 +129,7 @@ def test_study_writes_one_row_per_run_and_resumes(tiny_hosts, tiny_synthetic, tm
     # The table: Markdown (and its copy), CSV and JSON, one row per (backbone, size).
     md = (out / "transfer.md").read_text()
     assert md == (tmp_path / "docs" / "transfer_table.md").read_text()
+    assert md.startswith("Written by a test.\n\n| backbone |")
     body = [line for line in md.splitlines() if line.startswith("| bn") or
             line.startswith("| frozen")]
     assert len(body) == 4 and "| bn | 2 (4) | 2 |" in body[0]
@@ -152,7 +153,9 @@ def test_tool_builds_the_schedule(load_tool):
     args = tool.parse_args(["--sizes", "100", "880", "--max-iter", "150", "--backbones",
                             "random", "imagenet", "--test-limit", "hosts=420",
                             "--test", "hosts=gz2hosts_test", "MODEL.FPN.OUT_CHANNELS", "32"])
-    spec = tool.spec_from_args(args)
+    spec = tool.spec_from_args(args, ["--sizes", "100", "880"])
+    assert spec.caption.startswith("Written by `python tools/transfer_study.py --sizes 100 880` "
+                                   "on ") and "CPU" in spec.caption
     assert list(spec.sizes) == [100, 880] and list(spec.backbones) == ["random", "imagenet"]
     assert spec.tests == {"hosts": "gz2hosts_test"} and spec.test_limits == {"hosts": 420}
     opts = dict(zip(spec.opts[::2], spec.opts[1::2]))
