@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .augment import SkyAugmentation
-from .encoder import PooledEncoder, build_pooled_encoder, save_hub_layout
+from .encoder import PooledEncoder, build_pooled_encoder, read_hub_config, save_hub_layout
 from .images import list_image_folder, load_images, select, split_by_galaxy, write_split
 
 logger = logging.getLogger(__name__)
@@ -256,8 +256,6 @@ def _train_epoch(cfg, model, optimizer, augment, pixels, labels, epoch, batch, s
 
 
 def _finished(out: Path, cfg: PretrainConfig) -> bool:
-    from .encoder import read_hub_config
-
     config = read_hub_config(str(out))
     if not config or not (out / "model.safetensors").is_file():
         return False

@@ -29,6 +29,7 @@ import pandas as pd
 
 from clump_d2.convert.gzh_s82 import CROP_OFFSET, gzh_paths, prepare_gzh_s82
 from clump_d2.photometry.images import load_photometry_image
+from clump_d2.photometry.io import write_table
 from clump_d2.photometry.measure import PhotometryOptions, measure_image
 
 logger = logging.getLogger(__name__)
@@ -107,8 +108,6 @@ def run_photometry_check(gzh_dir: str | os.PathLike, dataset_dir: Optional[str] 
     """Measure, compare, print the table; optionally write the per-clump rows (``output``)."""
     df = measure_gzh_clumps(gzh_dir, dataset_dir, options)
     if output:
-        from clump_d2.photometry.io import write_table
-
         write_table(df, output)
     summary = compare_ratios(df)
     print(f"GZH S82 display photometry: {len(df)} catalogue clumps in "
