@@ -24,9 +24,6 @@ import os
 from typing import Dict, List, Optional, Sequence
 
 import torch
-from detectron2.data.build import trivial_batch_collator
-from detectron2.data.common import DatasetFromList, MapDataset
-from detectron2.data.samplers import InferenceSampler
 from detectron2.evaluation import (
     COCOEvaluator,
     DatasetEvaluator,
@@ -72,17 +69,10 @@ def build_test_loader(cfg, dataset_name: str, records: Optional[Sequence[Dict]] 
     """The evaluation loader: ``ClumpDatasetMapper(cfg, is_train=False)`` over the dataset
     (or over ``records``, some of its dicts), ``TEST.IMS_PER_BATCH`` images per batch, every
     image once, split across processes."""
-    mapper = ClumpDatasetMapper(cfg, is_train=False)
-    batch_size, workers = cfg.TEST.IMS_PER_BATCH, cfg.DATALOADER.NUM_WORKERS
-    if records is None:
-        return build_batched_test_loader(dataset_name, mapper, batch_size=batch_size,
-                                         num_workers=workers)
-    # The same loader over a subset (data.build's takes a dataset name only).
-    dataset = MapDataset(DatasetFromList(list(records), copy=False), mapper)
-    sampler = torch.utils.data.BatchSampler(InferenceSampler(len(dataset)),
-                                            max(1, int(batch_size)), drop_last=False)
-    return torch.utils.data.DataLoader(dataset, num_workers=workers, batch_sampler=sampler,
-                                       collate_fn=trivial_batch_collator)
+    return build_batched_test_loader(
+        dataset_name if records is None else list(records),
+        ClumpDatasetMapper(cfg, is_train=False), batch_size=cfg.TEST.IMS_PER_BATCH,
+        num_workers=cfg.DATALOADER.NUM_WORKERS)
 
 
 def build_evaluators(cfg, dataset_name: str, output_dir: Optional[str] = None
