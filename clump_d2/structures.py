@@ -21,6 +21,9 @@ CLUMP_CLASSES = ["clump", "odd_clump"]
 CATEGORIES = [{"id": i + 1, "name": name} for i, name in enumerate(CLUMP_CLASSES)]
 #: Clump Scout: the box side is 2.5 x the PSF FWHM, centred on the clump.
 BOX_SIDE_PER_FWHM = 2.5
+#: Field of a ground-truth ``Instances`` marking ignore regions (annotations with ``iscrowd``:
+#: real but unlabelled, e.g. a host's own knots); see ``modeling/ignore_regions.py``.
+IGNORE_FIELD = "gt_ignore"
 #: Half the box side in PSF FWHM: the distance rule's tolerance for a Clump Scout box.
 BOX_HALF_SIDE_PER_FWHM = BOX_SIDE_PER_FWHM / 2
 

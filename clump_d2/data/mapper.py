@@ -27,7 +27,7 @@ from detectron2.data import DatasetMapper
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 
-from ..modeling.ignore_regions import IGNORE_FIELD, ignore_flags
+from ..structures import IGNORE_FIELD
 from .fits_io import FitsReadOptions, read_fits_for_network
 from .image_io import read_display_image, reads_as_fits
 from .transforms import build_clump_augmentations
@@ -99,7 +99,8 @@ class ClumpDatasetMapper(DatasetMapper):
         ]
         instances = utils.annotations_to_instances(annos, image_shape)
         if self.keep_ignore:
-            instances.set(IGNORE_FIELD, ignore_flags(annos))
+            instances.set(IGNORE_FIELD, torch.as_tensor(
+                [bool(a.get("iscrowd", 0)) for a in annos], dtype=torch.bool))
         dataset_dict["instances"] = utils.filter_empty_instances(instances)
         return dataset_dict
 

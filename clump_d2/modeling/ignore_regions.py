@@ -33,7 +33,8 @@ from detectron2.modeling.proposal_generator.rpn import RPN
 from detectron2.modeling.roi_heads.roi_heads import ROI_HEADS_REGISTRY, StandardROIHeads
 from detectron2.structures import Boxes, Instances, pairwise_ioa, pairwise_iou
 
-IGNORE_FIELD = "gt_ignore"
+from clump_d2.structures import IGNORE_FIELD
+
 
 
 def split_ignore(instances: Instances) -> Tuple[Instances, Boxes]:
@@ -126,10 +127,5 @@ class IgnoreRegionROIHeads(_IgnoreThreshold, StandardROIHeads):
         return super().forward(images, features, proposals, targets)
 
 
-def ignore_flags(annotations) -> torch.Tensor:
-    """Bool tensor ``gt_ignore`` for a list of (transformed) annotations: ``iscrowd`` set."""
-    return torch.as_tensor([bool(a.get("iscrowd", 0)) for a in annotations], dtype=torch.bool)
-
-
-__all__ = ["IGNORE_FIELD", "IgnoreRegionROIHeads", "IgnoreRegionRPN", "ignore_flags",
-           "inside_ignore", "split_ignore"]
+__all__ = ["IGNORE_FIELD", "IgnoreRegionROIHeads", "IgnoreRegionRPN", "inside_ignore",
+           "split_ignore"]
