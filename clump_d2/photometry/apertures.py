@@ -327,18 +327,10 @@ def _fit_background_lstsq(band: np.ndarray, finite: np.ndarray, weights: np.ndar
     h, w = band.shape
     x0, x1 = max(int(np.floor(x - radius)), 0), min(int(np.ceil(x + radius)), w)
     y0, y1 = max(int(np.floor(y - radius)), 0), min(int(np.ceil(y + radius)), h)
-    yy, xx = np.mgrid[y0:y1, x0:x1] + 0.5
-    use = (np.hypot(xx - x, yy - y) <= radius) & finite[y0:y1, x0:x1]
-    xe = np.arange(x0, x1 + 1, dtype=np.float64)
-    ye = np.arange(y0, y1 + 1, dtype=np.float64)
-    u, v = (xx - x) / radius, (yy - y) / radius
-    surface = [np.ones_like(u), u, v, u * u, u * v, v * v]
-    psfs = [gaussian_psf(xe, ye, x, y, fwhm)]
-    for (mx, my), mf in zip(others, others_fwhm):
-        if abs(mx - x) < 1e-6 and abs(my - y) < 1e-6:
-            continue
-        if np.hypot(mx - x, my - y) <= radius + 1.5 * mf:  # its light reaches the stamp
-            psfs.append(gaussian_psf(xe, ye, mx, my, mf))
+    # The same stamp geometry as the fast path; only the solver differs.
+    inside, surface, psfs = _stamp_columns(x, y, fwhm, radius, others, others_fwhm,
+                                           x0, x1, y0, y1)
+    use = inside & finite[y0:y1, x0:x1]
     columns = surface + psfs
     if use.sum() <= len(columns) + 3:  # too few pixels (edge/NaN): flat level only
         columns, psfs = surface[:1] + psfs[:1], psfs[:1]
