@@ -110,3 +110,26 @@ def _save_initial_weights(config_file: str, opts, path) -> str:
 def initial_weights():
     """``initial_weights(config_file, opts, path)``: a saved randomly initialised model."""
     return _save_initial_weights
+
+
+def _write_host_jpegs(root, n: int, seed: int, first_id: int, size: int = 96) -> Path:
+    """``n`` clump-free host galaxies rendered by the SDSS preset, saved as JPEGs in two class
+    folders (``spiral`` for odd k, ``non_spiral`` for even), named ``first_id + k``."""
+    from PIL import Image
+
+    from clump_d2.sim.synthetic import SyntheticParams, galaxy_rng, render_galaxy
+
+    root = Path(root)
+    params = SyntheticParams.sdss(image_size=size, disc_re=(10.0, 16.0), empty_fraction=1.0)
+    for k in range(n):
+        cls = "spiral" if k % 2 else "non_spiral"
+        (root / cls).mkdir(parents=True, exist_ok=True)
+        g = render_galaxy(galaxy_rng(seed, "test", k), params)
+        Image.fromarray(g.rgb).save(root / cls / f"{first_id + k}.jpg", quality=95)
+    return root
+
+
+@pytest.fixture(scope="session")
+def write_host_jpegs():
+    """``write_host_jpegs(root, n, seed, first_id, size=96)``: real-host stand-ins on disk."""
+    return _write_host_jpegs

@@ -14,22 +14,15 @@ from clump_d2.sim.real_hosts import (
     prepare_host,
     split_hosts,
 )
-from clump_d2.sim.synthetic import SyntheticParams, galaxy_rng, render_galaxy
 
 SIZE = 96
 
 
 @pytest.fixture(scope="module")
-def hosts(tmp_path_factory):
+def hosts(tmp_path_factory, write_host_jpegs):
     """Six host JPEGs (two classes) rendered by the SDSS preset, without labels."""
-    root = tmp_path_factory.mktemp("hosts")
-    params = SyntheticParams.sdss(image_size=SIZE, disc_re=(10.0, 16.0), empty_fraction=1.0)
-    for k in range(6):
-        cls = "spiral" if k % 2 else "non_spiral"
-        (root / cls).mkdir(exist_ok=True)
-        g = render_galaxy(galaxy_rng(3, "test", k), params)
-        Image.fromarray(g.rgb).save(root / cls / f"{1000 + k}.jpg", quality=95)
-    return root
+    return write_host_jpegs(tmp_path_factory.mktemp("hosts"), 6, seed=3, first_id=1000,
+                            size=SIZE)
 
 
 PARAMS = RealHostParams(crop_size=80, versions_per_host=2, empty_fraction=0.0,

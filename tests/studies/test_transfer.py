@@ -7,11 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from detectron2.data import DatasetCatalog
-from PIL import Image
 
 from clump_d2.data.datasets import register_clump_dataset
 from clump_d2.sim.real_hosts import RealHostParams, make_real_host_dataset
-from clump_d2.sim.synthetic import SyntheticParams, galaxy_rng, render_galaxy
 from clump_d2.studies.transfer import (
     TransferSpec,
     f1_best_threshold,
@@ -25,16 +23,11 @@ SIZE = 96
 
 
 @pytest.fixture(scope="module")
-def tiny_hosts(tmp_path_factory):
+def tiny_hosts(tmp_path_factory, write_host_jpegs):
     """A tiny real-host dataset: 10 rendered host galaxies (6 train, 2 val, 2 test hosts, two
     injected versions each), registered as ``tinyhosts_{train,val,test}``."""
-    hosts = tmp_path_factory.mktemp("hosts")
-    params = SyntheticParams.sdss(image_size=SIZE, disc_re=(10.0, 16.0), empty_fraction=1.0)
-    for k in range(10):
-        cls = "spiral" if k % 2 else "non_spiral"
-        (hosts / cls).mkdir(exist_ok=True)
-        g = render_galaxy(galaxy_rng(5, "test", k), params)
-        Image.fromarray(g.rgb).save(hosts / cls / f"{2000 + k}.jpg", quality=95)
+    hosts = write_host_jpegs(tmp_path_factory.mktemp("hosts"), 10, seed=5, first_id=2000,
+                             size=SIZE)
     out = tmp_path_factory.mktemp("tinyhosts")
     paths = make_real_host_dataset(
         hosts, out, {"train": 0.6, "val": 0.2, "test": 0.2},
