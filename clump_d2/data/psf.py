@@ -24,11 +24,23 @@ from typing import Optional, Tuple
 import numpy as np
 from scipy import ndimage as ndi
 from scipy.optimize import least_squares
+from scipy.special import erf
 
 #: FWHM / sigma of a Gaussian.
 FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
 #: Range of the seeing in Galaxy Zoo 2 SDSS cut-outs, in their pixels (see gz2_sdss_1400).
 SDSS_SEEING_FWHM_PX_RANGE = (3.0, 10.0)
+
+
+def gaussian_psf(x_edges: np.ndarray, y_edges: np.ndarray, x: float, y: float,
+                 fwhm: float) -> np.ndarray:
+    """Unit-flux circular Gaussian PSF at continuous (x, y), integrated over the pixels whose
+    edges are ``x_edges`` (W + 1) and ``y_edges`` (H + 1) (error functions): (H, W). Pixel i
+    spans [i, i + 1); the sum is 1 when the PSF is well inside the edges."""
+    s = fwhm / FWHM_PER_SIGMA * math.sqrt(2.0)
+    px = np.diff(0.5 * erf((np.asarray(x_edges, np.float64) - x) / s))
+    py = np.diff(0.5 * erf((np.asarray(y_edges, np.float64) - y) / s))
+    return py[:, None] * px[None, :]
 
 
 @dataclass

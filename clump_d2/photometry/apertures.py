@@ -43,6 +43,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from clump_d2.data.psf import gaussian_psf
 from clump_d2.photometry.segmentation import clipped_stats
 
 logger = logging.getLogger(__name__)
@@ -224,18 +225,6 @@ def forced_photometry(bands: np.ndarray, xy: np.ndarray, fwhm_px: np.ndarray,
             flux[c, k] = np.nan if nan_flag[k] else net / apcorr[k]
             err[c, k] = np.nan if nan_flag[k] else math.sqrt(var) / apcorr[k]
     return ClumpPhotometry(flux, err, psf_flux, bkg, nan_flag, partial, radius, apcorr)
-
-
-def gaussian_psf(xx_edges: np.ndarray, yy_edges: np.ndarray, x: float, y: float,
-                 fwhm: float) -> np.ndarray:
-    """Unit-flux Gaussian PSF at continuous (x, y) integrated over the pixels whose edges are
-    ``xx_edges`` (W + 1) and ``yy_edges`` (H + 1): (H, W)."""
-    from scipy.special import erf
-
-    s = fwhm / 2.3548 * math.sqrt(2.0)
-    px = np.diff(0.5 * erf((xx_edges - x) / s))
-    py = np.diff(0.5 * erf((yy_edges - y) / s))
-    return py[:, None] * px[None, :]
 
 
 def _fit_background_bands(bands: np.ndarray, finite: np.ndarray, weights: np.ndarray,

@@ -19,26 +19,21 @@ import os
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
-from scipy.special import erf
 
 from clump_d2.baselines.classical import ClassicalParams, galaxy_mask
 from clump_d2.data.fits_io import FitsReadOptions, fill_nonfinite, read_fits_bands
 from clump_d2.data.image_io import read_display_image, reads_as_fits
+from clump_d2.data.psf import gaussian_psf
 from clump_d2.data.stretch import DisplayStretch
 from clump_d2.data.stretch import stretch_bands
 from clump_d2.structures import BOX_SIDE_PER_FWHM
 
 
 def gaussian_psf_stamp(shape: Tuple[int, int], x: float, y: float, fwhm: float) -> np.ndarray:
-    """Unit-flux Gaussian PSF centred on continuous position (x, y) (pixel i spans [i, i+1)),
-    integrated over pixels (error functions), so its sum is 1 when well inside the image."""
-    s = fwhm / 2.3548 * math.sqrt(2.0)
+    """Unit-flux Gaussian PSF centred on continuous position (x, y) over an image of
+    ``shape`` (:func:`clump_d2.data.psf.gaussian_psf`; its sum is 1 well inside the image)."""
     h, w = shape
-    ex = np.arange(w + 1, dtype=np.float64)
-    ey = np.arange(h + 1, dtype=np.float64)
-    px = np.diff(0.5 * erf((ex - x) / s))
-    py = np.diff(0.5 * erf((ey - y) / s))
-    return py[:, None] * px[None, :]
+    return gaussian_psf(np.arange(w + 1), np.arange(h + 1), x, y, fwhm)
 
 
 def host_properties(linear: np.ndarray, fwhm: float) -> Dict:
