@@ -83,6 +83,34 @@ def cube_band_names(header: fits.Header, n_planes: int) -> List[str]:
     return names
 
 
+def read_band_files(file_name: str, bands: Sequence[str],
+                    band_files: Optional[Dict[str, str]] = None, hdu: int = -1
+                    ) -> Tuple[List[np.ndarray], List, List[str]]:
+    """(2-D planes, headers, paths) of one FITS file per band, in ``bands`` order: the paths
+    from ``band_files`` or the ``{band}`` template ``file_name``.
+
+    Raises:
+        ValueError: naming the file, for a band without a file or a plane that is not 2-D.
+    """
+    planes, headers, paths = [], [], []
+    for band in bands:
+        if band_files:
+            if band not in band_files:
+                raise ValueError(f"{file_name}: no file for band {band!r} in band_files "
+                                 f"(has {sorted(band_files)})")
+            path = band_files[band]
+        else:
+            path = file_name.format(band=band)
+        data, header = read_fits_image(path, hdu)
+        if data.ndim != 2:
+            raise ValueError(f"FITS file {path} (band {band}) is {data.ndim}-D; a per-band "
+                             "file must hold one 2-D image")
+        planes.append(data)
+        headers.append(header)
+        paths.append(path)
+    return planes, headers, paths
+
+
 def read_fits_bands(file_name: str | os.PathLike, bands: Sequence[str],
                     band_files: Optional[Dict[str, str]] = None,
                     cube_bands: Sequence[str] = (), hdu: int = -1) -> np.ndarray:
@@ -104,21 +132,7 @@ def read_fits_bands(file_name: str | os.PathLike, bands: Sequence[str],
         if not bands:
             raise ValueError(f"{file_name}: per-band FITS files need the band list "
                              "(INPUT.FITS.BANDS)")
-        planes, paths = [], []
-        for band in bands:
-            if band_files:
-                if band not in band_files:
-                    raise ValueError(f"{file_name}: no file for band {band!r} in band_files "
-                                     f"(has {sorted(band_files)})")
-                path = band_files[band]
-            else:
-                path = file_name.format(band=band)
-            data, _ = read_fits_image(path, hdu)
-            if data.ndim != 2:
-                raise ValueError(f"FITS file {path} (band {band}) is {data.ndim}-D; a per-band "
-                                 "file must hold one 2-D image")
-            planes.append(data)
-            paths.append(path)
+        planes, _, paths = read_band_files(file_name, bands, band_files, hdu)
         shapes = {p.shape for p in planes}
         if len(shapes) > 1:
             raise ValueError("band images differ in shape: "

@@ -18,7 +18,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from clump_d2.data.fits_io import cube_band_names, read_fits_image
+from clump_d2.data.fits_io import cube_band_names, read_band_files, read_fits_image
 from clump_d2.data.image_io import BAND_PLACEHOLDER, is_fits, read_display_image
 from clump_d2.data.stretch import DisplayStretch
 from clump_d2.photometry.apertures import zero_point_from_header
@@ -94,26 +94,12 @@ def load_photometry_image(file_name: str | os.PathLike, bands: Sequence[str] = (
             bands = list(band_files) if band_files else []
         if not bands:
             raise ValueError(f"{name}: per-band FITS files need the band list")
-        planes, zps, units = [], [], []
-        for band in bands:
-            if band_files:
-                if band not in band_files:
-                    raise ValueError(f"{name}: no file for band {band!r} (band files: "
-                                     f"{sorted(band_files)})")
-                path = band_files[band]
-            else:
-                path = name.format(band=band)
-            data, header = read_fits_image(path, hdu)
-            if data.ndim != 2:
-                raise ValueError(f"FITS file {path} (band {band}) is {data.ndim}-D; a per-band "
-                                 "file must hold one 2-D image")
-            if planes and data.shape != planes[0].shape:
+        planes, headers, paths = read_band_files(name, bands, band_files, hdu)
+        for band, path, data in zip(bands, paths, planes):
+            if data.shape != planes[0].shape:
                 raise ValueError(f"FITS file {path} (band {band}) is {data.shape}, the other "
                                  f"bands {planes[0].shape}")
-            zp, unit = zero_point_from_header(header)
-            planes.append(data)
-            zps.append(zp)
-            units.append(unit)
+        zps, units = map(list, zip(*(zero_point_from_header(h) for h in headers)))
         return PhotometryImage(np.stack(planes).astype(np.float64), bands, "fits", zps, units,
                                name)
     if is_fits(name):
