@@ -53,7 +53,7 @@ from clump_d2.evaluation.metrics import (
 from clump_d2.modeling.runtime import wrap_for_inference
 from clump_d2.photometry import PhotometryImage, PhotometryOptions, load_photometry_image
 from clump_d2.photometry import measure_image
-from clump_d2.structures import BOX_HALF_SIDE_PER_FWHM
+from clump_d2.structures import BOX_HALF_SIDE_PER_FWHM, BOX_SIDE_PER_FWHM
 
 logger = logging.getLogger(__name__)
 
@@ -202,6 +202,7 @@ def evaluate_methods(methods: Sequence[Method], tune_dataset: str, test_dataset:
     each row also has the giant-clump target's counts (:func:`giant_target`)."""
     output_dir = Path(output_dir)
     rows = []
+    fold_target = None  # the target with this fold's calibrated flag, made once
     edges = "flux_fraction:" + ",".join(f"{e:g}" for e in FLUX_BIN_EDGES)
     for m in methods:
         pairs = list(m.threshold_from) or [(m.weights, tune_dataset)]
@@ -220,9 +221,12 @@ def evaluate_methods(methods: Sequence[Method], tune_dataset: str, test_dataset:
               "n_detections_on_ignored": test["ignore"]["n_detections_on_ignored"],
               **test["false_positives"]}
         if target is not None:
+            if fold_target is None:
+                fold_target = _fold_target(target, tune_dataset, IgnoreRule.from_config(cfg))
             at.update(giant_target(test["predictions"], DatasetCatalog.get(test_dataset),
                                    thresh, MatchCriterion.from_config(cfg),
-                                   IgnoreRule.from_config(cfg), target))
+                                   IgnoreRule.from_config(cfg), fold_target))
+            at.update({f"flag_pct_{k}": v for k, v in fold_target.named_flags.items()})
         flux_bins = test["binned"].get("flux_fraction", {}).get("bins", [])
         s = test["curve_summary"]["all"]
         rows.append({"method": m.name, "tuned_on": ", ".join(ds for _, ds in pairs),
@@ -381,10 +385,70 @@ class GiantTarget:
 
     flag_pcts: Sequence[float] = (3.0,)
     photometry: Optional[PhotometryOptions] = None
+    #: With a value (e.g. 0.9), one more flag, :data:`CALIBRATED_FLAG`, whose threshold is
+    #: chosen per fold on the *tuning* split (:func:`calibrated_flag_pct`): the display
+    #: ratios read low and by an amount no one knows in advance, so the flag is calibrated
+    #: on galaxies other than those it is scored on, as the score threshold is.
+    calibrate_recall: Optional[float] = None
+    #: Flags with a name instead of a fixed per-cent key ({name: per cent}); set per fold.
+    named_flags: Dict[str, float] = field(default_factory=dict)
+
+    def flags(self) -> List[tuple]:
+        """(key, per cent) of every flag: the fixed ones, then the named ones."""
+        return [(_pct_key(p), float(p)) for p in self.flag_pcts] + list(self.named_flags.items())
+
+
+#: The key of the cross-fitted flag in the counts and tables (``n_target_flagged_xfit``...).
+CALIBRATED_FLAG = "xfit"
 
 
 def _pct_key(pct: float) -> str:
     return f"{float(pct):g}".replace(".", "p")
+
+
+def giant_band_ratios(record: Dict, centres: np.ndarray, box_side_px: np.ndarray,
+                      options: PhotometryOptions) -> np.ndarray:
+    """Clump/host flux ratio in the photometry's giant band at ``centres`` (N x 2, the
+    record's crop frame) on the record's image: :func:`measure_image` with the record's
+    ``psf_fwhm_px`` (else the boxes' median side / :data:`BOX_SIDE_PER_FWHM`) and centre
+    ``centre_x/centre_y``. NaN where the photometry could not measure."""
+    if len(centres) == 0:
+        return np.zeros(0)
+    fwhm = record.get("psf_fwhm_px") or float(np.median(box_side_px)) / BOX_SIDE_PER_FWHM
+    image = record_photometry_image(record, options)
+    centre = (float(record.get("centre_x", record["width"] / 2)),
+              float(record.get("centre_y", record["height"] / 2)))
+    phot = measure_image(image, centres, fwhm, centre, options)
+    band = str(phot["giant_band"].iloc[0]).split(" ")[0]
+    return phot[f"flux_ratio_{band}"].to_numpy(np.float64)
+
+
+def calibrated_flag_pct(dataset_dicts: Sequence[Dict], rule: IgnoreRule, recall: float,
+                        options: Optional[PhotometryOptions] = None) -> float:
+    """The giant flag's threshold (per cent, giant band) chosen on ``dataset_dicts``: the
+    largest that flags at least ``recall`` of the catalogue clumps ``rule`` keeps (those at
+    or above the flux limit, off-centre), each measured at its catalogue position (all of
+    the image's clumps measured together, so each masks the others). Unmeasurable clumps
+    count as unflagged. Raises ValueError when the split has no kept clump."""
+    if not 0.0 < recall <= 1.0:
+        raise ValueError(f"recall must be in (0, 1], got {recall}")
+    options = options or PhotometryOptions()
+    truth = truth_from_dicts(dataset_dicts, rule)
+    kept = []
+    for record in dataset_dicts:
+        t = truth[record["image_id"]]
+        if not (~t["ignore"]).any():
+            continue
+        boxes = t["boxes"]
+        ratio = giant_band_ratios(record, (boxes[:, :2] + boxes[:, 2:]) / 2,
+                                  boxes[:, 2] - boxes[:, 0], options)
+        kept.extend(ratio[~t["ignore"]])
+    if not kept:
+        raise ValueError("no catalogue clump at or above the flux limit to calibrate the "
+                         "giant flag on")
+    ordered = np.sort(np.nan_to_num(np.asarray(kept), nan=-np.inf))[::-1]
+    value = ordered[int(math.ceil(recall * len(ordered))) - 1]
+    return 100.0 * float(max(value, 0.0))
 
 
 def record_photometry_image(record: Dict, options: PhotometryOptions) -> PhotometryImage:
@@ -426,7 +490,8 @@ def giant_target(predictions: Sequence[Dict], dataset_dicts: Sequence[Dict],
     by_image = {}
     for p in predictions:
         by_image.setdefault(p["image_id"], p)
-    keys = [_pct_key(p) for p in target.flag_pcts]
+    flags = target.flags()
+    keys = [k for k, _ in flags]
     out = {"n_target_clumps": 0, "n_target_found": 0}
     for k in keys:
         out.update({f"n_target_found_flagged_{k}": 0, f"n_target_flagged_{k}": 0,
@@ -439,28 +504,34 @@ def giant_target(predictions: Sequence[Dict], dataset_dicts: Sequence[Dict],
         keep = p["scores"] >= score_thresh
         if not keep.any():
             continue
-        rec = records[image_id]
         boxes = p["boxes"][keep]
-        centres = (boxes[:, :2] + boxes[:, 2:]) / 2
-        fwhm = rec.get("psf_fwhm_px") or float(np.median(boxes[:, 2] - boxes[:, 0])) / 2.5
-        image = record_photometry_image(rec, options)
-        centre = (float(rec.get("centre_x", rec["width"] / 2)),
-                  float(rec.get("centre_y", rec["height"] / 2)))
-        phot = measure_image(image, centres, fwhm, centre, options)
-        band = str(phot["giant_band"].iloc[0]).split(" ")[0]
-        ratio = phot[f"flux_ratio_{band}"].to_numpy(np.float64)
+        ratio = giant_band_ratios(records[image_id], (boxes[:, :2] + boxes[:, 2:]) / 2,
+                                  boxes[:, 2] - boxes[:, 0], options)
         # Matching on the kept detections only (indices into boxes).
         scores = p["scores"][keep]
         _, used, _ = match_masks_ignoring(t["boxes"], boxes, scores, -np.inf, criterion,
                                           t["ignore"])
         _, on_cat = match_masks(plain[image_id]["boxes"], boxes, scores, -np.inf, criterion)
         out["n_target_found"] += int(used.sum())
-        for pct, k in zip(target.flag_pcts, keys):
+        for k, pct in flags:
             flagged = np.nan_to_num(ratio, nan=-np.inf) >= pct / 100.0
             out[f"n_target_found_flagged_{k}"] += int((used & flagged).sum())
             out[f"n_target_flagged_{k}"] += int(flagged.sum())
             out[f"n_target_flagged_on_catalogue_{k}"] += int((on_cat & flagged).sum())
     return out
+
+
+def _fold_target(target: "GiantTarget", tune_dataset: str, rule: IgnoreRule) -> "GiantTarget":
+    """``target`` for one fold: with ``calibrate_recall``, its :data:`CALIBRATED_FLAG`
+    threshold chosen on ``tune_dataset`` under ``rule``."""
+    if target.calibrate_recall is None:
+        return target
+    pct = calibrated_flag_pct(DatasetCatalog.get(tune_dataset), rule, target.calibrate_recall,
+                              target.photometry)
+    logger.info("giant flag calibrated on %s: display ratio >= %.2f %% flags %.0f %% of its "
+                "kept catalogue clumps", tune_dataset, pct, 100 * target.calibrate_recall)
+    return dataclasses.replace(target, named_flags={**target.named_flags,
+                                                    CALIBRATED_FLAG: pct})
 
 
 def target_fractions(counts: Dict) -> Dict[str, float]:
@@ -525,6 +596,12 @@ def fold_method(method: Method, tune: str, test: str, extra_opts: Sequence[str] 
         threshold_from=[(fill(w), fill(d)) for w, d in method.threshold_from])
 
 
+def _flag_label(key: str) -> str:
+    if key == CALIBRATED_FLAG:
+        return "flag chosen on the other fold, per fold"
+    return f"{key.replace('p', '.')} % flag"
+
+
 def write_paper_table(rows: Sequence[Dict], fold_rows: Sequence[Dict],
                       output_dir: str | os.PathLike) -> Dict[str, Path]:
     """``paper_eval.json`` (pooled and per-fold rows) and ``paper_eval.md`` (the docs
@@ -545,8 +622,8 @@ def write_paper_table(rows: Sequence[Dict], fold_rows: Sequence[Dict],
     headers = ["u-band flux fraction >=", "method", "fold: thresh, C, P (matched / true, "
                "detections)", "pooled completeness", "pooled purity", "pooled F1",
                "ignored clumps (detections on them)",
-               *(f"target ({p.replace('p', '.')} % flag): detected+flagged / flagged on "
-                 f"a catalogue clump" for p in target_keys)]
+               *(f"target ({_flag_label(p)}): detected+flagged / flagged on a catalogue "
+                 f"clump" for p in target_keys)]
     table = []
     for r in rows:
         folds = [f for f in fold_rows if f["flux_limit"] == r["flux_limit"]
@@ -558,7 +635,9 @@ def write_paper_table(rows: Sequence[Dict], fold_rows: Sequence[Dict],
                  _fmt(r["purity"]), _fmt(r["F1"]),
                  f"{r.get('n_ignored', 0)} ({r.get('n_detections_on_ignored', 0)})"]
         for p in target_keys:
+            per_fold = [f"{f[f'flag_pct_{p}']:.2f}" for f in folds if f"flag_pct_{p}" in f]
             cells.append(
+                (f"flag >= {' / '.join(per_fold)} %: " if per_fold else "") +
                 f"{_fmt(r.get(f'target_C_{p}'))} ({r.get(f'n_target_found_flagged_{p}', 0)} / "
                 f"{r.get('n_target_clumps', 0)}) / {_fmt(r.get(f'target_P_{p}'))} "
                 f"({r.get(f'n_target_flagged_on_catalogue_{p}', 0)} / "

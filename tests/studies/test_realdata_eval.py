@@ -339,17 +339,77 @@ def test_giant_target_counts(monkeypatch):
     assert frac["target_C_3"] == pytest.approx(1 / 3) and frac["target_P_3"] == pytest.approx(0.75)
 
 
+def test_calibrated_flag_is_the_largest_threshold_keeping_the_recall(monkeypatch):
+    """The cross-fitted flag: measured at the catalogue positions of the kept clumps only
+    (faint and central ones are not counted), the largest ratio flagging >= recall of them;
+    an unmeasurable clump counts as unflagged; a named flag is counted like a fixed one."""
+    import pandas as pd
+    from detectron2.structures import BoxMode
+
+    from clump_d2.evaluation.clump_evaluation import IgnoreRule
+    from clump_d2.evaluation.matching import MatchCriterion
+    from clump_d2.studies import realdata
+
+    def ann(x, y, frac):
+        return {"bbox": [x - 5, y - 5, 10, 10], "bbox_mode": BoxMode.XYWH_ABS,
+                "category_id": 0, "flux_frac_u": frac}
+
+    record = {"image_id": 1, "width": 100, "height": 100, "psf_fwhm_px": 4.0,
+              "file_name": "unused.jpg",
+              "annotations": [ann(20, 20, 0.05), ann(80, 20, 0.04), ann(20, 80, 0.10),
+                              ann(80, 80, 0.005),  # faint: not counted
+                              ann(50, 51, 0.2)]}  # central: not counted
+    by_x = {20.0: 0.02, 80.0: 0.01}  # ratio by clump x; (20, 80) is NaN below
+    seen = []
+
+    def fake_measure(image, xy, fwhm, centre, o):
+        seen.append(np.asarray(xy).copy())
+        r = [np.nan if (x, y) == (20, 80) else by_x.get(float(x), 0.3) for x, y in xy]
+        return pd.DataFrame({"giant_band": ["B (display)"] * len(xy), "flux_ratio_B": r})
+
+    monkeypatch.setattr(realdata, "record_photometry_image", lambda rec, o: None)
+    monkeypatch.setattr(realdata, "measure_image", fake_measure)
+    rule = IgnoreRule({"flux_frac_u": 0.03}, centre_fwhm=1.0)
+    # kept ratios: 0.02, 0.01, NaN -> recall 1/3: 2 %; 2/3: 1 %; 1: nothing positive -> 0
+    assert realdata.calibrated_flag_pct([record], rule, 0.3) == pytest.approx(2.0)
+    assert realdata.calibrated_flag_pct([record], rule, 0.6) == pytest.approx(1.0)
+    assert realdata.calibrated_flag_pct([record], rule, 1.0) == 0.0
+    assert len(seen[0]) == 5  # every clump measured together (each masks the others)
+    with pytest.raises(ValueError, match="no catalogue clump"):
+        realdata.calibrated_flag_pct([record], IgnoreRule({"flux_frac_u": 0.5}), 0.9)
+    with pytest.raises(ValueError, match="recall"):
+        realdata.calibrated_flag_pct([record], rule, 0.0)
+
+    target = realdata.GiantTarget(flag_pcts=(3.0,), named_flags={realdata.CALIBRATED_FLAG: 1.5})
+    assert target.flags() == [("3", 3.0), ("xfit", 1.5)]
+    boxes = np.array([[15.0, 15, 25, 25], [75, 15, 85, 25]])  # on the two measured clumps
+    pred = {"image_id": 1, "boxes": boxes, "scores": np.array([0.9, 0.9]),
+            "classes": np.zeros(2, int)}
+    out = realdata.giant_target([pred], [record], 0.5, MatchCriterion("iou"), rule, target)
+    # ratios 0.02 and 0.01: the 1.5 % flag takes the first, the 3 % flag neither
+    assert out["n_target_found_flagged_xfit"] == 1 and out["n_target_flagged_xfit"] == 1
+    assert out["n_target_found_flagged_3"] == 0 and out["n_target_clumps"] == 3
+
+
 def test_paper_definition_table_on_real_galaxies(tiny_gzh, tmp_path):
     """Baseline at the paper's definition on the tiny subset, both folds: n_true of each fold
     is the direct count of its off-centre clumps with u-band fraction >= the limit, the
     others are ignored; the pooled row sums the folds; the table is written."""
-    from clump_d2.studies.realdata import GiantTarget, evaluate_paper_definition
+    from detectron2.data import DatasetCatalog
+
+    from clump_d2.evaluation.clump_evaluation import IgnoreRule
+    from clump_d2.studies.realdata import (
+        GiantTarget,
+        calibrated_flag_pct,
+        evaluate_paper_definition,
+    )
 
     out, paths = tiny_gzh
     rows = evaluate_paper_definition([Method("classical_baseline", kind="baseline")],
                                      "gzhtiny", tmp_path / "paper",
                                      "configs/RealData/sim_catalogue_r18.yaml", limits=(0.01,),
-                                     target=GiantTarget(flag_pcts=(3.0,)))
+                                     target=GiantTarget(flag_pcts=(3.0,),
+                                                        calibrate_recall=0.9))
     data = json.loads((tmp_path / "paper" / "paper_eval.json").read_text())
     expected_true, expected_all = 0, 0
     for split in ("train", "test"):
@@ -372,6 +432,15 @@ def test_paper_definition_table_on_real_galaxies(tiny_gzh, tmp_path):
     assert rows[0]["n_ignored"] == expected_all - expected_true
     md = (tmp_path / "paper" / "paper_eval.md").read_text()
     assert "| 0.01 | classical_baseline |" in md and "train→test" in md
+    # The cross-fitted flag of each fold is the one chosen on its tuning split.
+    for tune, test in (("train", "test"), ("test", "train")):
+        fold = next(f for f in data["folds"] if f["test"] == f"gzhtiny_{test}")
+        rule = IgnoreRule({"flux_frac_u": 0.01}, centre_fwhm=1.0)
+        assert fold["flag_pct_xfit"] == pytest.approx(calibrated_flag_pct(
+            DatasetCatalog.get(f"gzhtiny_{tune}"), rule, 0.9))
+        assert 0 <= fold["flag_pct_xfit"] < 100
+        assert fold["n_target_flagged_xfit"] >= fold["n_target_found_flagged_xfit"]
+    assert "flag chosen on the other fold" in md and "flag >= " in md
 
 
 def test_fold_method_fills_the_fold_into_weights_and_threshold_sources():
