@@ -35,6 +35,7 @@ the baseline alike) matches it under the evaluator's rule (TEST.CLUMP_EVAL.MATCH
 method is described in clump_d2/studies/injection.py.
 """
 import argparse
+import dataclasses
 import glob
 import json
 import logging
@@ -91,6 +92,9 @@ def main(argv=None):
     ap.add_argument("--baseline-colour", type=float, default=None, metavar="C",
                     help="with --baseline: its colour cut (B - R) / G >= C "
                          "(ClassicalParams.min_colour)")
+    ap.add_argument("--baseline-thresh", type=float, default=None, metavar="T",
+                    help="with --baseline: the baseline's own operating point (default: "
+                         "TEST.CLUMP_EVAL.SCORE_THRESH, the network's)")
     ap.add_argument("--flux-fractions", type=float, nargs="+",
                     default=[0.01, 0.02, 0.03, 0.05, 0.1, 0.2])
     ap.add_argument("--radius-edges", type=float, nargs="+", default=[0.3, 0.7, 1.2, 2.0],
@@ -112,15 +116,17 @@ def main(argv=None):
     cfg = build_config(args.config_file or "", list(args.opts) + (
         ["MODEL.WEIGHTS", args.weights] if args.weights else []))
     fits_options = FitsReadOptions.from_config(cfg)
-    if args.baseline_colour is not None and not args.baseline:
-        ap.error("--baseline-colour needs --baseline")
-    detectors = []  # (name, sub-folder, detector)
+    for flag in ("baseline_colour", "baseline_thresh"):
+        if getattr(args, flag) is not None and not args.baseline:
+            ap.error(f"--{flag.replace('_', '-')} needs --baseline")
+    detectors = []  # (name, sub-folder, detector, its operating point or None = the config's)
     if args.baseline:
         detectors.append(("classical baseline" + (
             "" if args.baseline_colour is None else f" + colour cut >= {args.baseline_colour:g}"),
-            "baseline", baseline_detector(ClassicalParams(min_colour=args.baseline_colour))))
+            "baseline", baseline_detector(ClassicalParams(min_colour=args.baseline_colour)),
+            args.baseline_thresh))
     if args.config_file:
-        detectors.append((args.weights or args.config_file, "model", model_detector(cfg)))
+        detectors.append((args.weights or args.config_file, "model", model_detector(cfg), None))
 
     records = []
     if args.dataset:
@@ -172,7 +178,10 @@ def main(argv=None):
                                        per_image=args.per_image, trials=args.trials, q=args.q,
                                        seed=args.seed)
     results = {}
-    for name, sub, detector in detectors:
+    base_icfg = icfg
+    for name, sub, detector, thresh in detectors:
+        icfg = base_icfg if thresh is None else dataclasses.replace(base_icfg,
+                                                                    score_thresh=thresh)
         trial_rows = []
         rows = run_injection(images, detector, icfg, network_input_fn(kind, args.q,
                                                                       fits_options),
@@ -183,7 +192,8 @@ def main(argv=None):
                               f"{name}: {len(images)} images, {len(rows)} injected clumps\n"
                               f"recovered = matched at score >= {icfg.score_thresh:.2f}, "
                               f"{icfg.match.describe()}")
-        results[name] = summarise_groups(rows, trial_rows, icfg.flux_fractions)
+        results[name] = summarise_groups(rows, trial_rows, icfg.flux_fractions,
+                                         icfg.score_thresh)
         print(f"== {name}")
         for b in summary["by_flux_frac"]:
             print(f"flux_frac {b['flux_frac']:g}: recovered {b['recovered']}/{b['n']} "

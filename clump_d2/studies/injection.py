@@ -339,9 +339,11 @@ def prepare_host_images(files: Sequence[str | os.PathLike], crop_size: int = 200
 
 
 def summarise_groups(rows: Sequence[Dict], trial_rows: Sequence[Dict],
-                     flux_fractions: Sequence[float]) -> List[Dict]:
+                     flux_fractions: Sequence[float],
+                     score_thresh: Optional[float] = None) -> List[Dict]:
     """Per group (and "all"): recovered fraction per flux fraction (Wilson 68 % interval) and
-    false detections per galaxy image (mean ``n_false`` over trials)."""
+    false detections per galaxy image (mean ``n_false`` over trials); ``score_thresh``, the
+    detector's operating point, is carried into each entry for the table."""
     groups = sorted({r.get("group", "") for r in rows} | {t.get("group", "") for t in
                                                          trial_rows})
     out = []
@@ -350,6 +352,7 @@ def summarise_groups(rows: Sequence[Dict], trial_rows: Sequence[Dict],
         sel = [r for r in rows if g == "all" or r.get("group", "") == g]
         tsel = [t for t in trial_rows if g == "all" or t.get("group", "") == g]
         entry = {"group": g, "n_images": len({r["image"] for r in tsel}),
+                 "score_thresh": score_thresh,
                  "false_per_galaxy": (float(np.mean([t["n_false"] for t in tsel]))
                                       if tsel else float("nan")),
                  "unmatched_per_galaxy": (float(np.mean([t["n_unmatched"] for t in tsel]))
@@ -380,12 +383,15 @@ def write_group_comparison(results: Dict[str, List[Dict]], output_dir: str | os.
     paths = {"md": out / "injection_table.md", "json": out / "injection_table.json",
              "png": out / "injection_by_group.png"}
     fracs = [b["flux_frac"] for b in next(iter(results.values()))[0]["by_flux_frac"]]
-    header = (["detector", "hosts", "images"] + [f"recovered at {f:g}" for f in fracs]
+    header = (["detector", "score >=", "hosts", "images"]
+              + [f"recovered at {f:g}" for f in fracs]
               + ["false det. / galaxy", "unmatched det. / galaxy (incl. ignore regions)"])
     table = []
     for name, groups in results.items():
         for g in groups:
-            table.append([name, g["group"], str(g["n_images"])]
+            thresh = g.get("score_thresh")
+            table.append([name, "" if thresh is None else f"{thresh:.2f}", g["group"],
+                          str(g["n_images"])]
                          + [f"{b['fraction']:.3f} ({b['recovered']}/{b['n']})"
                             for b in g["by_flux_frac"]]
                          + [f"{g['false_per_galaxy']:.2f}", f"{g['unmatched_per_galaxy']:.2f}"])

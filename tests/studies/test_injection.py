@@ -217,6 +217,7 @@ def test_cli_real_hosts_per_class_baseline_and_model(tmp_path, load_tool, tiny_m
                       "--ids-from", f"{split}:heldout", "--crop-size", "96",
                       "--psf-from-image", "--group-by", "parent", "--flux-fractions", "0.1",
                       "0.3", "--trials", "1", "--per-image", "2", "--baseline",
+                      "--baseline-thresh", "0.35",
                       "--config-file", cfg_file, "--weights", str(weights),
                       "--output-dir", str(out), *opts]) == 0
     table = json.loads((out / "injection_table.json").read_text())
@@ -226,10 +227,18 @@ def test_cli_real_hosts_per_class_baseline_and_model(tmp_path, load_tool, tiny_m
     for groups in res.values():
         assert [g["group"] for g in groups] == ["all", "non_spiral", "spiral"]
         assert [g["n_images"] for g in groups] == [3, 2, 1]
+    # Each detector at its own operating point: the baseline's given, the network's the
+    # config's.
+    from clump_d2.engine import build_config
+    model_thresh = float(build_config(cfg_file, opts).TEST.CLUMP_EVAL.SCORE_THRESH)
+    assert model_thresh != 0.35
+    assert {g["score_thresh"] for g in res["classical baseline"]} == {0.35}
+    assert {g["score_thresh"] for g in res[str(weights)]} == {model_thresh}
     bright = res["classical baseline"][0]["by_flux_frac"][-1]
     assert bright["n"] > 0 and bright["recovered"] >= bright["n"] - 1
     md = (out / "injection_table.md").read_text()
     assert md.startswith("Written by `python tools/inject_recover.py") and "non_spiral" in md
+    assert "| classical baseline | 0.35 | all | 3 |" in md
     assert (out / "injection_by_group.png").stat().st_size > 5000
     for sub in ("baseline", "model"):
         assert (out / sub / "injections.csv").exists()
