@@ -4,6 +4,10 @@
     # gz2_sdss_1400 hosts; test hosts = a pretraining run's held-out galaxies
     python tools/make_real_hosts.py --hosts ../shared/realdata/gz2_sdss_1400/jpegs \
         --out datasets/gz2hosts --split-json output/pretrain/lite0_gz2_64/split.json --val 100
+    # the same test hosts without the pretraining run (its split: held-out fraction 0.3,
+    # seed 0), the split written to datasets/gz2hosts/split.json
+    python tools/make_real_hosts.py --hosts ../shared/realdata/gz2_sdss_1400/jpegs \
+        --out datasets/gz2hosts --pretrain-holdout 0.3 --val 100
     # or split by fractions of the hosts
     python tools/make_real_hosts.py --hosts DIR --out datasets/myhosts --fractions train=0.7 val=0.1 test=0.2
 
@@ -16,6 +20,7 @@ import logging
 import numpy as np
 
 import clump_d2  # noqa: F401  (compat first)
+from clump_d2.pretrain.images import list_image_folder, split_by_galaxy, write_split
 from clump_d2.sim.real_hosts import RealHostParams, make_real_host_dataset
 
 
@@ -37,8 +42,13 @@ def main(argv=None):
     parser.add_argument("--split-json", default="",
                         help="a pretraining run's split.json: its 'heldout' galaxies are the test "
                              "hosts, its 'train' galaxies the train (and val) hosts")
+    parser.add_argument("--pretrain-holdout", type=float, default=None, metavar="F",
+                        help="instead of --split-json: the split a pretraining run "
+                             "(tools/pretrain_encoder.py train --holdout-fraction F, the same "
+                             "--seed) makes, without running it; written to OUT/split.json")
     parser.add_argument("--val", type=int, default=100,
-                        help="with --split-json: this many of its train galaxies form val")
+                        help="with --split-json / --pretrain-holdout: this many of its train "
+                             "galaxies form val")
     parser.add_argument("--versions", type=int, default=RealHostParams.versions_per_host,
                         help="injected versions per host")
     parser.add_argument("--seed", type=int, default=0)
@@ -47,16 +57,26 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     params = RealHostParams(versions_per_host=args.versions, seed=args.seed)
     lists = None
-    if args.split_json:
+    if args.split_json and args.pretrain_holdout is not None:
+        parser.error("give --split-json or --pretrain-holdout, not both")
+    if args.pretrain_holdout is not None:
+        # The same function and arguments as the pretraining run: its held-out galaxies.
+        images, _ = list_image_folder(args.hosts)
+        split = split_by_galaxy(images, args.pretrain_holdout, args.seed)
+    elif args.split_json:
         split = json.loads(open(args.split_json).read())
+    if args.split_json or args.pretrain_holdout is not None:
         train = sorted(split["train"])
         np.random.default_rng(args.seed).shuffle(train)
         lists = {"train": sorted(train[args.val:]), "val": sorted(train[:args.val]),
                  "test": sorted(split["heldout"])}
     written = make_real_host_dataset(args.hosts, args.out, _fractions(args.fractions), params,
                                      limit=args.limit, host_lists=lists)
-    for split, path in written.items():
-        print(f"{split}: {path}")
+    if args.pretrain_holdout is not None:  # after the dataset, which replaces its folder
+        written["split"] = write_split(split, args.out, holdout_fraction=args.pretrain_holdout,
+                                       seed=args.seed)
+    for name, path in written.items():
+        print(f"{name}: {path}")
     return written
 
 

@@ -1,5 +1,6 @@
 """Simulated clumps injected into real-looking hosts: where, how bright, split by host."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -119,3 +120,34 @@ def test_psf_measured_on_the_whole_image_when_asked(tmp_path):
     assert crop_only.psf_source == "prior"
     assert full.psf_source == "stars" and full.fwhm == pytest.approx(fwhm, rel=0.25)
     assert full.rgb.shape == (80, 80, 3) and np.array_equal(full.rgb, crop_only.rgb)
+
+
+def test_tool_pretrain_holdout_equals_the_pretraining_split(tmp_path, load_tool,
+                                                          write_host_jpegs):
+    """--pretrain-holdout makes the split a pretraining run would (its held-out galaxies are
+    the test hosts), writes it beside the dataset, and gives the same dataset as passing that
+    run's split.json."""
+    from clump_d2.pretrain.images import list_image_folder, split_by_galaxy, write_split
+
+    hosts = write_host_jpegs(tmp_path / "hosts", 8, 3, 500, size=200)
+    tool = load_tool("make_real_hosts")
+    a = tool.main(["--hosts", str(hosts), "--out", str(tmp_path / "a"), "--versions", "1",
+                   "--pretrain-holdout", "0.25", "--val", "2"])
+    expected = split_by_galaxy(list_image_folder(str(hosts))[0], 0.25, 0)
+    written = json.loads((tmp_path / "a" / "split.json").read_text())
+    assert written["heldout"] == expected["heldout"] and len(expected["heldout"]) == 2
+    assert written["holdout_fraction"] == 0.25
+    test_hosts = {Path(im["host_id"]).name
+                  for im in json.loads(a["test"].read_text())["images"]}
+    assert test_hosts == set(expected["heldout"])
+    val_hosts = {Path(im["host_id"]).name for im in json.loads(a["val"].read_text())["images"]}
+    assert len(val_hosts) == 2 and not val_hosts & test_hosts
+    write_split(expected, str(tmp_path / "pre"))
+    b = tool.main(["--hosts", str(hosts), "--out", str(tmp_path / "b"), "--versions", "1",
+                   "--split-json", str(tmp_path / "pre" / "split.json"), "--val", "2"])
+    for split in ("train", "val", "test"):
+        assert (json.loads(a[split].read_text())["annotations"]
+                == json.loads(b[split].read_text())["annotations"])
+    with pytest.raises(SystemExit):
+        tool.main(["--hosts", str(hosts), "--out", str(tmp_path / "c"), "--pretrain-holdout",
+                   "0.25", "--split-json", str(tmp_path / "pre" / "split.json")])
