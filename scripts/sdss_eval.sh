@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# The single-epoch SDSS evaluation of docs/sdss_domain.md, end to end: the real-host and
+# simulated training sets, the recommended model (configs/RealData/sdss_realhosts_lite0.yaml),
+# each detector's operating point (F1-best on the validation hosts), the held-out hosts'
+# completeness / purity, the injection-recovery table on the held-out real hosts, and the
+# real GZH Stripe 82 galaxies (both folds; full depth and the paper's giant clumps).
+#
+#   bash scripts/sdss_eval.sh [path/to/gz2_sdss_1400/jpegs]
+#
+# A step whose output exists is skipped (delete it to redo it). Results under
+# output/sdss_domain/: hosts_eval/real_eval.md, inject/injection_table.md,
+# s82_folds_distance/real_eval_folds.md, paper_distance/paper_eval.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+HOSTS=${1:-../shared/realdata/gz2_sdss_1400/jpegs}
+GZH=${GZH:-../shared/realdata/gzh_s82_clumps}
+PY=${PYTHON:-.venv/bin/python}
+CFG=configs/RealData/sdss_realhosts_lite0.yaml
+MODEL=output/realdata/sdss_realhosts_lite0/model_final.pth
+E=output/sdss_domain
+
+# Data: test hosts = the galaxy-pretraining run's held-out galaxies (fraction 0.3, seed 0).
+[ -f datasets/gz2hosts/split.json ] ||
+    $PY tools/make_real_hosts.py --hosts "$HOSTS" --out datasets/gz2hosts \
+        --pretrain-holdout 0.3 --val 100
+[ -f datasets/sdss1e/annotations/train.json ] ||
+    $PY tools/eval_real.py simulate --out datasets/sdss1e --preset single_epoch \
+        --num-train 800 --num-val 100
+[ -f datasets/gzh_s82c/annotations/test_b.json ] ||
+    $PY tools/eval_real.py prepare --gzh "$GZH" --out datasets/gzh_s82c
+
+[ -f "$MODEL" ] || $PY tools/train_net.py --config-file $CFG
+
+# Operating points: each detector's F1-best score on gz2hosts_val; then gz2hosts_test (the
+# 420 held-out hosts, 3 injected versions each) at that point.
+[ -f $E/hosts_eval/real_eval.json ] ||
+    $PY tools/eval_real.py evaluate --dataset gz2hosts --tune-split val --test-split test \
+        --config $CFG --model sdss_realhosts_lite0=$MODEL --output-dir $E/hosts_eval
+thresh() {  # the operating point a method got in hosts_eval
+    $PY -c "import json,sys; print(next(r['thresh'] for r in json.load(open(sys.argv[1]))
+        if r['method'] == sys.argv[2]))" $E/hosts_eval/real_eval.json "$1"
+}
+[ -f $E/inject/injection_table.md ] ||
+    $PY tools/inject_recover.py --images "$HOSTS/*/*.jpg" \
+        --ids-from datasets/gz2hosts/split.json:heldout --crop-size 200 --psf-from-image \
+        --group-by parent --flux-fractions 0.01 0.03 0.1 --trials 1 \
+        --baseline --baseline-thresh "$(thresh classical_baseline)" \
+        --config-file $CFG --weights $MODEL --output-dir $E/inject \
+        TEST.CLUMP_EVAL.SCORE_THRESH "$(thresh sdss_realhosts_lite0)"
+
+# The real GZH S82 galaxies, the model as it is (no fine-tuning on them): thresholds chosen on
+# the other fold, distance rule, both folds pooled; and at the paper's definition.
+for fold in train:test test:train; do
+    tune=${fold%%:*} test=${fold##*:}
+    [ -f $E/s82_${tune}_to_${test}/real_eval.json ] ||
+        $PY tools/eval_real.py evaluate --config $CFG --tune-split $tune --test-split $test \
+            --baseline-colour 0 --model sdss_realhosts_lite0=$MODEL \
+            --output-dir $E/s82_${tune}_to_${test} TEST.CLUMP_EVAL.MATCH distance
+done
+$PY tools/eval_real.py pool --fold "train→test=$E/s82_train_to_test" \
+    --fold "test→train=$E/s82_test_to_train" --output-dir $E/s82_folds_distance
+[ -f $E/paper_distance/paper_eval.json ] ||
+    $PY tools/eval_real.py paper --config $CFG --baseline-colour 0 \
+        --model sdss_realhosts_lite0=$MODEL --output-dir $E/paper_distance \
+        TEST.CLUMP_EVAL.MATCH distance
