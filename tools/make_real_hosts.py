@@ -51,11 +51,20 @@ def main(argv=None):
                              "galaxies form val")
     parser.add_argument("--versions", type=int, default=RealHostParams.versions_per_host,
                         help="injected versions per host")
+    parser.add_argument("--clump-frac", type=float, nargs=2, metavar=("LO", "HI"),
+                        default=RealHostParams.clump_frac,
+                        help="injected clumps' r flux / host r flux, log-uniform (default: "
+                             "Clump Scout depth, %(default)s)")
+    parser.add_argument("--psf-full-image", action="store_true",
+                        help="measure each PSF on the whole image, not the crop (as "
+                             "inject_recover.py --psf-from-image does; more images qualify)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit", type=int, default=None, help="first N hosts only")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    params = RealHostParams(versions_per_host=args.versions, seed=args.seed)
+    params = RealHostParams(versions_per_host=args.versions, seed=args.seed,
+                            clump_frac=tuple(args.clump_frac),
+                            psf_full_image=args.psf_full_image)
     lists = None
     if args.split_json and args.pretrain_holdout is not None:
         parser.error("give --split-json or --pretrain-holdout, not both")

@@ -131,8 +131,9 @@ def test_tool_pretrain_holdout_equals_the_pretraining_split(tmp_path, load_tool,
 
     hosts = write_host_jpegs(tmp_path / "hosts", 8, 3, 500, size=200)
     tool = load_tool("make_real_hosts")
+    depth = ["--clump-frac", "0.02", "0.04", "--psf-full-image"]
     a = tool.main(["--hosts", str(hosts), "--out", str(tmp_path / "a"), "--versions", "1",
-                   "--pretrain-holdout", "0.25", "--val", "2"])
+                   "--pretrain-holdout", "0.25", "--val", "2", *depth])
     expected = split_by_galaxy(list_image_folder(str(hosts))[0], 0.25, 0)
     written = json.loads((tmp_path / "a" / "split.json").read_text())
     assert written["heldout"] == expected["heldout"] and len(expected["heldout"]) == 2
@@ -144,10 +145,14 @@ def test_tool_pretrain_holdout_equals_the_pretraining_split(tmp_path, load_tool,
     assert len(val_hosts) == 2 and not val_hosts & test_hosts
     write_split(expected, str(tmp_path / "pre"))
     b = tool.main(["--hosts", str(hosts), "--out", str(tmp_path / "b"), "--versions", "1",
-                   "--split-json", str(tmp_path / "pre" / "split.json"), "--val", "2"])
+                   "--split-json", str(tmp_path / "pre" / "split.json"), "--val", "2", *depth])
+    fracs = []
     for split in ("train", "val", "test"):
-        assert (json.loads(a[split].read_text())["annotations"]
-                == json.loads(b[split].read_text())["annotations"])
+        anns = json.loads(a[split].read_text())["annotations"]
+        assert anns == json.loads(b[split].read_text())["annotations"]
+        fracs += [x["flux_frac"] for x in anns if not x["iscrowd"]]
+    # --clump-frac sets the injected population's depth
+    assert fracs and min(fracs) >= 0.02 * 0.999 and max(fracs) <= 0.04 * 1.001
     with pytest.raises(SystemExit):
         tool.main(["--hosts", str(hosts), "--out", str(tmp_path / "c"), "--pretrain-holdout",
                    "0.25", "--split-json", str(tmp_path / "pre" / "split.json")])
