@@ -15,34 +15,41 @@ cd "$(dirname "$0")/.."
 HOSTS=${1:-../shared/realdata/gz2_sdss_1400/jpegs}
 GZH=${GZH:-../shared/realdata/gzh_s82_clumps}
 PY=${PYTHON:-.venv/bin/python}
-CFG=configs/RealData/sdss_realhosts_lite0.yaml
-MODEL=output/realdata/sdss_realhosts_lite0/model_final.pth
-E=output/sdss_domain
+# The real-host dataset the config trains on and its injected population (env overrides
+# evaluate another variant, e.g. SET=gz2hosts SET_ARGS="" for Clump Scout depth, 3-15 %).
+SET=${SET:-gz2hosts1pc}
+SET_ARGS=${SET_ARGS---clump-frac 0.01 0.15 --psf-full-image}
+CFG=${CFG:-configs/RealData/sdss_realhosts_lite0.yaml}
+MODEL=${MODEL:-output/realdata/sdss_realhosts_lite0/model_final.pth}
+TRAIN_OPTS=${TRAIN_OPTS:-}
+E=${E:-output/sdss_domain}
 
 # Data: test hosts = the galaxy-pretraining run's held-out galaxies (fraction 0.3, seed 0).
-[ -f datasets/gz2hosts/split.json ] ||
-    $PY tools/make_real_hosts.py --hosts "$HOSTS" --out datasets/gz2hosts \
-        --pretrain-holdout 0.3 --val 100
+# shellcheck disable=SC2086
+[ -f datasets/$SET/split.json ] ||
+    $PY tools/make_real_hosts.py --hosts "$HOSTS" --out datasets/$SET \
+        --pretrain-holdout 0.3 --val 100 $SET_ARGS
 [ -f datasets/sdss1e/annotations/train.json ] ||
     $PY tools/eval_real.py simulate --out datasets/sdss1e --preset single_epoch \
         --num-train 800 --num-val 100
 [ -f datasets/gzh_s82c/annotations/test_b.json ] ||
     $PY tools/eval_real.py prepare --gzh "$GZH" --out datasets/gzh_s82c
 
-[ -f "$MODEL" ] || $PY tools/train_net.py --config-file $CFG
+# shellcheck disable=SC2086
+[ -f "$MODEL" ] || $PY tools/train_net.py --config-file $CFG $TRAIN_OPTS
 
-# Operating points: each detector's F1-best score on gz2hosts_val; then gz2hosts_test (the
-# 420 held-out hosts, 3 injected versions each) at that point.
+# Operating points: each detector's F1-best score on the validation hosts; then the test
+# hosts (the 420 held-out galaxies, 3 injected versions each) at that point.
 [ -f $E/hosts_eval/real_eval.json ] ||
-    $PY tools/eval_real.py evaluate --dataset gz2hosts --tune-split val --test-split test \
+    $PY tools/eval_real.py evaluate --dataset $SET --tune-split val --test-split test \
         --config $CFG --model sdss_realhosts_lite0=$MODEL --output-dir $E/hosts_eval
 thresh() {  # the operating point a method got in hosts_eval
-    $PY -c "import json,sys; print(next(r['thresh'] for r in json.load(open(sys.argv[1]))
-        if r['method'] == sys.argv[2]))" $E/hosts_eval/real_eval.json "$1"
+    $PY -c "import json,sys; print(round(next(r['thresh'] for r in json.load(open(sys.argv[1]))
+        if r['method'] == sys.argv[2]), 4))" $E/hosts_eval/real_eval.json "$1"
 }
 [ -f $E/inject/injection_table.md ] ||
     $PY tools/inject_recover.py --images "$HOSTS/*/*.jpg" \
-        --ids-from datasets/gz2hosts/split.json:heldout --crop-size 200 --psf-from-image \
+        --ids-from datasets/$SET/split.json:heldout --crop-size 200 --psf-from-image \
         --group-by parent --flux-fractions 0.01 0.03 0.1 --trials 1 \
         --baseline --baseline-thresh "$(thresh classical_baseline)" \
         --config-file $CFG --weights $MODEL --output-dir $E/inject \
