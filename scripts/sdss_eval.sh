@@ -64,8 +64,9 @@ for fold in train:test test:train; do
             --baseline-colour 0 --model sdss_realhosts_lite0=$MODEL \
             --output-dir $E/s82_${tune}_to_${test} TEST.CLUMP_EVAL.MATCH distance
 done
-$PY tools/eval_real.py pool --fold "train→test=$E/s82_train_to_test" \
-    --fold "test→train=$E/s82_test_to_train" --output-dir $E/s82_folds_distance
+[ -f $E/s82_folds_distance/real_eval_folds.json ] ||
+    $PY tools/eval_real.py pool --fold "train→test=$E/s82_train_to_test" \
+        --fold "test→train=$E/s82_test_to_train" --output-dir $E/s82_folds_distance
 [ -f $E/paper_distance/paper_eval.json ] ||
     $PY tools/eval_real.py paper --config $CFG --baseline-colour 0 \
         --model sdss_realhosts_lite0=$MODEL --output-dir $E/paper_distance \

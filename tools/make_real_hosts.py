@@ -65,16 +65,16 @@ def main(argv=None):
     params = RealHostParams(versions_per_host=args.versions, seed=args.seed,
                             clump_frac=tuple(args.clump_frac),
                             psf_full_image=args.psf_full_image)
-    lists = None
     if args.split_json and args.pretrain_holdout is not None:
         parser.error("give --split-json or --pretrain-holdout, not both")
+    split, lists = None, None
     if args.pretrain_holdout is not None:
         # The same function and arguments as the pretraining run: its held-out galaxies.
-        images, _ = list_image_folder(args.hosts)
-        split = split_by_galaxy(images, args.pretrain_holdout, args.seed)
+        split = split_by_galaxy(list_image_folder(args.hosts)[0], args.pretrain_holdout,
+                                args.seed)
     elif args.split_json:
         split = json.loads(open(args.split_json).read())
-    if args.split_json or args.pretrain_holdout is not None:
+    if split is not None:
         train = sorted(split["train"])
         np.random.default_rng(args.seed).shuffle(train)
         lists = {"train": sorted(train[args.val:]), "val": sorted(train[:args.val]),
