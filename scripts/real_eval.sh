@@ -26,30 +26,22 @@ SIM=configs/RealData/sim_catalogue_r18.yaml
     $PY tools/eval_real.py simulate --preset catalogue --out datasets/sdsscatmix \
         --num-train 36 --num-val 0 --seed 1
 
-train() {  # OUTPUT_DIR, then train_net.py arguments
-    local out=$1; shift
-    [ -f "$out/model_final.pth" ] || $PY tools/train_net.py "$@" OUTPUT_DIR "$out"
-}
-finetune() {  # OUTPUT_DIR, real split fine-tuned on, real split evaluated at the end
-    train "$1" --config-file $FT DATASETS.TRAIN "('gzh_s82c_$2','sdsscatmix_train')" \
-        DATASETS.TEST "('gzh_s82c_$3',)"
-}
-train $R/sim_catalogue --config-file $SIM
-finetune $R/finetune_catalogue train test
-finetune $R/finetune_catalogue_swap test train
-for pair in train_a:train_b train_b:train_a test_a:test_b test_b:test_a; do
-    finetune $R/finetune_catalogue_xfit/${pair%%:*} ${pair%%:*} ${pair##*:}
-done
+# shellcheck source=scripts/s82_finetune.sh
+. scripts/s82_finetune.sh
+[ -f $R/sim_catalogue/model_final.pth ] ||
+    $PY tools/train_net.py --config-file $SIM OUTPUT_DIR $R/sim_catalogue
+s82_finetune $FT $R/finetune_catalogue train test
+s82_finetune $FT $R/finetune_catalogue_swap test train
+s82_finetune_halves $FT $R/finetune_catalogue_xfit
 
 evaluate() {  # tuning split, test split, fine-tuned model dir, output dir, extra arguments
     local tune=$1 test=$2 ft=$3 out=$4; shift 4
+    s82_xfit_args finetuned_xfit $R/finetune_catalogue_xfit "$tune"
     $PY tools/eval_real.py evaluate --config $SIM --tune-split "$tune" --test-split "$test" \
         --baseline-colour 0 --output-dir "$out" \
         --model sim_only=$R/sim_catalogue/model_final.pth \
         --model finetuned=$ft/model_final.pth --model finetuned_xfit=$ft/model_final.pth \
-        --threshold-from finetuned_xfit=$R/finetune_catalogue_xfit/${tune}_a/model_final.pth@gzh_s82c_${tune}_b \
-        --threshold-from finetuned_xfit=$R/finetune_catalogue_xfit/${tune}_b/model_final.pth@gzh_s82c_${tune}_a \
-        "$@"
+        "${XFIT[@]}" "$@"
 }
 for rule in distance iou; do
     if [ $rule = distance ]; then extra=(TEST.CLUMP_EVAL.MATCH distance); else extra=(--psf-boxes); fi
@@ -66,12 +58,11 @@ $PY tools/eval_real.py detectability --dataset gzh_s82c_all --output-dir $R/dete
 # fine-tuned on each fold's tuning split is finetune_on_{tune} (links to the runs above).
 ln -sfn finetune_catalogue $R/finetune_on_train
 ln -sfn finetune_catalogue_swap $R/finetune_on_test
+s82_xfit_args finetuned_xfit $R/finetune_catalogue_xfit "{tune}"
 for rule in distance iou; do
     if [ $rule = distance ]; then extra=(TEST.CLUMP_EVAL.MATCH distance); else extra=(--psf-boxes); fi
     $PY tools/eval_real.py paper --config $SIM --baseline-colour 0 --output-dir $R/paper_$rule \
         --model sim_only=$R/sim_catalogue/model_final.pth \
-        --model "finetuned_xfit=$R/finetune_on_{tune}/model_final.pth" \
-        --threshold-from "finetuned_xfit=$R/finetune_catalogue_xfit/{tune}_a/model_final.pth@gzh_s82c_{tune}_b" \
-        --threshold-from "finetuned_xfit=$R/finetune_catalogue_xfit/{tune}_b/model_final.pth@gzh_s82c_{tune}_a" \
+        --model "finetuned_xfit=$R/finetune_on_{tune}/model_final.pth" "${XFIT[@]}" \
         "${extra[@]}"
 done

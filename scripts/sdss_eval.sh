@@ -3,7 +3,8 @@
 # simulated training sets, the recommended model (configs/RealData/sdss_realhosts_lite0.yaml),
 # each detector's operating point (F1-best on the validation hosts), the held-out hosts'
 # completeness / purity, the injection-recovery table on the held-out real hosts, and the
-# real GZH Stripe 82 galaxies (both folds; full depth and the paper's giant clumps).
+# real GZH Stripe 82 galaxies (both folds; full depth and the paper's giant clumps), the model
+# as it is and fine-tuned on each fold (configs/RealData/finetune_sdss_lite0_gzh_s82.yaml).
 #
 #   bash scripts/sdss_eval.sh [path/to/gz2_sdss_1400/jpegs]
 #
@@ -23,6 +24,10 @@ CFG=${CFG:-configs/RealData/sdss_realhosts_lite0.yaml}
 MODEL=${MODEL:-output/realdata/sdss_realhosts_lite0/model_final.pth}
 TRAIN_OPTS=${TRAIN_OPTS:-}
 E=${E:-output/sdss_domain}
+# The S82 fine-tunes of MODEL: FTR/on_{train,test} (one per fold) and FTR/{train,test}_{a,b}
+# (the half-splits choosing their thresholds).
+FT=${FT:-configs/RealData/finetune_sdss_lite0_gzh_s82.yaml}
+FTR=${FTR:-output/realdata/finetune_sdss_lite0}
 
 # Data: test hosts = the galaxy-pretraining run's held-out galaxies (fraction 0.3, seed 0).
 # shellcheck disable=SC2086
@@ -34,6 +39,9 @@ E=${E:-output/sdss_domain}
         --num-train 800 --num-val 100
 [ -f datasets/gzh_s82c/annotations/test_b.json ] ||
     $PY tools/eval_real.py prepare --gzh "$GZH" --out datasets/gzh_s82c
+[ -f datasets/sdsscatmix/annotations/train.json ] ||
+    $PY tools/eval_real.py simulate --preset catalogue --out datasets/sdsscatmix \
+        --num-train 36 --num-val 0 --seed 1
 
 # shellcheck disable=SC2086
 [ -f "$MODEL" ] || $PY tools/train_net.py --config-file $CFG $TRAIN_OPTS
@@ -55,19 +63,29 @@ thresh() {  # the operating point a method got in hosts_eval
         --config-file $CFG --weights $MODEL --output-dir $E/inject \
         TEST.CLUMP_EVAL.SCORE_THRESH "$(thresh sdss_realhosts_lite0)"
 
-# The real GZH S82 galaxies, the model as it is (no fine-tuning on them): thresholds chosen on
-# the other fold, distance rule, both folds pooled; and at the paper's definition.
+# The real GZH S82 galaxies: the model as it is (no fine-tuning on them) and fine-tuned on
+# each fold's split (threshold cross-fitted with the half-split fine-tunes), thresholds chosen
+# on the other fold, distance rule, both folds pooled; and at the paper's definition.
+# shellcheck source=scripts/s82_finetune.sh
+. scripts/s82_finetune.sh
+s82_finetune $FT $FTR/on_train train test MODEL.WEIGHTS "$MODEL"
+s82_finetune $FT $FTR/on_test test train MODEL.WEIGHTS "$MODEL"
+s82_finetune_halves $FT $FTR MODEL.WEIGHTS "$MODEL"
 for fold in train:test test:train; do
     tune=${fold%%:*} test=${fold##*:}
+    s82_xfit_args sdss_lite0_finetuned "$FTR" "$tune"
     [ -f $E/s82_${tune}_to_${test}/real_eval.json ] ||
         $PY tools/eval_real.py evaluate --config $CFG --tune-split $tune --test-split $test \
             --baseline-colour 0 --model sdss_realhosts_lite0=$MODEL \
+            --model sdss_lite0_finetuned=$FTR/on_$tune/model_final.pth "${XFIT[@]}" \
             --output-dir $E/s82_${tune}_to_${test} TEST.CLUMP_EVAL.MATCH distance
 done
 [ -f $E/s82_folds_distance/real_eval_folds.json ] ||
     $PY tools/eval_real.py pool --fold "train→test=$E/s82_train_to_test" \
         --fold "test→train=$E/s82_test_to_train" --output-dir $E/s82_folds_distance
+s82_xfit_args sdss_lite0_finetuned "$FTR" "{tune}"
 [ -f $E/paper_distance/paper_eval.json ] ||
     $PY tools/eval_real.py paper --config $CFG --baseline-colour 0 \
-        --model sdss_realhosts_lite0=$MODEL --output-dir $E/paper_distance \
-        TEST.CLUMP_EVAL.MATCH distance
+        --model sdss_realhosts_lite0=$MODEL \
+        --model "sdss_lite0_finetuned=$FTR/on_{tune}/model_final.pth" "${XFIT[@]}" \
+        --output-dir $E/paper_distance TEST.CLUMP_EVAL.MATCH distance

@@ -195,20 +195,35 @@ def _cfg_for(method: Method, base_config: str, extra: Sequence[str] = ()):
 
 def evaluate_methods(methods: Sequence[Method], tune_dataset: str, test_dataset: str,
                      output_dir: str | os.PathLike, base_config: str,
-                     target: Optional["GiantTarget"] = None) -> List[Dict]:
+                     target: Optional["GiantTarget"] = None,
+                     false_cap_from: Optional[str] = None) -> List[Dict]:
     """Evaluate each method on ``test_dataset`` at the score threshold maximising F1 on
     ``tune_dataset`` (both under the methods' ``TEST.CLUMP_EVAL`` ignore rule, if any);
     write ``real_eval.{json,csv,md}`` to ``output_dir``; return the rows. With ``target``,
-    each row also has the giant-clump target's counts (:func:`giant_target`)."""
+    each row also has the giant-clump target's counts (:func:`giant_target`).
+
+    ``false_cap_from``: the name of a method listed before the others (e.g. the classical
+    baseline); every method after it gets the F1-best threshold among those making no more
+    false detections per tuning image than that method makes at its own operating point
+    (:func:`tuned_threshold`'s ``max_false_per_image``): an operating point chosen for "no more
+    false clumps than the classical finder", on the tuning galaxies only."""
     output_dir = Path(output_dir)
+    names = [m.name for m in methods]
+    if false_cap_from is not None and false_cap_from not in names:
+        raise ValueError(f"false_cap_from {false_cap_from!r} is not one of the methods {names}")
+    cap = None  # false detections per tuning image of false_cap_from at its operating point
     rows = []
     fold_target = None  # the target with this fold's calibrated flag, made once
     edges = "flux_fraction:" + ",".join(f"{e:g}" for e in FLUX_BIN_EDGES)
     for m in methods:
         pairs = list(m.threshold_from) or [(m.weights, tune_dataset)]
         scorers = [(dataclasses.replace(m, weights=w), ds) for w, ds in pairs]
-        thresh, tune_f1 = tuned_threshold(
-            [_run(scorer, _cfg_for(scorer, base_config), ds, None) for scorer, ds in scorers])
+        tune_reports = [_run(scorer, _cfg_for(scorer, base_config), ds, None)
+                        for scorer, ds in scorers]
+        thresh, tune_f1 = tuned_threshold(tune_reports, max_false_per_image=cap)
+        tune_false = false_per_image(tune_reports, thresh)
+        if m.name == false_cap_from:
+            cap = tune_false
         # The test run reports (and writes its metrics, binned completeness and plots) at
         # the threshold chosen on the tuning split.
         cfg = _cfg_for(m, base_config, ["TEST.CLUMP_EVAL.SCORE_THRESH", str(thresh),
@@ -233,7 +248,11 @@ def evaluate_methods(methods: Sequence[Method], tune_dataset: str, test_dataset:
                      "test": test_dataset, **at,
                      **{f"C_flux_{b['lo']:g}-{b['hi']:g}": b["completeness"] for b in flux_bins},
                      **{f"n_flux_{b['lo']:g}-{b['hi']:g}": b["n_true"] for b in flux_bins},
-                     "tune_F1": tune_f1, "test_F1_max": s["F1_max"],
+                     "tune_F1": tune_f1, "tune_false_per_image": tune_false,
+                     "tune_false_cap": cap if m.name != false_cap_from else None,
+                     "test_false_per_image": test["false_positives"]["n_unmatched"]
+                     / max(test["n_images"], 1),
+                     "test_F1_max": s["F1_max"],
                      "test_F1_max_thresh": s["F1_max_thresh"],
                      "test_equal_CP_value": s["equal_CP_value"], "rule": test["match"]["rule"],
                      "weights": m.weights})
@@ -243,18 +262,48 @@ def evaluate_methods(methods: Sequence[Method], tune_dataset: str, test_dataset:
     return rows
 
 
-def tuned_threshold(reports: Sequence[Dict]) -> tuple:
-    """(threshold, F1) maximising the F1 of the ClumpEvaluator reports' counts summed (one
-    report: its own F1 curve); every report must share the threshold grid."""
+def _pooled_counts(reports: Sequence[Dict]) -> tuple:
+    """(threshold grid, counts (n_thresholds, 3), number of images) of the ClumpEvaluator
+    reports summed; every report must share the threshold grid."""
     grid = np.asarray(reports[0]["thresholds"], dtype=np.float64)
     counts = np.zeros((len(grid), 3))
+    n_images = 0
     for r in reports:
         if not np.allclose(np.asarray(r["thresholds"], dtype=np.float64), grid):
             raise ValueError("threshold grids differ between the tuning runs")
         c = r["curves"]["all"]
         for k, key in ((N_TRUE, "n_true"), (N_DET, "n_detections"), (N_MATCHED, "n_matched")):
             counts[:, k] += np.asarray(c[key], dtype=np.float64)
+        n_images += int(r.get("n_images", 0))
+    return grid, counts, n_images
+
+
+def false_per_image(reports: Sequence[Dict], thresh: float) -> float:
+    """False detections per image of the reports pooled at score ``thresh`` (a value of their
+    grid): detections that match no clump and lie outside every ignore region (the evaluator
+    leaves detections on ignore regions out of its detection counts)."""
+    grid, counts, n_images = _pooled_counts(reports)
+    i = int(np.argmin(np.abs(grid - thresh)))
+    return float(counts[i, N_DET] - counts[i, N_MATCHED]) / max(n_images, 1)
+
+
+def tuned_threshold(reports: Sequence[Dict],
+                    max_false_per_image: Optional[float] = None) -> tuple:
+    """(threshold, F1) maximising the F1 of the ClumpEvaluator reports' counts summed (one
+    report: its own F1 curve); every report must share the threshold grid.
+
+    ``max_false_per_image``: only thresholds whose false detections per image
+    (:func:`false_per_image`) do not exceed it compete (the F1-best of those); where none
+    does, the threshold with the fewest (the highest such)."""
+    grid, counts, n_images = _pooled_counts(reports)
     f1 = np.nan_to_num(ratios(counts)["F1"], nan=-1.0)
+    if max_false_per_image is not None:
+        false = (counts[:, N_DET] - counts[:, N_MATCHED]) / max(n_images, 1)
+        allowed = false <= max_false_per_image + 1e-12
+        if not allowed.any():
+            allowed = false == false.min()
+            allowed[:int(np.flatnonzero(allowed).max())] = False
+        f1 = np.where(allowed, f1, -2.0)
     best = int(np.argmax(f1))
     return float(grid[best]), float(f1[best])
 
@@ -279,11 +328,19 @@ def write_table(rows: Sequence[Dict], output_dir: str | os.PathLike) -> Dict[str
     flux_keys = [k for k in (rows[0] if rows else {}) if k.startswith("C_flux_")]
     headers = ["method", "score thresh (F1-best on the tuning galaxies)", "completeness",
                "purity", "F1", "matched / true", "detections",
-               "false pos. (on hand-rejected candidates)", "best F1 on test (thresh)", "C = P",
+               "false pos. (on hand-rejected candidates)", "false pos. / image (tuning; test)",
+               "best F1 on test (thresh)", "C = P",
                *(f"C, flux frac {k[7:]} (n)" for k in flux_keys)]
-    cells = [[r["method"], f"{r['thresh']:.2f}", _fmt(r["completeness"]), _fmt(r["purity"]),
+
+    def thresh_cell(r):  # says when the choice was capped by another method's false rate
+        cap = r.get("tune_false_cap")
+        return f"{r['thresh']:.2f}" + ("" if cap is None else f" (false / image <= {cap:.3f})")
+
+    cells = [[r["method"], thresh_cell(r), _fmt(r["completeness"]), _fmt(r["purity"]),
               _fmt(r["F1"]), f"{r['n_matched']} / {r['n_true']}", r["n_detections"],
               f"{r['n_unmatched']} ({r['n_unmatched_on_rejected']})",
+              "; ".join("undefined" if r.get(k) is None else f"{r[k]:.3f}"
+                        for k in ("tune_false_per_image", "test_false_per_image")),
               f"{_fmt(r['test_F1_max'])} ({_fmt(r['test_F1_max_thresh'])})",
               _fmt(r["test_equal_CP_value"]),
               *(f"{_fmt(r[k])} ({r['n_flux_' + k[7:]]})" for k in flux_keys)] for r in rows]
