@@ -26,7 +26,8 @@ With both --baseline and --config-file, each detector's outputs go to a sub-fold
 injection_by_group.png: per detector and host group, the recovered fraction per flux
 fraction and the false detections per galaxy (detections at the operating point matching no
 injected clump and outside the ignore regions: the host's own knots with --psf-from-image,
-the dataset's clumps with --dataset).
+the dataset's clumps with --dataset). --sweep adds the trade-off at other score thresholds
+(injection_sweep.md/.json/.png), from the same detections.
 
 Writes injections.csv, injection_summary.json and injection_recovery.png (recovered fraction
 vs clump flux fraction and vs distance from the centre, with counts). A clump is recovered
@@ -54,10 +55,10 @@ from clump_d2.data.fits_io import FitsReadOptions
 from clump_d2.engine import build_config
 from clump_d2.structures import clump_position
 from clump_d2.sim.inject import load_linear, network_input_fn
-from clump_d2.studies.injection import (InjectionConfig, baseline_detector, model_detector,
-                                        prepare_host_images, run_injection, summarise,
-                                        summarise_groups, write_group_comparison,
-                                        write_outputs)
+from clump_d2.studies.injection import (DEFAULT_SWEEP, InjectionConfig, baseline_detector,
+                                        model_detector, prepare_host_images, run_injection,
+                                        summarise, summarise_groups, summarise_sweep,
+                                        write_group_comparison, write_outputs, write_sweep)
 
 logger = logging.getLogger("inject_recover")
 
@@ -102,6 +103,10 @@ def main(argv=None):
     ap.add_argument("--per-image", type=int, default=3, help="clumps injected per trial")
     ap.add_argument("--trials", type=int, default=2, help="trials per image and flux")
     ap.add_argument("--q", type=float, default=10.0, help="Lupton Q of the display model")
+    ap.add_argument("--sweep", type=float, nargs="*", default=None, metavar="T",
+                    help="also judge every trial at these score thresholds (no values: 0.05, "
+                         "0.10, ..., 0.95) and write injection_sweep.{md,json,png}: recovered "
+                         "fraction against false detections per galaxy, per detector")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-images", type=int, default=None)
     ap.add_argument("--output-dir", required=True)
@@ -177,11 +182,14 @@ def main(argv=None):
                                        radius_r50=(edges[0], edges[-1]),
                                        per_image=args.per_image, trials=args.trials, q=args.q,
                                        seed=args.seed)
-    results = {}
+    results, sweeps = {}, {}
     base_icfg = icfg
     for name, sub, detector, thresh in detectors:
         icfg = base_icfg if thresh is None else dataclasses.replace(base_icfg,
                                                                     score_thresh=thresh)
+        if args.sweep is not None:  # the grid, with this detector's operating point in it
+            grid = set(args.sweep or DEFAULT_SWEEP) | {round(icfg.score_thresh, 6)}
+            icfg = dataclasses.replace(icfg, sweep_threshs=tuple(sorted(grid)))
         trial_rows = []
         rows = run_injection(images, detector, icfg, network_input_fn(kind, args.q,
                                                                       fits_options),
@@ -194,6 +202,9 @@ def main(argv=None):
                               f"{icfg.match.describe()}")
         results[name] = summarise_groups(rows, trial_rows, icfg.flux_fractions,
                                          icfg.score_thresh)
+        if args.sweep is not None:
+            sweeps[name] = {"operating": round(icfg.score_thresh, 6),
+                            "sweep": summarise_sweep(trial_rows, icfg.flux_fractions)}
         print(f"== {name}")
         for b in summary["by_flux_frac"]:
             print(f"flux_frac {b['flux_frac']:g}: recovered {b['recovered']}/{b['n']} "
@@ -206,6 +217,10 @@ def main(argv=None):
         sys.argv[1:] if argv is None else list(argv))
     machine = f"{os.cpu_count()}-core {platform.machine()} CPU, {torch_device_note(cfg)}"
     paths = write_group_comparison(results, args.output_dir, command, machine)
+    if sweeps:
+        paths.update({f"sweep_{k}": v for k, v in
+                      write_sweep(sweeps, args.output_dir, command, machine).items()})
+        print(paths["sweep_md"].read_text())
     print(paths["md"].read_text())
     print("\n".join(f"{k}: {v}" for k, v in paths.items()))
     return 0

@@ -16,6 +16,7 @@ Registers as ``<out folder name>_<split>``. Logic: :mod:`clump_d2.sim.real_hosts
 import argparse
 import json
 import logging
+from pathlib import Path
 
 import numpy as np
 
@@ -75,18 +76,31 @@ def main(argv=None):
     elif args.split_json:
         split = json.loads(open(args.split_json).read())
     if split is not None:
-        train = sorted(split["train"])
-        np.random.default_rng(args.seed).shuffle(train)
-        lists = {"train": sorted(train[args.val:]), "val": sorted(train[:args.val]),
-                 "test": sorted(split["heldout"])}
+        lists = host_lists(split, args.val, args.seed)
     written = make_real_host_dataset(args.hosts, args.out, _fractions(args.fractions), params,
                                      limit=args.limit, host_lists=lists)
     if args.pretrain_holdout is not None:  # after the dataset, which replaces its folder
         written["split"] = write_split(split, args.out, holdout_fraction=args.pretrain_holdout,
                                        seed=args.seed)
+    if lists is not None:  # the hosts of each split, e.g. for inject_recover --ids-from
+        written["hosts"] = str(Path(args.out) / HOST_LISTS_FILE)
+        Path(written["hosts"]).write_text(json.dumps(lists, indent=1))
     for name, path in written.items():
         print(f"{name}: {path}")
     return written
+
+
+#: The dataset's host lists per split (``{"train": [...], "val": [...], "test": [...]}``).
+HOST_LISTS_FILE = "hosts.json"
+
+
+def host_lists(split: dict, n_val: int, seed: int) -> dict:
+    """Train / val / test host ids from a pretraining split: its held-out galaxies are the
+    test hosts; ``n_val`` of its training galaxies (a seeded draw) are the validation hosts."""
+    train = sorted(split["train"])
+    np.random.default_rng(seed).shuffle(train)
+    return {"train": sorted(train[n_val:]), "val": sorted(train[:n_val]),
+            "test": sorted(split["heldout"])}
 
 
 if __name__ == "__main__":

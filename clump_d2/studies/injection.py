@@ -84,6 +84,9 @@ class InjectionConfig:
     sep_fwhm: float = 2.5  # min distance to other clumps / injections / detections, x FWHM
     bulge_fwhm: float = 1.5  # min distance to the centre, x FWHM
     score_thresh: float = 0.5  # operating point (from_config: TEST.CLUMP_EVAL.SCORE_THRESH)
+    #: More score thresholds at which each trial is also judged (recovered and false counts
+    #: per trial in ``trial_rows[...]["sweep"]``): the trade-off curve, one detection pass.
+    sweep_threshs: Tuple[float, ...] = ()
     avoid_score: float = 0.3  # original detections above this are avoided
     q: float = 10.0  # Lupton softening of the display model (PNG/JPEG)
     seed: int = 0
@@ -121,7 +124,8 @@ def run_injection(images: Sequence[Dict], detector: Detector, cfg: InjectionConf
         trial_rows: if given, one dict per trial is appended: ``n_false``, the detections at
             the operating point that match no injected clump and whose centre lies in no
             ignore box (a 2.5 x FWHM box around each ``ignore_xy`` and ``known_xy``) -- the
-            false detections per galaxy outside injected clumps and ignore regions.
+            false detections per galaxy outside injected clumps and ignore regions; with
+            ``cfg.sweep_threshs``, ``sweep``: ``[threshold, n_recovered, n_false]`` at each.
     """
     rng = np.random.default_rng(cfg.seed)
     rows = []
@@ -154,10 +158,8 @@ def run_injection(images: Sequence[Dict], detector: Detector, cfg: InjectionConf
                 out = detector(to_network(injected, im), im)
                 boxes = np.asarray(out["boxes"]).reshape(-1, 4)
                 scores = np.asarray(out["scores"]).reshape(-1)
-                sel = scores >= cfg.score_thresh
                 true_boxes = [clump_box_xyxy(x, y, fwhm) for x, y, _ in pos]
-                pairs = match_boxes(true_boxes, boxes[sel], det_scores=scores[sel],
-                                    criterion=cfg.match)
+                sel, pairs = _judge(true_boxes, boxes, scores, cfg.score_thresh, cfg.match)
                 found = {t: float(scores[sel][d]) for t, d in pairs}
                 if trial_rows is not None:
                     trial_rows.append({
@@ -166,6 +168,13 @@ def run_injection(images: Sequence[Dict], detector: Detector, cfg: InjectionConf
                         "n_false": _count_false(boxes[sel], {d for _, d in pairs},
                                                 ignore_boxes),
                         "n_unmatched": int(sel.sum()) - len(pairs)})
+                    if cfg.sweep_threshs:
+                        sweep = []
+                        for t in cfg.sweep_threshs:
+                            sel_t, pairs_t = _judge(true_boxes, boxes, scores, t, cfg.match)
+                            sweep.append([float(t), len(pairs_t), _count_false(
+                                boxes[sel_t], {d for _, d in pairs_t}, ignore_boxes)])
+                        trial_rows[-1]["sweep"] = sweep
                 for k, (x, y, u) in enumerate(pos):
                     rows.append({"image": im["name"], "group": group, "trial": trial,
                                  "flux_frac": float(frac),
@@ -177,6 +186,13 @@ def run_injection(images: Sequence[Dict], detector: Detector, cfg: InjectionConf
                                  "score": found.get(k, float("nan"))})
     bar.close()
     return rows
+
+
+def _judge(true_boxes, boxes: np.ndarray, scores: np.ndarray, thresh: float, criterion):
+    """(mask of the detections at score >= ``thresh``, their one-to-one (true, detection)
+    pairs, detection indices into the masked detections)."""
+    sel = scores >= thresh
+    return sel, match_boxes(true_boxes, boxes[sel], det_scores=scores[sel], criterion=criterion)
 
 
 def _count_false(boxes: np.ndarray, matched: set, ignore_boxes: np.ndarray) -> int:
@@ -424,6 +440,93 @@ def write_group_comparison(results: Dict[str, List[Dict]], output_dir: str | os.
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6)
     axes[0][0].set_ylabel("recovered fraction")
+    fig.tight_layout()
+    fig.savefig(paths["png"], dpi=80)
+    plt.close(fig)
+    return paths
+
+
+#: The default threshold grid of a sweep (``tools/inject_recover.py --sweep``).
+DEFAULT_SWEEP = tuple(round(0.05 * k, 2) for k in range(1, 20))
+
+
+def summarise_sweep(trial_rows: Sequence[Dict], flux_fractions: Sequence[float]) -> List[Dict]:
+    """Per sweep threshold (``trial_rows[...]["sweep"]``, see :func:`run_injection`): the
+    recovered fraction at each flux fraction (summed over trials, Wilson 68 % interval) and
+    the false detections per galaxy image (mean over all trials, as :func:`summarise_groups`)."""
+    with_sweep = [t for t in trial_rows if t.get("sweep")]
+    if not with_sweep:
+        return []
+    threshs = [s[0] for s in with_sweep[0]["sweep"]]
+    out = []
+    for i, thresh in enumerate(threshs):
+        entry = {"thresh": thresh, "n_trials": len(with_sweep),
+                 "false_per_galaxy": float(np.mean([t["sweep"][i][2] for t in with_sweep])),
+                 "by_flux_frac": []}
+        for f in flux_fractions:
+            ts = [t for t in with_sweep if t["flux_frac"] == f]
+            n = int(sum(t["n_injected"] for t in ts))
+            k = int(sum(t["sweep"][i][1] for t in ts))
+            lo, hi = wilson_interval(k, n) if n else (float("nan"), float("nan"))
+            entry["by_flux_frac"].append({"flux_frac": float(f), "n": n, "recovered": k,
+                                          "fraction": k / n if n else float("nan"),
+                                          "low": lo, "high": hi})
+        out.append(entry)
+    return out
+
+
+def write_sweep(sweeps: Dict[str, Dict], output_dir: str | os.PathLike, command: str = "",
+                machine: str = "") -> Dict[str, Path]:
+    """``injection_sweep.md`` / ``.json`` and ``injection_sweep.png``: per detector, the
+    recovered fraction at each flux fraction against the false detections per galaxy, one
+    point per score threshold (``sweeps``: detector name -> ``{"operating": its operating
+    threshold, "sweep": summarise_sweep(...)}``); the operating point is marked."""
+    import matplotlib  # here: the headless backend must be chosen before pyplot loads
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"md": out / "injection_sweep.md", "json": out / "injection_sweep.json",
+             "png": out / "injection_sweep.png"}
+    first = next(iter(sweeps.values()))["sweep"]
+    fracs = [b["flux_frac"] for b in first[0]["by_flux_frac"]] if first else []
+    header = (["detector", "score >=", "operating point"]
+              + [f"recovered at {f:g}" for f in fracs] + ["false det. / galaxy"])
+    table = []
+    for name, sw in sweeps.items():
+        for e in sw["sweep"]:
+            op = sw.get("operating")
+            table.append([name, f"{e['thresh']:.2f}",
+                          "yes" if op is not None and abs(e["thresh"] - op) < 1e-9 else "",
+                          *(f"{b['fraction']:.3f} ({b['recovered']}/{b['n']})"
+                            for b in e["by_flux_frac"]), f"{e['false_per_galaxy']:.3f}"])
+    lines = [f"Written by `{command}`" + (f" on {machine}." if machine else "."), ""] \
+        if command else []
+    lines.append(markdown_table([dict(zip(header, r)) for r in table], header).rstrip("\n"))
+    paths["md"].write_text("\n".join(lines) + "\n")
+    paths["json"].write_text(json.dumps({"command": command, "machine": machine,
+                                         "sweeps": sweeps}, indent=2))
+    fig, axes = plt.subplots(1, max(len(fracs), 1), figsize=(4.2 * max(len(fracs), 1), 3.8),
+                             squeeze=False)
+    for ax, (j, f) in zip(axes[0], enumerate(fracs)):
+        for name, sw in sweeps.items():
+            xs = [e["false_per_galaxy"] for e in sw["sweep"]]
+            ys = [e["by_flux_frac"][j]["fraction"] for e in sw["sweep"]]
+            line, = ax.plot(xs, ys, marker=".", label=name)
+            for e, x, y in zip(sw["sweep"], xs, ys):
+                if sw.get("operating") is not None and abs(e["thresh"] - sw["operating"]) < 1e-9:
+                    ax.plot([x], [y], marker="*", markersize=12, color=line.get_color())
+                    ax.annotate(f"{e['thresh']:.2f}", (x, y), fontsize=7,
+                                xytext=(4, -10), textcoords="offset points")
+        ax.set_xscale("symlog", linthresh=0.01)
+        ax.set_xlabel("false detections per galaxy")
+        ax.set_title(f"injected at {f:g} of the host")
+        ax.set_ylim(-0.05, 1.05)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
+    axes[0][0].set_ylabel("recovered fraction (one point per score threshold; * operating)")
     fig.tight_layout()
     fig.savefig(paths["png"], dpi=80)
     plt.close(fig)

@@ -143,6 +143,11 @@ def test_tool_pretrain_holdout_equals_the_pretraining_split(tmp_path, load_tool,
     assert test_hosts == set(expected["heldout"])
     val_hosts = {Path(im["host_id"]).name for im in json.loads(a["val"].read_text())["images"]}
     assert len(val_hosts) == 2 and not val_hosts & test_hosts
+    # the host lists of every split, beside the dataset (inject_recover --ids-from hosts.json:val)
+    lists = json.loads((tmp_path / "a" / "hosts.json").read_text())
+    assert lists["val"] == sorted(val_hosts) and lists["test"] == sorted(test_hosts)
+    assert lists["train"] == sorted({Path(im["host_id"]).name for im in json.loads(
+        a["train"].read_text())["images"]})
     write_split(expected, str(tmp_path / "pre"))
     b = tool.main(["--hosts", str(hosts), "--out", str(tmp_path / "b"), "--versions", "1",
                    "--split-json", str(tmp_path / "pre" / "split.json"), "--val", "2", *depth])

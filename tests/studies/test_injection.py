@@ -191,6 +191,52 @@ def test_false_detections_outside_injected_clumps_and_ignore_regions():
     assert groups[1]["by_flux_frac"][0]["recovered"] == 6
 
 
+def test_sweep_judges_each_trial_at_every_threshold(tmp_path):
+    """Injected clumps detected at score 0.7, a detection on the ignore region at 0.9 and
+    one elsewhere at 0.4: at 0.3 every clump is recovered with one false detection per
+    trial, at 0.5 with none, at 0.8 nothing is recovered; the table and plot say so."""
+    from clump_d2.structures import clump_box_xyxy
+    from clump_d2.studies.injection import summarise_sweep, write_sweep
+
+    lin = smooth_galaxy(np.random.default_rng(3), noise=0.02)
+    knot = (60.5, 80.5)
+    images = [{"name": "g", "linear": lin, "psf_fwhm_px": FWHM, "ignore_xy": [knot]}]
+    cfg = InjectionConfig(flux_fractions=(0.2,), per_image=2, trials=2,
+                          radius_r50=(0.8, 1.8), score_thresh=0.5, seed=1,
+                          sweep_threshs=(0.3, 0.5, 0.8))
+    base = lin.copy()
+
+    def detector(image, im):
+        diff = np.abs(image.astype(float) - network_input_fn("display")(base, im)).sum(axis=2)
+        boxes = [clump_box_xyxy(*knot, FWHM), clump_box_xyxy(10.5, 10.5, FWHM)]
+        scores = [0.9, 0.4]
+        if diff.max() > 0:
+            from scipy.ndimage import label, center_of_mass
+
+            lab, n = label(diff > 0.3 * diff.max())
+            for cy, cx in center_of_mass(diff, lab, range(1, n + 1)):
+                boxes.append(clump_box_xyxy(cx + 0.5, cy + 0.5, FWHM))
+                scores.append(0.7)
+        return {"boxes": np.array(boxes), "scores": np.array(scores)}
+
+    trials = []
+    rows = run_injection(images, detector, cfg, network_input_fn("display"),
+                         show_progress=False, trial_rows=trials)
+    assert sum(r["recovered"] for r in rows) == 4  # at the operating point 0.5
+    assert [t["sweep"] for t in trials] == [[[0.3, 2, 1], [0.5, 2, 0], [0.8, 0, 0]]] * 2
+    sweep = summarise_sweep(trials, cfg.flux_fractions)
+    assert [e["thresh"] for e in sweep] == [0.3, 0.5, 0.8]
+    assert [e["false_per_galaxy"] for e in sweep] == [1.0, 0.0, 0.0]
+    assert [e["by_flux_frac"][0]["recovered"] for e in sweep] == [4, 4, 0]
+    assert {e["by_flux_frac"][0]["n"] for e in sweep} == {4}
+    paths = write_sweep({"toy": {"operating": 0.5, "sweep": sweep}}, tmp_path, "cmd", "cpu")
+    md = paths["md"].read_text()
+    assert md.startswith("Written by `cmd` on cpu.")
+    assert "| toy | 0.50 | yes | 1.000 (4/4) | 0.000 |" in md
+    assert "| toy | 0.80 |  | 0.000 (0/4) | 0.000 |" in md
+    assert paths["png"].stat().st_size > 5000
+
+
 def test_cli_real_hosts_per_class_baseline_and_model(tmp_path, load_tool, tiny_model_opts,
                                                      initial_weights):
     """--psf-from-image --group-by parent --ids-from on a tree of host JPEGs: only the listed
@@ -217,7 +263,7 @@ def test_cli_real_hosts_per_class_baseline_and_model(tmp_path, load_tool, tiny_m
                       "--ids-from", f"{split}:heldout", "--crop-size", "96",
                       "--psf-from-image", "--group-by", "parent", "--flux-fractions", "0.1",
                       "0.3", "--trials", "1", "--per-image", "2", "--baseline",
-                      "--baseline-thresh", "0.35",
+                      "--baseline-thresh", "0.35", "--sweep", "0.2", "0.6",
                       "--config-file", cfg_file, "--weights", str(weights),
                       "--output-dir", str(out), *opts]) == 0
     table = json.loads((out / "injection_table.json").read_text())
@@ -242,3 +288,16 @@ def test_cli_real_hosts_per_class_baseline_and_model(tmp_path, load_tool, tiny_m
     assert (out / "injection_by_group.png").stat().st_size > 5000
     for sub in ("baseline", "model"):
         assert (out / sub / "injections.csv").exists()
+    # --sweep: each detector judged at 0.2, 0.6 and its own operating point; at that point
+    # the sweep repeats the main table's counts
+    sweeps = json.loads((out / "injection_sweep.json").read_text())["sweeps"]
+    for name, thresh in (("classical baseline", 0.35), (str(weights), model_thresh)):
+        sw = sweeps[name]
+        assert sw["operating"] == pytest.approx(thresh)
+        assert [e["thresh"] for e in sw["sweep"]] == sorted({0.2, 0.6, round(thresh, 6)})
+        at_op = next(e for e in sw["sweep"] if e["thresh"] == pytest.approx(thresh))
+        main = res[name][0]
+        assert [b["recovered"] for b in at_op["by_flux_frac"]] == \
+            [b["recovered"] for b in main["by_flux_frac"]]
+        assert at_op["false_per_galaxy"] == pytest.approx(main["false_per_galaxy"])
+    assert (out / "injection_sweep.png").exists()
