@@ -58,7 +58,8 @@ from clump_d2.sim.inject import load_linear, network_input_fn
 from clump_d2.studies.injection import (DEFAULT_SWEEP, InjectionConfig, baseline_detector,
                                         model_detector, prepare_host_images, run_injection,
                                         summarise, summarise_groups, summarise_sweep,
-                                        write_group_comparison, write_outputs, write_sweep)
+                                        threshold_within_false_rate, write_group_comparison,
+                                        write_outputs, write_sweep)
 
 logger = logging.getLogger("inject_recover")
 
@@ -218,6 +219,16 @@ def main(argv=None):
     machine = f"{os.cpu_count()}-core {platform.machine()} CPU, {torch_device_note(cfg)}"
     paths = write_group_comparison(results, args.output_dir, command, machine)
     if sweeps:
+        if args.baseline and args.config_file:
+            # The network's most complete point no noisier than the baseline at its own.
+            base, net = (sweeps[d[0]] for d in detectors)
+            ref = next(e for e in base["sweep"] if abs(e["thresh"] - base["operating"]) < 1e-9)
+            net["within_baseline_false_rate"] = threshold_within_false_rate(
+                net["sweep"], ref["false_per_galaxy"])
+            pick = net["within_baseline_false_rate"]
+            print(f"lowest network threshold with false detections per galaxy <= the "
+                  f"baseline's ({ref['false_per_galaxy']:.3f}): "
+                  + ("none" if pick is None else f"{pick['thresh']:.2f}"))
         paths.update({f"sweep_{k}": v for k, v in
                       write_sweep(sweeps, args.output_dir, command, machine).items()})
         print(paths["sweep_md"].read_text())

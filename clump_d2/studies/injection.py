@@ -531,3 +531,13 @@ def write_sweep(sweeps: Dict[str, Dict], output_dir: str | os.PathLike, command:
     fig.savefig(paths["png"], dpi=80)
     plt.close(fig)
     return paths
+
+
+def threshold_within_false_rate(sweep: Sequence[Dict], max_false_per_galaxy: float
+                                ) -> Optional[Dict]:
+    """The entry of a :func:`summarise_sweep` result at the lowest score threshold whose false
+    detections per galaxy do not exceed ``max_false_per_galaxy`` (None if no threshold does):
+    the most complete operating point that is no noisier than a reference (e.g. the classical
+    baseline at its own operating point on the same hosts)."""
+    ok = [e for e in sweep if e["false_per_galaxy"] <= max_false_per_galaxy + 1e-12]
+    return min(ok, key=lambda e: e["thresh"]) if ok else None

@@ -196,7 +196,8 @@ def test_sweep_judges_each_trial_at_every_threshold(tmp_path):
     one elsewhere at 0.4: at 0.3 every clump is recovered with one false detection per
     trial, at 0.5 with none, at 0.8 nothing is recovered; the table and plot say so."""
     from clump_d2.structures import clump_box_xyxy
-    from clump_d2.studies.injection import summarise_sweep, write_sweep
+    from clump_d2.studies.injection import (summarise_sweep, threshold_within_false_rate,
+                                            write_sweep)
 
     lin = smooth_galaxy(np.random.default_rng(3), noise=0.02)
     knot = (60.5, 80.5)
@@ -229,6 +230,9 @@ def test_sweep_judges_each_trial_at_every_threshold(tmp_path):
     assert [e["false_per_galaxy"] for e in sweep] == [1.0, 0.0, 0.0]
     assert [e["by_flux_frac"][0]["recovered"] for e in sweep] == [4, 4, 0]
     assert {e["by_flux_frac"][0]["n"] for e in sweep} == {4}
+    assert threshold_within_false_rate(sweep, 0.5)["thresh"] == 0.5
+    assert threshold_within_false_rate(sweep, 1.0)["thresh"] == 0.3
+    assert threshold_within_false_rate(sweep, -0.1) is None
     paths = write_sweep({"toy": {"operating": 0.5, "sweep": sweep}}, tmp_path, "cmd", "cpu")
     md = paths["md"].read_text()
     assert md.startswith("Written by `cmd` on cpu.")
@@ -301,3 +305,10 @@ def test_cli_real_hosts_per_class_baseline_and_model(tmp_path, load_tool, tiny_m
             [b["recovered"] for b in main["by_flux_frac"]]
         assert at_op["false_per_galaxy"] == pytest.approx(main["false_per_galaxy"])
     assert (out / "injection_sweep.png").exists()
+    # the network's lowest threshold no noisier than the baseline at its operating point
+    base_false = next(e for e in sweeps["classical baseline"]["sweep"]
+                      if e["thresh"] == pytest.approx(0.35))["false_per_galaxy"]
+    pick = sweeps[str(weights)]["within_baseline_false_rate"]
+    allowed = [e["thresh"] for e in sweeps[str(weights)]["sweep"]
+               if e["false_per_galaxy"] <= base_false]
+    assert (pick is None and not allowed) or pick["thresh"] == min(allowed)
