@@ -104,6 +104,10 @@ def main(argv=None):
     ap.add_argument("--per-image", type=int, default=3, help="clumps injected per trial")
     ap.add_argument("--trials", type=int, default=2, help="trials per image and flux")
     ap.add_argument("--q", type=float, default=10.0, help="Lupton Q of the display model")
+    ap.add_argument("--as-catalogue", action="store_true",
+                    help="judge the network's detections as tools/predict_catalog.py lists "
+                         "them: after class-agnostic NMS, merging within a PSF FWHM and (with "
+                         "INFERENCE.DROP_BULGE True) without those on the galaxy centre")
     ap.add_argument("--sweep", type=float, nargs="*", default=None, metavar="T",
                     help="also judge every trial at these score thresholds (no values: 0.05, "
                          "0.10, ..., 0.95) and write injection_sweep.{md,json,png}: recovered "
@@ -132,7 +136,8 @@ def main(argv=None):
             "baseline", baseline_detector(ClassicalParams(min_colour=args.baseline_colour)),
             args.baseline_thresh))
     if args.config_file:
-        detectors.append((args.weights or args.config_file, "model", model_detector(cfg), None))
+        detectors.append((args.weights or args.config_file, "model",
+                          model_detector(cfg, as_catalogue=args.as_catalogue), None))
 
     records = []
     if args.dataset:

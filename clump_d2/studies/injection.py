@@ -43,6 +43,7 @@ mistaken for a recovery); fully inside the image.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import logging
 import math
@@ -62,6 +63,7 @@ from clump_d2.sim.real_hosts import RealHostParams, prepare_host
 from clump_d2.engine import build_model_for_inference
 from clump_d2.evaluation.matching import MatchCriterion, match_boxes
 from clump_d2.evaluation.metrics import wilson_interval
+from clump_d2.inference.postprocess import Detections, PostProcessConfig, postprocess
 from clump_d2.modeling.runtime import wrap_for_inference
 from clump_d2.structures import clump_box_xyxy
 
@@ -289,15 +291,24 @@ def write_outputs(rows: Sequence[Dict], summary: Dict, cfg: InjectionConfig,
 
 # --- inputs and detectors ----------------------------------------------------------------------
 
-def model_detector(cfg, model=None) -> Detector:
+def model_detector(cfg, model=None, as_catalogue: bool = False) -> Detector:
     """A Detectron2 model as a :data:`Detector`, built and wrapped as every evaluation does
     (:func:`clump_d2.engine.build_model_for_inference` unless given, then autocast and
     test-time augmentation per ``TEST.AMP`` / ``TEST.DIHEDRAL_TTA``); channels are
     reordered to ``INPUT.FORMAT`` (inputs are RGB). It returns every detection above
     ``MODEL.ROI_HEADS.SCORE_THRESH_TEST``; :func:`run_injection` applies the operating
-    threshold (:meth:`InjectionConfig.from_config`)."""
+    threshold (:meth:`InjectionConfig.from_config`).
+
+    ``as_catalogue``: the detections as ``tools/predict_catalog.py`` lists them, after the
+    catalogue's post-processing (:func:`clump_d2.inference.postprocess` with ``cfg.INFERENCE``:
+    class-agnostic NMS, merging within a PSF FWHM, and with ``INFERENCE.DROP_BULGE`` no
+    detection within ``INFERENCE.BULGE_FWHM`` x FWHM of the galaxy centre, the image
+    centre of a cut-out). The score cut is left to :func:`run_injection`: NMS and merging
+    are greedy by score, so the detections above any threshold are the same either way."""
     model = wrap_for_inference(build_model_for_inference(cfg) if model is None else model, cfg)
     bgr = cfg.INPUT.FORMAT == "BGR"
+    post = dataclasses.replace(PostProcessConfig.from_cfg(cfg), score_thresh=-np.inf) \
+        if as_catalogue else None
 
     def detect(image: np.ndarray, im: Dict) -> Dict[str, np.ndarray]:
         arr = image[:, :, ::-1] if bgr and image.shape[2] == 3 else image
@@ -306,7 +317,13 @@ def model_detector(cfg, model=None) -> Detector:
         with torch.no_grad():
             inst = model([{"image": tensor, "height": arr.shape[0],
                            "width": arr.shape[1]}])[0]["instances"].to("cpu")
-        return {"boxes": inst.pred_boxes.tensor.numpy(), "scores": inst.scores.numpy()}
+        boxes, scores = inst.pred_boxes.tensor.numpy(), inst.scores.numpy()
+        if post is not None:
+            det = postprocess(Detections(boxes, scores, inst.pred_classes.numpy()), post,
+                              centre_xy=(arr.shape[1] / 2.0, arr.shape[0] / 2.0),
+                              psf_fwhm_px=im.get("psf_fwhm_px"))
+            boxes, scores = det.boxes, det.scores
+        return {"boxes": boxes, "scores": scores}
 
     return detect
 

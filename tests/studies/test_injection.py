@@ -312,3 +312,41 @@ def test_cli_real_hosts_per_class_baseline_and_model(tmp_path, load_tool, tiny_m
     allowed = [e["thresh"] for e in sweeps[str(weights)]["sweep"]
                if e["false_per_galaxy"] <= base_false]
     assert (pick is None and not allowed) or pick["thresh"] == min(allowed)
+
+
+def test_model_detector_as_catalogue_applies_the_catalogues_postprocessing():
+    """--as-catalogue: the detections predict_catalog would list: duplicates within a PSF FWHM
+    merged (the higher score kept), and with INFERENCE.DROP_BULGE the one on the image centre
+    dropped; without it, every raw detection."""
+    import torch
+    from detectron2.structures import Boxes, Instances
+
+    from clump_d2.engine import build_config
+    from clump_d2.structures import clump_box_xyxy
+    from clump_d2.studies.injection import model_detector
+
+    fwhm = 4.0
+    raw = [(50.0, 50.0, 0.9), (20.0, 30.0, 0.8), (21.0, 30.5, 0.6), (80.0, 70.0, 0.7)]
+
+    class Fixed(torch.nn.Module):
+        def forward(self, batched):
+            h, w = batched[0]["height"], batched[0]["width"]
+            inst = Instances((h, w))
+            inst.pred_boxes = Boxes(torch.tensor([clump_box_xyxy(x, y, fwhm) for x, y, _ in raw],
+                                                 dtype=torch.float32))
+            inst.scores = torch.tensor([s for _, _, s in raw])
+            inst.pred_classes = torch.zeros(len(raw), dtype=torch.int64)
+            return [{"instances": inst}]
+
+    image = np.zeros((100, 100, 3), np.float32)
+    im = {"psf_fwhm_px": fwhm}
+    cfg = build_config("configs/quickstart.yaml", ["INFERENCE.DROP_BULGE", "True"])
+    plain = model_detector(cfg, Fixed())(image, im)
+    assert sorted(plain["scores"].tolist()) == pytest.approx([0.6, 0.7, 0.8, 0.9])
+    listed = model_detector(cfg, Fixed(), as_catalogue=True)(image, im)
+    assert sorted(listed["scores"].tolist()) == pytest.approx([0.7, 0.8])  # merged, no bulge
+    centres = (listed["boxes"][:, :2] + listed["boxes"][:, 2:]) / 2
+    assert sorted(map(tuple, np.round(centres, 3).tolist())) == [(20.0, 30.0), (80.0, 70.0)]
+    flagged_only = build_config("configs/quickstart.yaml", [])  # DROP_BULGE False: kept
+    kept = model_detector(flagged_only, Fixed(), as_catalogue=True)(image, im)
+    assert sorted(kept["scores"].tolist()) == pytest.approx([0.7, 0.8, 0.9])
