@@ -65,10 +65,6 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--tune-split", default="train", help="split choosing each threshold")
     e.add_argument("--test-split", default="test")
     e.add_argument("--output-dir", default="output/realdata/eval")
-    e.add_argument("--false-cap-from", default=None, metavar="METHOD",
-                   help="choose each later method's threshold as the F1-best among those "
-                        "making no more false detections per tuning image than METHOD (e.g. "
-                        "classical_baseline) makes at its own operating point")
     q = sub.add_parser("paper", help="the paper's definition (u-band flux fraction limits, "
                        "off-centre), both folds pooled, + the giant-flag target -> table")
     q.add_argument("--limits", type=float, nargs="+", default=list(PAPER_FLUX_LIMITS),
@@ -183,7 +179,7 @@ def main(argv=None):
         methods = build_methods(args, parser)
         rows = evaluate_methods(methods, f"{args.dataset}_{args.tune_split}",
                                 f"{args.dataset}_{args.test_split}", args.output_dir,
-                                args.config, false_cap_from=args.false_cap_from)
+                                args.config)
         print(open(f"{args.output_dir}/real_eval.md").read())
         return 0 if rows else 1
     return 0

@@ -195,23 +195,13 @@ def _cfg_for(method: Method, base_config: str, extra: Sequence[str] = ()):
 
 def evaluate_methods(methods: Sequence[Method], tune_dataset: str, test_dataset: str,
                      output_dir: str | os.PathLike, base_config: str,
-                     target: Optional["GiantTarget"] = None,
-                     false_cap_from: Optional[str] = None) -> List[Dict]:
+                     target: Optional["GiantTarget"] = None) -> List[Dict]:
     """Evaluate each method on ``test_dataset`` at the score threshold maximising F1 on
     ``tune_dataset`` (both under the methods' ``TEST.CLUMP_EVAL`` ignore rule, if any);
     write ``real_eval.{json,csv,md}`` to ``output_dir``; return the rows. With ``target``,
-    each row also has the giant-clump target's counts (:func:`giant_target`).
-
-    ``false_cap_from``: the name of a method listed before the others (e.g. the classical
-    baseline); every method after it gets the F1-best threshold among those making no more
-    false detections per tuning image than that method makes at its own operating point
-    (:func:`tuned_threshold`'s ``max_false_per_image``): an operating point chosen for "no more
-    false clumps than the classical finder", on the tuning galaxies only."""
+    each row also has the giant-clump target's counts (:func:`giant_target`), and every row
+    the false detections per image on the tuning and the test split at its threshold."""
     output_dir = Path(output_dir)
-    names = [m.name for m in methods]
-    if false_cap_from is not None and false_cap_from not in names:
-        raise ValueError(f"false_cap_from {false_cap_from!r} is not one of the methods {names}")
-    cap = None  # false detections per tuning image of false_cap_from at its operating point
     rows = []
     fold_target = None  # the target with this fold's calibrated flag, made once
     edges = "flux_fraction:" + ",".join(f"{e:g}" for e in FLUX_BIN_EDGES)
@@ -220,10 +210,8 @@ def evaluate_methods(methods: Sequence[Method], tune_dataset: str, test_dataset:
         scorers = [(dataclasses.replace(m, weights=w), ds) for w, ds in pairs]
         tune_reports = [_run(scorer, _cfg_for(scorer, base_config), ds, None)
                         for scorer, ds in scorers]
-        thresh, tune_f1 = tuned_threshold(tune_reports, max_false_per_image=cap)
+        thresh, tune_f1 = tuned_threshold(tune_reports)
         tune_false = false_per_image(tune_reports, thresh)
-        if m.name == false_cap_from:
-            cap = tune_false
         # The test run reports (and writes its metrics, binned completeness and plots) at
         # the threshold chosen on the tuning split.
         cfg = _cfg_for(m, base_config, ["TEST.CLUMP_EVAL.SCORE_THRESH", str(thresh),
@@ -249,7 +237,6 @@ def evaluate_methods(methods: Sequence[Method], tune_dataset: str, test_dataset:
                      **{f"C_flux_{b['lo']:g}-{b['hi']:g}": b["completeness"] for b in flux_bins},
                      **{f"n_flux_{b['lo']:g}-{b['hi']:g}": b["n_true"] for b in flux_bins},
                      "tune_F1": tune_f1, "tune_false_per_image": tune_false,
-                     "tune_false_cap": cap if m.name != false_cap_from else None,
                      "test_false_per_image": test["false_positives"]["n_unmatched"]
                      / max(test["n_images"], 1),
                      "test_F1_max": s["F1_max"],
@@ -287,23 +274,11 @@ def false_per_image(reports: Sequence[Dict], thresh: float) -> float:
     return float(counts[i, N_DET] - counts[i, N_MATCHED]) / max(n_images, 1)
 
 
-def tuned_threshold(reports: Sequence[Dict],
-                    max_false_per_image: Optional[float] = None) -> tuple:
+def tuned_threshold(reports: Sequence[Dict]) -> tuple:
     """(threshold, F1) maximising the F1 of the ClumpEvaluator reports' counts summed (one
-    report: its own F1 curve); every report must share the threshold grid.
-
-    ``max_false_per_image``: only thresholds whose false detections per image
-    (:func:`false_per_image`) do not exceed it compete (the F1-best of those); where none
-    does, the threshold with the fewest (the highest such)."""
-    grid, counts, n_images = _pooled_counts(reports)
+    report: its own F1 curve); every report must share the threshold grid."""
+    grid, counts, _ = _pooled_counts(reports)
     f1 = np.nan_to_num(ratios(counts)["F1"], nan=-1.0)
-    if max_false_per_image is not None:
-        false = (counts[:, N_DET] - counts[:, N_MATCHED]) / max(n_images, 1)
-        allowed = false <= max_false_per_image + 1e-12
-        if not allowed.any():
-            allowed = false == false.min()
-            allowed[:int(np.flatnonzero(allowed).max())] = False
-        f1 = np.where(allowed, f1, -2.0)
     best = int(np.argmax(f1))
     return float(grid[best]), float(f1[best])
 
@@ -331,12 +306,7 @@ def write_table(rows: Sequence[Dict], output_dir: str | os.PathLike) -> Dict[str
                "false pos. (on hand-rejected candidates)", "false pos. / image (tuning; test)",
                "best F1 on test (thresh)", "C = P",
                *(f"C, flux frac {k[7:]} (n)" for k in flux_keys)]
-
-    def thresh_cell(r):  # says when the choice was capped by another method's false rate
-        cap = r.get("tune_false_cap")
-        return f"{r['thresh']:.2f}" + ("" if cap is None else f" (false / image <= {cap:.3f})")
-
-    cells = [[r["method"], thresh_cell(r), _fmt(r["completeness"]), _fmt(r["purity"]),
+    cells = [[r["method"], f"{r['thresh']:.2f}", _fmt(r["completeness"]), _fmt(r["purity"]),
               _fmt(r["F1"]), f"{r['n_matched']} / {r['n_true']}", r["n_detections"],
               f"{r['n_unmatched']} ({r['n_unmatched_on_rejected']})",
               "; ".join("undefined" if r.get(k) is None else f"{r[k]:.3f}"
