@@ -226,10 +226,13 @@ def evaluate_methods(methods: Sequence[Method], tune_dataset: str, test_dataset:
         if target is not None:
             if fold_target is None:
                 fold_target = _fold_target(target, tune_dataset, IgnoreRule.from_config(cfg))
+            criterion, rule = MatchCriterion.from_config(cfg), IgnoreRule.from_config(cfg)
             at.update(giant_target(test["predictions"], DatasetCatalog.get(test_dataset),
-                                   thresh, MatchCriterion.from_config(cfg),
-                                   IgnoreRule.from_config(cfg), fold_target))
+                                   thresh, criterion, rule, fold_target))
             at.update({f"flag_pct_{k}": v for k, v in fold_target.named_flags.items()})
+            if target.select_purity is not None:
+                at.update(_selected_giant_counts(fold_target, tune_reports, scorers, test,
+                                                 test_dataset, criterion, rule))
         flux_bins = test["binned"].get("flux_fraction", {}).get("bins", [])
         s = test["curve_summary"]["all"]
         rows.append({"method": m.name, "tuned_on": ", ".join(ds for _, ds in pairs),
@@ -272,6 +275,28 @@ def false_per_image(reports: Sequence[Dict], thresh: float) -> float:
     grid, counts, n_images = _pooled_counts(reports)
     i = int(np.argmin(np.abs(grid - thresh)))
     return float(counts[i, N_DET] - counts[i, N_MATCHED]) / max(n_images, 1)
+
+
+def _selected_giant_counts(target: GiantTarget, tune_reports: Sequence[Dict],
+                           scorers: Sequence[tuple], test: Dict, test_dataset: str,
+                           criterion, rule: IgnoreRule) -> Dict:
+    """The giant catalogue's counts (``GiantTarget.select_purity``): its score threshold
+    chosen on the tuning runs, then the selection flag's counts on the test split at it,
+    keys suffixed :data:`SELECTED_SUFFIX`; ``giant_thresh`` the threshold (NaN: none
+    qualified, no counts)."""
+    key = _selection_flag(target)
+    counts = [flagged_counts_by_threshold(r["predictions"], DatasetCatalog.get(ds),
+                                          GIANT_SCORE_GRID, criterion, rule, target, key)
+              for r, (_, ds) in zip(tune_reports, scorers)]
+    t = giant_score_threshold(counts, target.select_purity)
+    if t is None:
+        return {"giant_thresh": float("nan")}
+    at = giant_target(test["predictions"], DatasetCatalog.get(test_dataset), t, criterion,
+                      rule, target)
+    out = {"giant_thresh": t, f"flag_pct_{key}{SELECTED_SUFFIX}": dict(target.flags())[key]}
+    for name in ("n_target_found_flagged_", "n_target_flagged_", "n_target_flagged_on_catalogue_"):
+        out[f"{name}{key}{SELECTED_SUFFIX}"] = at[f"{name}{key}"]
+    return out
 
 
 def tuned_threshold(reports: Sequence[Dict]) -> tuple:
@@ -419,6 +444,14 @@ class GiantTarget:
     calibrate_recall: Optional[float] = None
     #: Flags with a name instead of a fixed per-cent key ({name: per cent}); set per fold.
     named_flags: Dict[str, float] = field(default_factory=dict)
+    #: With a value (e.g. 0.8), the target is also counted for the *giant catalogue* (key
+    #: suffix :data:`SELECTED_SUFFIX`): the detections at a score threshold of its own, chosen
+    #: on the tuning galaxies (scored as the F1 threshold is, cross-fitted where it is) as
+    #: the lowest on :data:`GIANT_SCORE_GRID` at which at least this fraction of the
+    #: detections with the selection flag (:data:`CALIBRATED_FLAG` if calibrated, else the
+    #: first) lie on a catalogued clump. The flag, not the score, then does the selecting:
+    #: a score threshold tuned for every catalogue clump is too strict for the bright ones.
+    select_purity: Optional[float] = None
 
     def flags(self) -> List[tuple]:
         """(key, per cent) of every flag: the fixed ones, then the named ones."""
@@ -427,6 +460,10 @@ class GiantTarget:
 
 #: The key of the cross-fitted flag in the counts and tables (``n_target_flagged_xfit``...).
 CALIBRATED_FLAG = "xfit"
+#: Suffix of a flag's counts at the giant catalogue's own score threshold.
+SELECTED_SUFFIX = "_sel"
+#: Score thresholds the giant catalogue's threshold is chosen from.
+GIANT_SCORE_GRID = tuple(round(0.05 * k, 2) for k in range(1, 20))
 
 
 def _pct_key(pct: float) -> str:
@@ -548,6 +585,61 @@ def giant_target(predictions: Sequence[Dict], dataset_dicts: Sequence[Dict],
     return out
 
 
+def flagged_counts_by_threshold(predictions: Sequence[Dict], dataset_dicts: Sequence[Dict],
+                                grid: Sequence[float], criterion, rule: IgnoreRule,
+                                target: GiantTarget, flag_key: str) -> Dict[float, tuple]:
+    """{threshold: (flagged detections, of which on a catalogued clump)} for each score
+    threshold of ``grid``, with flag ``flag_key`` of ``target`` (as :func:`giant_target`
+    counts them). For speed, each detection's photometry is measured once, with every
+    detection above the lowest threshold in place (:func:`giant_target`, which measures with
+    the kept detections only, gives the reported counts)."""
+    options = target.photometry or PhotometryOptions()
+    pct = dict(target.flags())[flag_key]
+    plain = truth_from_dicts(dataset_dicts, IgnoreRule())
+    records = {d["image_id"]: d for d in dataset_dicts}
+    lowest = min(grid)
+    out = {float(t): [0, 0] for t in grid}
+    seen = set()
+    for p in predictions:
+        if p["image_id"] in seen or p["image_id"] not in plain:
+            continue
+        seen.add(p["image_id"])
+        cand = p["scores"] >= lowest
+        if not cand.any():
+            continue
+        boxes, scores = p["boxes"][cand], p["scores"][cand]
+        ratio = giant_band_ratios(records[p["image_id"]], (boxes[:, :2] + boxes[:, 2:]) / 2,
+                                  boxes[:, 2] - boxes[:, 0], options)
+        flagged = np.nan_to_num(ratio, nan=-np.inf) >= pct / 100.0
+        for t in out:
+            keep = scores >= t
+            if not (keep & flagged).any():
+                continue
+            _, on_cat = match_masks(plain[p["image_id"]]["boxes"], boxes[keep], scores[keep],
+                                    -np.inf, criterion)
+            out[t][0] += int(flagged[keep].sum())
+            out[t][1] += int((on_cat & flagged[keep]).sum())
+    return {t: tuple(v) for t, v in out.items()}
+
+
+def giant_score_threshold(counts: Sequence[Dict[float, tuple]], min_purity: float
+                          ) -> Optional[float]:
+    """The lowest threshold at which the flagged detections, summed over ``counts``
+    (:func:`flagged_counts_by_threshold` of each tuning run), lie on a catalogued clump for
+    at least ``min_purity`` of them (None if at none)."""
+    for t in sorted(counts[0]):
+        flagged = sum(c[t][0] for c in counts)
+        on = sum(c[t][1] for c in counts)
+        if flagged and on >= min_purity * flagged - 1e-9:
+            return t
+    return None
+
+
+def _selection_flag(target: GiantTarget) -> str:
+    keys = [k for k, _ in target.flags()]
+    return CALIBRATED_FLAG if CALIBRATED_FLAG in keys else keys[0]
+
+
 def _fold_target(target: "GiantTarget", tune_dataset: str, rule: IgnoreRule) -> "GiantTarget":
     """``target`` for one fold: with ``calibrate_recall``, its :data:`CALIBRATED_FLAG`
     threshold chosen on ``tune_dataset`` under ``rule``."""
@@ -624,6 +716,9 @@ def fold_method(method: Method, tune: str, test: str, extra_opts: Sequence[str] 
 
 
 def _flag_label(key: str) -> str:
+    if key.endswith(SELECTED_SUFFIX):
+        return (f"giant catalogue: its score threshold and the "
+                f"{_flag_label(key[:-len(SELECTED_SUFFIX)])}")
     if key == CALIBRATED_FLAG:
         return "flag chosen on the other fold, per fold"
     return f"{key.replace('p', '.')} % flag"
@@ -663,7 +758,10 @@ def write_paper_table(rows: Sequence[Dict], fold_rows: Sequence[Dict],
                  f"{r.get('n_ignored', 0)} ({r.get('n_detections_on_ignored', 0)})"]
         for p in target_keys:
             per_fold = [f"{f[f'flag_pct_{p}']:.2f}" for f in folds if f"flag_pct_{p}" in f]
+            scores = [_fmt(f.get("giant_thresh")) for f in folds] \
+                if p.endswith(SELECTED_SUFFIX) else []
             cells.append(
+                (f"score >= {' / '.join(scores)}, " if scores else "") +
                 (f"flag >= {' / '.join(per_fold)} %: " if per_fold else "") +
                 f"{_fmt(r.get(f'target_C_{p}'))} ({r.get(f'n_target_found_flagged_{p}', 0)} / "
                 f"{r.get('n_target_clumps', 0)}) / {_fmt(r.get(f'target_P_{p}'))} "

@@ -365,6 +365,53 @@ def test_giant_target_counts(monkeypatch):
     assert frac["target_C_3"] == pytest.approx(1 / 3) and frac["target_P_3"] == pytest.approx(0.75)
 
 
+def test_giant_catalogue_score_threshold(monkeypatch):
+    """The giant catalogue's own score threshold: flagged detections (and those on a
+    catalogued clump) counted at each grid threshold; the lowest threshold at which enough of
+    the flagged ones lie on a catalogued clump, counts summed over tuning runs."""
+    import pandas as pd
+    from detectron2.structures import BoxMode
+
+    from clump_d2.evaluation.clump_evaluation import IgnoreRule
+    from clump_d2.evaluation.matching import MatchCriterion
+    from clump_d2.studies import realdata
+
+    def ann(x, y, frac):
+        return {"bbox": [x - 5, y - 5, 10, 10], "bbox_mode": BoxMode.XYWH_ABS,
+                "category_id": 0, "flux_frac_u": frac}
+
+    record = {"image_id": 1, "width": 100, "height": 100, "psf_fwhm_px": 4.0,
+              "file_name": "unused.jpg",
+              "annotations": [ann(20, 20, 0.05), ann(80, 20, 0.05), ann(80, 80, 0.005)]}
+    # (x, y, score, display ratio): on a clump flagged; on a clump flagged; on nothing
+    # flagged; on the faint clump not flagged (3 % flag)
+    dets = [(20, 20, 0.9, 0.04), (80, 20, 0.3, 0.04), (45, 85, 0.4, 0.05), (80, 80, 0.6, 0.01)]
+    ratio_at = {(float(x), float(y)): r for x, y, _, r in dets}
+    monkeypatch.setattr(realdata, "record_photometry_image", lambda rec, o: None)
+    monkeypatch.setattr(realdata, "measure_image", lambda image, xy, fwhm, centre, o:
+                        pd.DataFrame({"giant_band": ["B (display)"] * len(xy),
+                                      "flux_ratio_B": [ratio_at[(float(x), float(y))]
+                                                       for x, y in xy]}))
+    pred = {"image_id": 1, "scores": np.array([d[2] for d in dets]),
+            "boxes": np.array([[x - 5.0, y - 5, x + 5, y + 5] for x, y, _, _ in dets]),
+            "classes": np.zeros(4, int)}
+    target = realdata.GiantTarget(flag_pcts=(3.0,))
+    counts = realdata.flagged_counts_by_threshold(
+        [pred], [record], (0.2, 0.5, 0.8), MatchCriterion("iou"),
+        IgnoreRule({"flux_frac_u": 0.03}), target, "3")
+    assert counts == {0.2: (3, 2), 0.5: (1, 1), 0.8: (1, 1)}
+    assert realdata.giant_score_threshold([counts], 0.8) == 0.5
+    assert realdata.giant_score_threshold([counts], 0.6) == 0.2
+    other = {0.2: (1, 1), 0.5: (0, 0), 0.8: (0, 0)}  # a second tuning run: 3 of 4 at 0.2
+    assert realdata.giant_score_threshold([counts, other], 0.75) == 0.2
+    assert realdata.giant_score_threshold([counts, other], 0.8) == 0.5
+    assert realdata.giant_score_threshold([{0.5: (2, 1)}], 0.8) is None
+    # the reported counts at the chosen threshold are giant_target's
+    at = realdata.giant_target([pred], [record], 0.5, MatchCriterion("iou"),
+                               IgnoreRule({"flux_frac_u": 0.03}), target)
+    assert (at["n_target_flagged_3"], at["n_target_flagged_on_catalogue_3"]) == counts[0.5]
+
+
 def test_calibrated_flag_is_the_largest_threshold_keeping_the_recall(monkeypatch):
     """The cross-fitted flag: measured at the catalogue positions of the kept clumps only
     (faint and central ones are not counted), the largest ratio flagging >= recall of them;
@@ -425,6 +472,7 @@ def test_paper_definition_table_on_real_galaxies(tiny_gzh, tmp_path):
 
     from clump_d2.evaluation.clump_evaluation import IgnoreRule
     from clump_d2.studies.realdata import (
+        GIANT_SCORE_GRID,
         GiantTarget,
         calibrated_flag_pct,
         evaluate_paper_definition,
@@ -435,7 +483,8 @@ def test_paper_definition_table_on_real_galaxies(tiny_gzh, tmp_path):
                                      "gzhtiny", tmp_path / "paper",
                                      "configs/RealData/sim_catalogue_r18.yaml", limits=(0.01,),
                                      target=GiantTarget(flag_pcts=(3.0,),
-                                                        calibrate_recall=0.9))
+                                                        calibrate_recall=0.9,
+                                                        select_purity=0.5))
     data = json.loads((tmp_path / "paper" / "paper_eval.json").read_text())
     expected_true, expected_all = 0, 0
     for split in ("train", "test"):
@@ -467,6 +516,17 @@ def test_paper_definition_table_on_real_galaxies(tiny_gzh, tmp_path):
         assert 0 <= fold["flag_pct_xfit"] < 100
         assert fold["n_target_flagged_xfit"] >= fold["n_target_found_flagged_xfit"]
     assert "flag chosen on the other fold" in md and "flag >= " in md
+    # The giant catalogue: a score threshold per fold from the grid (or none qualified), and
+    # at it no more flagged-and-found than flagged, nor than target clumps.
+    assert "giant catalogue: its score threshold" in md and "score >= " in md
+    for fold in data["folds"]:
+        t = fold["giant_thresh"]
+        if t is None:  # NaN in JSON: no threshold qualified on the tuning split
+            continue
+        assert t in GIANT_SCORE_GRID
+        assert fold["n_target_found_flagged_xfit_sel"] <= min(
+            fold["n_target_flagged_xfit_sel"], fold["n_target_clumps"])
+        assert fold["n_target_flagged_on_catalogue_xfit_sel"] <= fold["n_target_flagged_xfit_sel"]
 
 
 def test_fold_method_fills_the_fold_into_weights_and_threshold_sources():
