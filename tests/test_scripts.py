@@ -1,0 +1,43 @@
+"""The study scripts: valid bash, and the shared S82 fine-tuning functions build the commands
+the docs describe (run with PY=echo, so nothing trains)."""
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS = sorted((ROOT / "scripts").glob("*.sh"))
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+def test_script_is_valid_bash(script):
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+
+
+def _run(snippet, tmp_path):
+    out = subprocess.run(["bash", "-c", f". scripts/s82_finetune.sh; PY=echo; {snippet}"],
+                         cwd=ROOT, capture_output=True, text=True, check=True)
+    return out.stdout.strip().splitlines()
+
+
+def test_s82_finetune_commands(tmp_path):
+    done = tmp_path / "done"
+    done.mkdir()
+    (done / "model_final.pth").write_text("")
+    lines = _run(f"s82_finetune cfg.yaml {tmp_path}/new train test MODEL.WEIGHTS w.pth; "
+                 f"s82_finetune cfg.yaml {done} train test", tmp_path)
+    # the finished run is skipped; the other trains on the split + the simulated galaxies
+    assert lines == [f"tools/train_net.py --config-file cfg.yaml DATASETS.TRAIN "
+                     f"('gzh_s82c_train','sdsscatmix_train') DATASETS.TEST ('gzh_s82c_test',) "
+                     f"OUTPUT_DIR {tmp_path}/new MODEL.WEIGHTS w.pth"]
+    halves = _run(f"s82_finetune_halves cfg.yaml {tmp_path}/x", tmp_path)
+    assert [line.split("OUTPUT_DIR ")[1] for line in halves] == [
+        f"{tmp_path}/x/{h}" for h in ("train_a", "train_b", "test_a", "test_b")]
+    assert "('gzh_s82c_train_a','sdsscatmix_train') DATASETS.TEST ('gzh_s82c_train_b',)" \
+        in halves[0]
+
+
+def test_s82_xfit_args(tmp_path):
+    lines = _run('s82_xfit_args ft root "{tune}"; printf "%s\\n" "${XFIT[@]}"', tmp_path)
+    assert lines == ["--threshold-from", "ft=root/{tune}_a/model_final.pth@gzh_s82c_{tune}_b",
+                     "--threshold-from", "ft=root/{tune}_b/model_final.pth@gzh_s82c_{tune}_a"]
