@@ -543,7 +543,9 @@ def write_sweep(sweeps: Dict[str, Dict], output_dir: str | os.PathLike, command:
         ax.set_ylim(-0.05, 1.05)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6)
-    axes[0][0].set_ylabel("recovered fraction (one point per score threshold; * operating)")
+    axes[0][0].set_ylabel("recovered fraction")
+    fig.suptitle("one point per score threshold; * = the detector's operating point",
+                 fontsize=9)
     fig.tight_layout()
     fig.savefig(paths["png"], dpi=80)
     plt.close(fig)
