@@ -322,7 +322,9 @@ def write_table(rows: Sequence[Dict], output_dir: str | os.PathLike) -> Dict[str
               for k, v in r.items()} for r in rows]
     paths["json"].write_text(json.dumps(clean, indent=2))
     with open(paths["csv"], "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["method"])
+        # every key of every row (a method without a giant catalogue threshold has fewer)
+        w = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in rows for k in r))
+                           or ["method"])
         w.writeheader()
         w.writerows(rows)
     flux_keys = [k for k in (rows[0] if rows else {}) if k.startswith("C_flux_")]

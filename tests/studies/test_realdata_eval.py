@@ -365,6 +365,25 @@ def test_giant_target_counts(monkeypatch):
     assert frac["target_C_3"] == pytest.approx(1 / 3) and frac["target_P_3"] == pytest.approx(0.75)
 
 
+def test_table_rows_with_different_keys(tmp_path):
+    """A method whose giant catalogue found no threshold has fewer keys than the others: the
+    CSV carries the union, blank where a row has none."""
+    import csv
+
+    from clump_d2.studies.realdata import write_table
+
+    base = {"method": "a", "thresh": 0.5, "completeness": 0.5, "purity": 0.5, "F1": 0.5,
+            "n_matched": 1, "n_true": 2, "n_detections": 2, "n_unmatched": 1,
+            "n_unmatched_on_rejected": 0, "tune_false_per_image": 0.1,
+            "test_false_per_image": 0.2, "test_F1_max": 0.5, "test_F1_max_thresh": 0.5,
+            "test_equal_CP_value": 0.5, "giant_thresh": float("nan")}
+    rows = [base, {**base, "method": "b", "giant_thresh": 0.3, "n_target_flagged_xfit_sel": 4}]
+    paths = write_table(rows, tmp_path)
+    read = list(csv.DictReader(open(paths["csv"])))
+    assert [r["method"] for r in read] == ["a", "b"]
+    assert read[0]["n_target_flagged_xfit_sel"] == "" and read[1]["n_target_flagged_xfit_sel"] == "4"
+
+
 def test_giant_catalogue_score_threshold(monkeypatch):
     """The giant catalogue's own score threshold: flagged detections (and those on a
     catalogued clump) counted at each grid threshold; the lowest threshold at which enough of
