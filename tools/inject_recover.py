@@ -56,8 +56,9 @@ from clump_d2.engine import build_config
 from clump_d2.structures import clump_position
 from clump_d2.sim.inject import load_linear, network_input_fn
 from clump_d2.studies.injection import (DEFAULT_SWEEP, InjectionConfig, baseline_detector,
-                                        model_detector, prepare_host_images, run_injection,
-                                        summarise, summarise_groups, summarise_sweep,
+                                        is_operating, model_detector, prepare_host_images,
+                                        run_injection, summarise, summarise_groups,
+                                        summarise_sweep,
                                         threshold_within_false_rate, write_group_comparison,
                                         write_outputs, write_sweep)
 
@@ -227,7 +228,7 @@ def main(argv=None):
         if args.baseline and args.config_file:
             # The network's most complete point no noisier than the baseline at its own.
             base, net = (sweeps[d[0]] for d in detectors)
-            ref = next(e for e in base["sweep"] if abs(e["thresh"] - base["operating"]) < 1e-9)
+            ref = next(e for e in base["sweep"] if is_operating(e, base))
             net["within_baseline_false_rate"] = threshold_within_false_rate(
                 net["sweep"], ref["false_per_galaxy"])
             pick = net["within_baseline_false_rate"]

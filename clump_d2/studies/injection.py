@@ -210,16 +210,20 @@ def _count_false(boxes: np.ndarray, matched: set, ignore_boxes: np.ndarray) -> i
     return n
 
 
+def recovered_fraction(k: int, n: int) -> Dict:
+    """``k`` of ``n`` injected clumps recovered: counts, fraction and Wilson 68 % interval
+    (NaN when nothing was injected)."""
+    lo, hi = wilson_interval(k, n) if n else (float("nan"), float("nan"))
+    return {"n": n, "recovered": k, "fraction": k / n if n else float("nan"),
+            "low": lo, "high": hi}
+
+
 def summarise(rows: Sequence[Dict], flux_fractions: Sequence[float],
               radius_edges: Sequence[float]) -> Dict:
     """Recovered fraction (with counts and Wilson 68 % intervals) per flux fraction, per
     radius bin (x R50), and per (flux fraction, radius bin)."""
     def stats(sel):
-        n = len(sel)
-        k = int(sum(r["recovered"] for r in sel))
-        lo, hi = wilson_interval(k, n) if n else (float("nan"), float("nan"))
-        return {"n": n, "recovered": k, "fraction": k / n if n else float("nan"),
-                "low": lo, "high": hi}
+        return recovered_fraction(int(sum(r["recovered"] for r in sel)), len(sel))
 
     out = {"n_injected": len(rows), "by_flux_frac": [], "by_radius": [], "by_both": []}
     for f in flux_fractions:
@@ -392,11 +396,8 @@ def summarise_groups(rows: Sequence[Dict], trial_rows: Sequence[Dict],
                                           if tsel else float("nan")), "by_flux_frac": []}
         for f in flux_fractions:
             fs = [r for r in sel if r["flux_frac"] == f]
-            k = int(sum(r["recovered"] for r in fs))
-            lo, hi = wilson_interval(k, len(fs)) if fs else (float("nan"), float("nan"))
-            entry["by_flux_frac"].append({"flux_frac": float(f), "n": len(fs), "recovered": k,
-                                          "fraction": k / len(fs) if fs else float("nan"),
-                                          "low": lo, "high": hi})
+            entry["by_flux_frac"].append({"flux_frac": float(f), **recovered_fraction(
+                int(sum(r["recovered"] for r in fs)), len(fs))})
         out.append(entry)
     return out
 
@@ -482,14 +483,16 @@ def summarise_sweep(trial_rows: Sequence[Dict], flux_fractions: Sequence[float])
                  "by_flux_frac": []}
         for f in flux_fractions:
             ts = [t for t in with_sweep if t["flux_frac"] == f]
-            n = int(sum(t["n_injected"] for t in ts))
-            k = int(sum(t["sweep"][i][1] for t in ts))
-            lo, hi = wilson_interval(k, n) if n else (float("nan"), float("nan"))
-            entry["by_flux_frac"].append({"flux_frac": float(f), "n": n, "recovered": k,
-                                          "fraction": k / n if n else float("nan"),
-                                          "low": lo, "high": hi})
+            entry["by_flux_frac"].append({"flux_frac": float(f), **recovered_fraction(
+                int(sum(t["sweep"][i][1] for t in ts)), int(sum(t["n_injected"] for t in ts)))})
         out.append(entry)
     return out
+
+
+def is_operating(entry: Dict, sweep: Dict) -> bool:
+    """Whether a :func:`summarise_sweep` entry is at the detector's operating threshold
+    (``sweep["operating"]``, which the tool puts on the grid)."""
+    return sweep.get("operating") is not None and abs(entry["thresh"] - sweep["operating"]) < 1e-9
 
 
 def write_sweep(sweeps: Dict[str, Dict], output_dir: str | os.PathLike, command: str = "",
@@ -514,9 +517,7 @@ def write_sweep(sweeps: Dict[str, Dict], output_dir: str | os.PathLike, command:
     table = []
     for name, sw in sweeps.items():
         for e in sw["sweep"]:
-            op = sw.get("operating")
-            table.append([name, f"{e['thresh']:.2f}",
-                          "yes" if op is not None and abs(e["thresh"] - op) < 1e-9 else "",
+            table.append([name, f"{e['thresh']:.2f}", "yes" if is_operating(e, sw) else "",
                           *(f"{b['fraction']:.3f} ({b['recovered']}/{b['n']})"
                             for b in e["by_flux_frac"]), f"{e['false_per_galaxy']:.3f}"])
     lines = [f"Written by `{command}`" + (f" on {machine}." if machine else "."), ""] \
@@ -533,7 +534,7 @@ def write_sweep(sweeps: Dict[str, Dict], output_dir: str | os.PathLike, command:
             ys = [e["by_flux_frac"][j]["fraction"] for e in sw["sweep"]]
             line, = ax.plot(xs, ys, marker=".", label=name)
             for e, x, y in zip(sw["sweep"], xs, ys):
-                if sw.get("operating") is not None and abs(e["thresh"] - sw["operating"]) < 1e-9:
+                if is_operating(e, sw):
                     ax.plot([x], [y], marker="*", markersize=12, color=line.get_color())
                     ax.annotate(f"{e['thresh']:.2f}", (x, y), fontsize=7,
                                 xytext=(4, -10), textcoords="offset points")
