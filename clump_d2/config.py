@@ -168,6 +168,11 @@ def _add_ignore_region_config(cfg: CN) -> None:
     cfg.MODEL.IGNORE_REGIONS = CN()
     # An anchor/proposal is inside an ignore region when this fraction of its area lies in one.
     cfg.MODEL.IGNORE_REGIONS.IOA_THRESH = 0.5
+    # Training clumps whose numeric attribute is below a limit are ignore regions too, e.g.
+    # ["flux_frac_u:0.01"]: train the bright end (the paper's giant clumps) without punishing
+    # the detector for the fainter catalogue clumps it also sees. A clump without the
+    # attribute is kept. Needs the two ignore-aware heads above.
+    cfg.MODEL.IGNORE_REGIONS.BELOW = []
 
 
 # --- training --------------------------------------------------------------------------------

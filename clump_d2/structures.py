@@ -11,7 +11,7 @@ non-positive size is dropped as ``non_positive_size`` / ``nan_coordinates``.
 from __future__ import annotations
 
 import math
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -26,6 +26,41 @@ BOX_SIDE_PER_FWHM = 2.5
 IGNORE_FIELD = "gt_ignore"
 #: Half the box side in PSF FWHM: the distance rule's tolerance for a Clump Scout box.
 BOX_HALF_SIDE_PER_FWHM = BOX_SIDE_PER_FWHM / 2
+
+
+def is_number(value) -> bool:
+    """A real number (int/float, numpy too), not a bool."""
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
+        value, (bool, np.bool_))
+
+
+def parse_attribute_limits(specs: Sequence[str]) -> Dict[str, float]:
+    """``["flux_frac_u:0.03", ...]`` -> ``{"flux_frac_u": 0.03}``: the limits on a clump's
+    numeric attributes of ``TEST.CLUMP_EVAL.IGNORE_BELOW`` (evaluation) and
+    ``MODEL.IGNORE_REGIONS.BELOW`` (training)."""
+    out = {}
+    for spec in specs:
+        name, sep, value = str(spec).partition(":")
+        try:
+            limit = float(value)
+        except ValueError:
+            limit = float("nan")
+        if not sep or not name.strip() or not math.isfinite(limit):
+            raise ValueError(f"ignore rule {spec!r}: expected 'attribute:limit' with a finite "
+                             "number, e.g. 'flux_frac_u:0.03'")
+        out[name.strip()] = limit
+    return out
+
+
+def below_limits(anno: Dict, limits: Dict[str, float]) -> List[str]:
+    """The attributes of ``limits`` on which annotation ``anno`` has a finite value below the
+    limit (a clump without the attribute is not below it)."""
+    out = []
+    for name, limit in limits.items():
+        value = anno.get(name)
+        if is_number(value) and math.isfinite(value) and value < limit:
+            out.append(name)
+    return out
 
 
 def square_box(cx: float, cy: float, side: float) -> Tuple[float, float, float, float]:

@@ -27,7 +27,7 @@ from detectron2.data import DatasetMapper
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 
-from ..structures import IGNORE_FIELD
+from ..structures import IGNORE_FIELD, below_limits, parse_attribute_limits
 from .fits_io import FitsReadOptions, read_fits_for_network
 from .image_io import read_display_image, reads_as_fits
 from .transforms import build_clump_augmentations
@@ -45,13 +45,23 @@ class ClumpDatasetMapper(DatasetMapper):
     @configurable
     def __init__(self, is_train: bool, *, augmentations: List[T.Augmentation],
                  image_format: str, fits_options: Optional[FitsReadOptions] = None,
-                 keep_ignore: bool = False, **kwargs):
+                 keep_ignore: bool = False, ignore_below: Optional[Dict[str, float]] = None,
+                 **kwargs):
         """``fits_options`` (default: ``FitsReadOptions()``) say how FITS files are read;
         ``keep_ignore``: training keeps ``iscrowd`` annotations as instances with
         ``gt_ignore = True`` (ignore regions, for the ignore-aware heads) instead of dropping
-        them."""
+        them. ``ignore_below`` ({attribute: limit}, ``MODEL.IGNORE_REGIONS.BELOW``): training
+        clumps with a value below the limit are ignore regions too (training the bright end:
+        fainter clumps are neither rewarded nor punished); needs ``keep_ignore``."""
         self.fits_options = fits_options or FitsReadOptions()
         self.keep_ignore = bool(keep_ignore)
+        self.ignore_below = dict(ignore_below or {})
+        if self.ignore_below and not self.keep_ignore:
+            raise ValueError(
+                "MODEL.IGNORE_REGIONS.BELOW needs the ignore-aware heads "
+                "(MODEL.PROPOSAL_GENERATOR.NAME 'IgnoreRegionRPN', MODEL.ROI_HEADS.NAME "
+                "'IgnoreRegionROIHeads'): a standard head would learn the faint clumps as "
+                "background")
         super().__init__(is_train, augmentations=augmentations, image_format=image_format,
                          use_instance_mask=False, use_keypoint=False,
                          recompute_boxes=False, **kwargs)
@@ -67,6 +77,7 @@ class ClumpDatasetMapper(DatasetMapper):
             # standard head would learn them as clumps, so they are dropped for it.
             "keep_ignore": (cfg.MODEL.PROPOSAL_GENERATOR.NAME == "IgnoreRegionRPN"
                             or cfg.MODEL.ROI_HEADS.NAME == "IgnoreRegionROIHeads"),
+            "ignore_below": parse_attribute_limits(cfg.MODEL.IGNORE_REGIONS.BELOW),
         }
 
     def read_image(self, dataset_dict: Dict) -> np.ndarray:
@@ -92,11 +103,12 @@ class ClumpDatasetMapper(DatasetMapper):
         if not self.is_train:
             dataset_dict.pop("annotations", None)
             return dataset_dict
-        annos = [
-            utils.transform_instance_annotations(obj, transforms, image_shape)
-            for obj in dataset_dict.pop("annotations", [])
-            if self.keep_ignore or obj.get("iscrowd", 0) == 0
-        ]
+        annos = []
+        for obj in dataset_dict.pop("annotations", []):
+            if self.ignore_below and below_limits(obj, self.ignore_below):
+                obj = {**obj, "iscrowd": 1}
+            if self.keep_ignore or obj.get("iscrowd", 0) == 0:
+                annos.append(utils.transform_instance_annotations(obj, transforms, image_shape))
         instances = utils.annotations_to_instances(annos, image_shape)
         if self.keep_ignore:
             instances.set(IGNORE_FIELD, torch.as_tensor(

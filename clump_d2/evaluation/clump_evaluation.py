@@ -18,7 +18,8 @@ from detectron2.evaluation import DatasetEvaluator
 from detectron2.structures import BoxMode
 from detectron2.utils import comm
 
-from clump_d2.structures import BOX_SIDE_PER_FWHM
+from clump_d2.structures import (BOX_SIDE_PER_FWHM, below_limits, is_number,
+                                 parse_attribute_limits)
 from . import metrics as M
 from . import plots
 from .matching import MatchCriterion
@@ -48,26 +49,9 @@ def parse_bin_edges(specs: Sequence[str]) -> Dict[str, List[float]]:
     return out
 
 
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
-        value, (bool, np.bool_))
-
-
-def parse_ignore_below(specs: Sequence[str]) -> Dict[str, float]:
-    """``["flux_frac_u:0.03", ...]`` -> ``{"flux_frac_u": 0.03}``
-    (``TEST.CLUMP_EVAL.IGNORE_BELOW``)."""
-    out = {}
-    for spec in specs:
-        name, sep, value = str(spec).partition(":")
-        try:
-            limit = float(value)
-        except ValueError:
-            limit = float("nan")
-        if not sep or not name.strip() or not math.isfinite(limit):
-            raise ValueError(f"ignore rule {spec!r}: expected 'attribute:limit' with a finite "
-                             "number, e.g. 'flux_frac_u:0.03'")
-        out[name.strip()] = limit
-    return out
+_is_number = is_number
+#: ``TEST.CLUMP_EVAL.IGNORE_BELOW`` specs -> {attribute: limit}.
+parse_ignore_below = parse_attribute_limits
 
 
 #: Reasons a true clump is an ignore region (``ignore_reason`` of :func:`truth_from_dicts`).
@@ -116,14 +100,11 @@ class IgnoreRule:
     def reasons(self, record: Mapping, anno: Mapping, box_xyxy: Sequence[float]) -> List[str]:
         """Why one annotation of one image is an ignore region (empty list: it is kept)."""
         out = [IGNORE_ISCROWD] if anno.get("iscrowd", 0) else []
-        for name, limit in self.below.items():
-            value = anno.get(name)
-            value = float(value) if _is_number(value) else float("nan")
-            if math.isfinite(value):
-                if value < limit:
-                    out.append(f"below:{name}")
-            elif self.ignore_missing:
-                out.append(f"missing:{name}")
+        below = below_limits(anno, self.below)
+        out += [f"below:{name}" for name in below]
+        if self.ignore_missing:
+            out += [f"missing:{name}" for name in self.below
+                    if not (_is_number(anno.get(name)) and math.isfinite(anno[name]))]
         if self.centre_fwhm > 0:
             x0, y0, x1, y1 = (float(v) for v in box_xyxy)
             cx, cy = galaxy_centre(record)

@@ -1,5 +1,6 @@
 """The mapper keeps iscrowd annotations as ignore regions only for ignore-aware heads."""
 import numpy as np
+import pytest
 import torch
 from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
@@ -70,3 +71,31 @@ def test_training_step_on_a_record_with_an_ignore_region(tmp_path, tiny_model_op
     total.backward()
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     assert grads and all(torch.isfinite(g).all() for g in grads)
+
+
+def test_clumps_below_a_training_limit_become_ignore_regions(tmp_path, tiny_model_opts):
+    """MODEL.IGNORE_REGIONS.BELOW: a clump below the limit is an ignore region, one at or
+    above it, one without the attribute and one with NaN stay clumps; iscrowd stays ignored."""
+    record = _record(tmp_path)
+    base = record["annotations"][0]
+    record["annotations"] = [
+        {**base, "flux_frac_u": 0.005}, {**base, "bbox": [30.0, 30.0, 16.0, 16.0],
+                                         "flux_frac_u": 0.01},
+        {**base, "bbox": [50.0, 10.0, 16.0, 16.0]},
+        {**base, "bbox": [10.0, 50.0, 16.0, 16.0], "flux_frac_u": float("nan")},
+        record["annotations"][1]]
+    cfg = _cfg(tmp_path, tiny_model_opts, True)
+    cfg.defrost()
+    cfg.MODEL.IGNORE_REGIONS.BELOW = ["flux_frac_u:0.01"]
+    inst = ClumpDatasetMapper(cfg, True)(record)["instances"]
+    assert inst.get(IGNORE_FIELD).tolist() == [True, False, False, False, True]
+    # The dataset's own dicts are not changed.
+    assert all(not a["iscrowd"] for a in record["annotations"][:4])
+
+
+def test_training_limit_needs_ignore_aware_heads(tmp_path, tiny_model_opts):
+    cfg = _cfg(tmp_path, tiny_model_opts, False)
+    cfg.defrost()
+    cfg.MODEL.IGNORE_REGIONS.BELOW = ["flux_frac_u:0.01"]
+    with pytest.raises(ValueError, match="MODEL.IGNORE_REGIONS.BELOW needs the ignore-aware"):
+        ClumpDatasetMapper(cfg, True)

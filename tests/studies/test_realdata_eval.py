@@ -538,6 +538,7 @@ def test_paper_definition_table_on_real_galaxies(tiny_gzh, tmp_path):
     # The giant catalogue: a score threshold per fold from the grid (or none qualified), and
     # at it no more flagged-and-found than flagged, nor than target clumps.
     assert "giant catalogue: its score threshold" in md and "score >= " in md
+    assert "Giant target counted on the detector's raw output" in md
     for fold in data["folds"]:
         t = fold["giant_thresh"]
         if t is None:  # NaN in JSON: no threshold qualified on the tuning split
@@ -559,3 +560,41 @@ def test_fold_method_fills_the_fold_into_weights_and_threshold_sources():
     assert f.opts == ["A", "1", "TEST.CLUMP_EVAL.IGNORE_BELOW", "['flux_frac_u:0.03']",
                       "TEST.CLUMP_EVAL.IGNORE_CENTRE_FWHM", "1.0"]
     assert m.weights.endswith("{tune}/model_final.pth")  # the template is left alone
+
+
+def test_catalogue_predictions_post_process_as_the_catalogue():
+    """The giant target's catalogue view: duplicates within a PSF FWHM merged into the
+    higher-scored one, the detection on the galaxy centre dropped with DROP_BULGE (the
+    record's centre and FWHM, not the image centre), no score cut, other images untouched
+    in number."""
+    from clump_d2.inference.postprocess import PostProcessConfig
+    from clump_d2.studies.realdata import catalogue_predictions
+
+    def box(cx, cy, side=10.0):
+        return [cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2]
+
+    records = [{"image_id": 1, "width": 100, "height": 100, "centre_x": 30.0,
+                "centre_y": 40.0, "psf_fwhm_px": 4.0},
+               {"image_id": 2, "width": 100, "height": 100, "psf_fwhm_px": 4.0}]
+    preds = [{"image_id": 1, "boxes": np.array([box(31, 41), box(70, 70), box(72, 71),
+                                                box(10, 80)]),
+              "scores": np.array([0.9, 0.5, 0.7, 0.06]), "classes": np.zeros(4, int)},
+             {"image_id": 2, "boxes": np.array([box(31, 41), box(50, 50)]),
+              "scores": np.array([0.4, 0.3])}]
+    out = catalogue_predictions(preds, records, PostProcessConfig(
+        score_thresh=0.5, nms_thresh=0.5, merge_fwhm=1.0, bulge_fwhm=1.0, drop_bulge=True))
+    # Image 1: centre (31, 41) dropped; (70, 70) merged into (72, 71) (0.7 > 0.5); the 0.06
+    # detection kept (no score cut).
+    assert out[0]["image_id"] == 1
+    np.testing.assert_allclose(out[0]["scores"], [0.7, 0.06])
+    np.testing.assert_allclose(out[0]["boxes"], [box(72, 71), box(10, 80)])
+    # Image 2 has no centre_x: the image centre (50, 50) is the bulge.
+    np.testing.assert_allclose(out[1]["scores"], [0.4])
+    # Without NMS, merging and the bulge rule nothing is dropped; NMS alone removes the
+    # duplicate (IoU 0.56 > 0.5).
+    kept = catalogue_predictions(preds, records, PostProcessConfig(
+        nms_thresh=0.0, merge_fwhm=0.0, bulge_fwhm=1.0, drop_bulge=False))
+    assert [len(p["scores"]) for p in kept] == [4, 2]
+    nms = catalogue_predictions(preds, records, PostProcessConfig(
+        nms_thresh=0.5, merge_fwhm=0.0, bulge_fwhm=1.0, drop_bulge=False))
+    np.testing.assert_allclose(nms[0]["scores"], [0.9, 0.7, 0.06])
