@@ -4,14 +4,17 @@
 # each detector's operating point (chosen on the validation hosts), the held-out hosts'
 # completeness / purity, the injection-recovery table on the held-out real hosts, and the
 # real GZH Stripe 82 galaxies (both folds; full depth and the paper's giant clumps), the model
-# as it is and fine-tuned on each fold (configs/RealData/finetune_sdss_lite0_gzh_s82.yaml).
+# as it is and fine-tuned on each fold (configs/RealData/finetune_sdss_lite0_gzh_s82.yaml,
+# and for the giant clumps on the bright end, finetune_sdss_lite0_gzh_s82_bright.yaml).
 #
 #   bash scripts/sdss_eval.sh [path/to/gz2_sdss_1400/jpegs]
 #
 # A step whose output exists is skipped (delete it to redo it). Results under
 # output/sdss_domain/: hosts_eval/real_eval.md, inject_val/injection_sweep.md (the operating
 # point), inject/injection_table.md + injection_sweep.{md,png}, s82_folds_distance/
-# real_eval_folds.md, paper_distance/paper_eval.md. ~100 min on a 2-core CPU from nothing.
+# real_eval_folds.md, paper_distance/paper_eval.md (giant target on the catalogue a user
+# gets) and paper_distance_raw/paper_eval.md (on the raw detections). ~130 min on a 2-core
+# CPU from nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 HOSTS=${1:-../shared/realdata/gz2_sdss_1400/jpegs}
@@ -29,6 +32,9 @@ E=${E:-output/sdss_domain}
 # (the half-splits choosing their thresholds).
 FT=${FT:-configs/RealData/finetune_sdss_lite0_gzh_s82.yaml}
 FTR=${FTR:-output/realdata/finetune_sdss_lite0}
+# The same, trained on the bright end (catalogue clumps below 1 % in u ignored).
+FTB_CFG=${FTB_CFG:-configs/RealData/finetune_sdss_lite0_gzh_s82_bright.yaml}
+FTB=${FTB:-output/realdata/finetune_sdss_lite0_bright}
 
 # Data: test hosts = the galaxy-pretraining run's held-out galaxies (fraction 0.3, seed 0).
 # shellcheck disable=SC2086
@@ -88,6 +94,9 @@ echo "operating points: classical baseline $BASE_T, network $NET_T (the config's
 s82_finetune $FT $FTR/on_train train test MODEL.WEIGHTS "$MODEL"
 s82_finetune $FT $FTR/on_test test train MODEL.WEIGHTS "$MODEL"
 s82_finetune_halves $FT $FTR MODEL.WEIGHTS "$MODEL"
+s82_finetune $FTB_CFG $FTB/on_train train test MODEL.WEIGHTS "$MODEL"
+s82_finetune $FTB_CFG $FTB/on_test test train MODEL.WEIGHTS "$MODEL"
+s82_finetune_halves $FTB_CFG $FTB MODEL.WEIGHTS "$MODEL"
 for fold in train:test test:train; do
     tune=${fold%%:*} test=${fold##*:}
     s82_xfit_args sdss_lite0_finetuned "$FTR" "$tune"
@@ -101,8 +110,18 @@ done
     $PY tools/eval_real.py pool --fold "train→test=$E/s82_train_to_test" \
         --fold "test→train=$E/s82_test_to_train" --output-dir $E/s82_folds_distance
 s82_xfit_args sdss_lite0_finetuned "$FTR" "{tune}"
-[ -f $E/paper_distance/paper_eval.json ] ||
-    $PY tools/eval_real.py paper --config $CFG --baseline-colour 0 \
-        --model sdss_realhosts_lite0=$MODEL \
-        --model "sdss_lite0_finetuned=$FTR/on_{tune}/model_final.pth" "${XFIT[@]}" \
-        --output-dir $E/paper_distance TEST.CLUMP_EVAL.MATCH distance
+XF_FULL=("${XFIT[@]}")
+s82_xfit_args sdss_lite0_bright "$FTB" "{tune}"
+XF_BRIGHT=("${XFIT[@]}")
+# The giant target counted on the catalogue a user gets (each method's INFERENCE
+# post-processing), and on the detectors' raw output (--giant-raw) for comparison.
+for view in catalogue raw; do
+    out=$E/paper_distance$([ $view = raw ] && echo _raw || true)
+    [ -f $out/paper_eval.json ] ||
+        $PY tools/eval_real.py paper --config $CFG --baseline-colour 0 \
+            --model sdss_realhosts_lite0=$MODEL \
+            --model "sdss_lite0_finetuned=$FTR/on_{tune}/model_final.pth" "${XF_FULL[@]}" \
+            --model "sdss_lite0_bright=$FTB/on_{tune}/model_final.pth" "${XF_BRIGHT[@]}" \
+            $([ $view = raw ] && echo --giant-raw || true) \
+            --output-dir $out TEST.CLUMP_EVAL.MATCH distance
+done
