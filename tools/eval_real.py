@@ -81,6 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "threshold, chosen on the tuning split: the lowest at which this "
                         "fraction of the flagged detections lie on a catalogued clump (0 = "
                         "none)")
+    q.add_argument("--giant-ceiling-purity", type=float, default=0.8,
+                   help="also the target's ceiling: the best score and flag thresholds chosen "
+                        "on the test fold itself with at least this flagged purity, an upper "
+                        "bound on any threshold choice (0 = none)")
     q.add_argument("--giant-raw", action="store_true",
                    help="count the giant target on the detector's raw output instead of the "
                         "catalogue a user gets (default: each method's INFERENCE "
@@ -182,7 +186,8 @@ def main(argv=None):
         target = GiantTarget(flag_pcts=tuple(args.flag_pct), photometry=PhotometryOptions(),
                              calibrate_recall=args.flag_recall or None,
                              select_purity=args.giant_select_purity or None,
-                             as_catalogue=not args.giant_raw)
+                             as_catalogue=not args.giant_raw,
+                             ceiling_purity=args.giant_ceiling_purity or None)
         rows = evaluate_paper_definition(methods, args.dataset, args.output_dir, args.config,
                                          limits=args.limits, target=target)
         print(open(f"{args.output_dir}/paper_eval.md").read())

@@ -241,6 +241,9 @@ def evaluate_methods(methods: Sequence[Method], tune_dataset: str, test_dataset:
             if target.select_purity is not None:
                 at.update(_selected_giant_counts(fold_target, tune_reports, scorers, test,
                                                  test_dataset, criterion, rule))
+            if target.ceiling_purity is not None:
+                at.update(_ceiling_counts(fold_target, test["predictions"],
+                                          DatasetCatalog.get(test_dataset), criterion, rule))
         flux_bins = test["binned"].get("flux_fraction", {}).get("bins", [])
         s = test["curve_summary"]["all"]
         rows.append({"method": m.name, "tuned_on": ", ".join(ds for _, ds in pairs),
@@ -305,6 +308,22 @@ def _selected_giant_counts(target: GiantTarget, tune_reports: Sequence[Dict],
     for name in ("n_target_found_flagged_", "n_target_flagged_", "n_target_flagged_on_catalogue_"):
         out[f"{name}{key}{SELECTED_SUFFIX}"] = at[f"{name}{key}"]
     return out
+
+
+def _ceiling_counts(target: GiantTarget, predictions: Sequence[Dict],
+                    dataset_dicts: Sequence[Dict], criterion, rule: IgnoreRule) -> Dict:
+    """The ceiling's counts (:func:`giant_ceiling` over :data:`GIANT_SCORE_GRID` x
+    :data:`CEILING_FLAG_PCTS` and the target's flags) under :data:`CEILING_KEY`, with its
+    score and flag thresholds; none qualified: the thresholds NaN and zero counts."""
+    pcts = sorted(set(CEILING_FLAG_PCTS) | {float(p) for _, p in target.flags()})
+    best = giant_ceiling(target_counts_by_threshold(predictions, dataset_dicts,
+                                                    GIANT_SCORE_GRID, pcts, criterion, rule,
+                                                    target.photometry),
+                         target.ceiling_purity)
+    (t, pct), counts = best if best else ((float("nan"), float("nan")), (0, 0, 0))
+    names = ("n_target_found_flagged_", "n_target_flagged_", "n_target_flagged_on_catalogue_")
+    return {f"score_thresh_{CEILING_KEY}": t, f"flag_pct_{CEILING_KEY}": pct,
+            **{f"{n}{CEILING_KEY}": int(c) for n, c in zip(names, counts)}}
 
 
 def tuned_threshold(reports: Sequence[Dict]) -> tuple:
@@ -466,6 +485,10 @@ class GiantTarget:
     #: method's ``INFERENCE`` post-processing, as ``tools/predict_catalog.py`` applies it)
     #: instead of the detector's raw output.
     as_catalogue: bool = False
+    #: With a value (e.g. 0.8), also the target's *ceiling* (key :data:`CEILING_KEY`): the
+    #: best (score, flag) pair chosen on the test split itself (:func:`giant_ceiling`), an
+    #: upper bound on what any threshold choice can reach with this detector and flag.
+    ceiling_purity: Optional[float] = None
 
     def flags(self) -> List[tuple]:
         """(key, per cent) of every flag: the fixed ones, then the named ones."""
@@ -619,41 +642,83 @@ def giant_target(predictions: Sequence[Dict], dataset_dicts: Sequence[Dict],
     return out
 
 
-def flagged_counts_by_threshold(predictions: Sequence[Dict], dataset_dicts: Sequence[Dict],
-                                grid: Sequence[float], criterion, rule: IgnoreRule,
-                                target: GiantTarget, flag_key: str) -> Dict[float, tuple]:
-    """{threshold: (flagged detections, of which on a catalogued clump)} for each score
-    threshold of ``grid``, with flag ``flag_key`` of ``target`` (as :func:`giant_target`
-    counts them). For speed, each detection's photometry is measured once, with every
-    detection above the lowest threshold in place (:func:`giant_target`, which measures with
-    the kept detections only, gives the reported counts)."""
-    options = target.photometry or PhotometryOptions()
-    pct = dict(target.flags())[flag_key]
+def target_counts_by_threshold(predictions: Sequence[Dict], dataset_dicts: Sequence[Dict],
+                               grid: Sequence[float], pcts: Sequence[float], criterion,
+                               rule: IgnoreRule, options: Optional[PhotometryOptions] = None
+                               ) -> Dict[tuple, tuple]:
+    """{(score threshold, flag per cent): (target clumps detected and flagged, flagged
+    detections, of which on a catalogued clump)} for every pair of ``grid`` x ``pcts``,
+    counted as :func:`giant_target` counts them. For speed, each detection's photometry is
+    measured once, with every detection above the lowest threshold in place
+    (:func:`giant_target`, which measures with the kept detections only, gives the reported
+    counts)."""
+    options = options or PhotometryOptions()
+    truth = truth_from_dicts(dataset_dicts, rule)
     plain = truth_from_dicts(dataset_dicts, IgnoreRule())
     records = {d["image_id"]: d for d in dataset_dicts}
     lowest = min(grid)
-    out = {float(t): [0, 0] for t in grid}
+    out = {(float(t), float(pc)): [0, 0, 0] for t in grid for pc in pcts}
     seen = set()
     for p in predictions:
-        if p["image_id"] in seen or p["image_id"] not in plain:
+        image_id = p["image_id"]
+        if image_id in seen or image_id not in plain:
             continue
-        seen.add(p["image_id"])
+        seen.add(image_id)
         cand = p["scores"] >= lowest
         if not cand.any():
             continue
         boxes, scores = p["boxes"][cand], p["scores"][cand]
-        ratio = giant_band_ratios(records[p["image_id"]], (boxes[:, :2] + boxes[:, 2:]) / 2,
-                                  boxes[:, 2] - boxes[:, 0], options)
-        flagged = np.nan_to_num(ratio, nan=-np.inf) >= pct / 100.0
-        for t in out:
+        ratio = np.nan_to_num(giant_band_ratios(records[image_id],
+                                                (boxes[:, :2] + boxes[:, 2:]) / 2,
+                                                boxes[:, 2] - boxes[:, 0], options), nan=-np.inf)
+        t_ = truth[image_id]
+        for t in grid:
             keep = scores >= t
-            if not (keep & flagged).any():
+            if not keep.any():
                 continue
-            _, on_cat = match_masks(plain[p["image_id"]]["boxes"], boxes[keep], scores[keep],
+            _, used, _ = match_masks_ignoring(t_["boxes"], boxes[keep], scores[keep], -np.inf,
+                                              criterion, t_["ignore"])
+            _, on_cat = match_masks(plain[image_id]["boxes"], boxes[keep], scores[keep],
                                     -np.inf, criterion)
-            out[t][0] += int(flagged[keep].sum())
-            out[t][1] += int((on_cat & flagged[keep]).sum())
-    return {t: tuple(v) for t, v in out.items()}
+            for pc in pcts:
+                flagged = ratio[keep] >= pc / 100.0
+                c = out[(float(t), float(pc))]
+                c[0] += int((used & flagged).sum())
+                c[1] += int(flagged.sum())
+                c[2] += int((on_cat & flagged).sum())
+    return {k: tuple(v) for k, v in out.items()}
+
+
+def flagged_counts_by_threshold(predictions: Sequence[Dict], dataset_dicts: Sequence[Dict],
+                                grid: Sequence[float], criterion, rule: IgnoreRule,
+                                target: GiantTarget, flag_key: str) -> Dict[float, tuple]:
+    """{threshold: (flagged detections, of which on a catalogued clump)} for each score
+    threshold of ``grid``, with flag ``flag_key`` of ``target``
+    (:func:`target_counts_by_threshold`)."""
+    pct = dict(target.flags())[flag_key]
+    counts = target_counts_by_threshold(predictions, dataset_dicts, grid, [pct], criterion,
+                                        rule, target.photometry)
+    return {t: counts[(t, float(pct))][1:] for t, _ in counts}
+
+
+#: Flag thresholds (per cent) the ceiling (:func:`giant_ceiling`) searches, besides the
+#: target's own flags.
+CEILING_FLAG_PCTS = (0.1, 0.2, 0.27, 0.35, 0.5, 0.67, 0.8, 1.0, 1.2, 1.5, 2.0, 3.0)
+#: Key of the ceiling's counts in the rows and tables (``n_target_found_flagged_ceiling``...).
+CEILING_KEY = "ceiling"
+
+
+def giant_ceiling(counts: Dict[tuple, tuple], min_purity: float) -> Optional[tuple]:
+    """The best the target can be on these counts (:func:`target_counts_by_threshold` of the
+    *test* split itself): the (score, flag) pair with the most target clumps detected and
+    flagged among those whose flagged detections lie on a catalogued clump for at least
+    ``min_purity`` of them; ties to the higher purity, then the lower score and flag.
+    Returns ((score, flag), (found_flagged, flagged, on_catalogue)) or None. Not a method:
+    an upper bound on every threshold choice, to say what the detector's ranking allows."""
+    ok = [(k, c) for k, c in counts.items() if c[1] and c[2] >= min_purity * c[1] - 1e-9]
+    if not ok:
+        return None
+    return max(ok, key=lambda kc: (kc[1][0], kc[1][2] / kc[1][1], -kc[0][0], -kc[0][1]))
 
 
 def giant_score_threshold(counts: Sequence[Dict[float, tuple]], min_purity: float
@@ -755,6 +820,9 @@ def _flag_label(key: str) -> str:
                 f"{_flag_label(key[:-len(SELECTED_SUFFIX)])}")
     if key == CALIBRATED_FLAG:
         return "flag chosen on the other fold, per fold"
+    if key == CEILING_KEY:
+        return ("ceiling: the best score and flag chosen on the test fold itself, an upper "
+                "bound")
     return f"{key.replace('p', '.')} % flag"
 
 
@@ -792,9 +860,10 @@ def write_paper_table(rows: Sequence[Dict], fold_rows: Sequence[Dict],
                  _fmt(r["purity"]), _fmt(r["F1"]),
                  f"{r.get('n_ignored', 0)} ({r.get('n_detections_on_ignored', 0)})"]
         for p in target_keys:
-            per_fold = [f"{f[f'flag_pct_{p}']:.2f}" for f in folds if f"flag_pct_{p}" in f]
-            scores = [_fmt(f.get("giant_thresh")) for f in folds] \
-                if p.endswith(SELECTED_SUFFIX) else []
+            per_fold = [_fmt(f[f"flag_pct_{p}"]) for f in folds if f"flag_pct_{p}" in f]
+            score_key = "giant_thresh" if p.endswith(SELECTED_SUFFIX) else f"score_thresh_{p}"
+            scores = [_fmt(f.get(score_key)) for f in folds] \
+                if any(score_key in f for f in folds) else []
             cells.append(
                 (f"score >= {' / '.join(scores)}, " if scores else "") +
                 (f"flag >= {' / '.join(per_fold)} %: " if per_fold else "") +

@@ -429,6 +429,25 @@ def test_giant_catalogue_score_threshold(monkeypatch):
     at = realdata.giant_target([pred], [record], 0.5, MatchCriterion("iou"),
                                IgnoreRule({"flux_frac_u": 0.03}), target)
     assert (at["n_target_flagged_3"], at["n_target_flagged_on_catalogue_3"]) == counts[0.5]
+    # With the target clumps detected-and-flagged too, at every (score, flag) pair; the two
+    # 5 % clumps are the targets (the faint one is not).
+    full = realdata.target_counts_by_threshold(
+        [pred], [record], (0.2, 0.5, 0.8), (3.0, 1.0, 4.5), MatchCriterion("iou"),
+        IgnoreRule({"flux_frac_u": 0.03}))
+    assert full[(0.2, 3.0)] == (2, 3, 2) and full[(0.5, 3.0)] == (1, 1, 1)
+    assert full[(0.2, 1.0)] == (2, 4, 3) and full[(0.8, 1.0)] == (1, 1, 1)
+    assert full[(0.2, 4.5)] == (0, 1, 0)  # only the detection on nothing reads >= 4.5 %
+    for t in (0.2, 0.5, 0.8):
+        at = realdata.giant_target([pred], [record], t, MatchCriterion("iou"),
+                                   IgnoreRule({"flux_frac_u": 0.03}),
+                                   realdata.GiantTarget(flag_pcts=(3.0, 1.0)))
+        for pc, k in ((3.0, "3"), (1.0, "1")):
+            assert full[(t, pc)] == (at[f"n_target_found_flagged_{k}"], at[f"n_target_flagged_{k}"],
+                                     at[f"n_target_flagged_on_catalogue_{k}"])
+    # The ceiling: most targets found and flagged at purity >= the bound, ties to purity.
+    assert realdata.giant_ceiling(full, 0.6) == ((0.2, 1.0), (2, 4, 3))  # 0.75 > 2 / 3
+    assert realdata.giant_ceiling(full, 0.8) == ((0.5, 1.0), (1, 2, 2))  # ties: lowest
+    assert realdata.giant_ceiling({(0.5, 1.0): (1, 2, 1)}, 0.8) is None
 
 
 def test_calibrated_flag_is_the_largest_threshold_keeping_the_recall(monkeypatch):
@@ -503,7 +522,8 @@ def test_paper_definition_table_on_real_galaxies(tiny_gzh, tmp_path):
                                      "configs/RealData/sim_catalogue_r18.yaml", limits=(0.01,),
                                      target=GiantTarget(flag_pcts=(3.0,),
                                                         calibrate_recall=0.9,
-                                                        select_purity=0.5))
+                                                        select_purity=0.5,
+                                                        ceiling_purity=0.5))
     data = json.loads((tmp_path / "paper" / "paper_eval.json").read_text())
     expected_true, expected_all = 0, 0
     for split in ("train", "test"):
@@ -539,6 +559,19 @@ def test_paper_definition_table_on_real_galaxies(tiny_gzh, tmp_path):
     # at it no more flagged-and-found than flagged, nor than target clumps.
     assert "giant catalogue: its score threshold" in md and "score >= " in md
     assert "Giant target counted on the detector's raw output" in md
+    # The ceiling, chosen on each test fold itself: at least as many found and flagged as
+    # any fixed choice reported, at its purity bound.
+    assert "ceiling: the best score and flag chosen on the test fold itself" in md
+    for fold in data["folds"]:
+        n_found, n_flag, n_on = (fold[f"n_target_{k}_ceiling"] for k in
+                                 ("found_flagged", "flagged", "flagged_on_catalogue"))
+        if n_flag:
+            assert n_on >= 0.5 * n_flag and fold["score_thresh_ceiling"] in GIANT_SCORE_GRID
+            for k in ("xfit", "3"):
+                if fold[f"n_target_flagged_on_catalogue_{k}"] >= 0.5 * fold[
+                        f"n_target_flagged_{k}"] and fold[f"n_target_flagged_{k}"] \
+                        and fold["thresh"] in GIANT_SCORE_GRID:
+                    assert n_found >= fold[f"n_target_found_flagged_{k}"]
     for fold in data["folds"]:
         t = fold["giant_thresh"]
         if t is None:  # NaN in JSON: no threshold qualified on the tuning split
