@@ -241,6 +241,8 @@ def evaluate_methods(methods: Sequence[Method], tune_dataset: str, test_dataset:
             if target.select_purity is not None:
                 at.update(_selected_giant_counts(fold_target, tune_reports, scorers, test,
                                                  test_dataset, criterion, rule))
+                at.update(_joint_giant_counts(fold_target, tune_reports, scorers, test,
+                                              test_dataset, criterion, rule))
             if target.ceiling_purity is not None:
                 at.update(_ceiling_counts(fold_target, test["predictions"],
                                           DatasetCatalog.get(test_dataset), criterion, rule))
@@ -310,20 +312,58 @@ def _selected_giant_counts(target: GiantTarget, tune_reports: Sequence[Dict],
     return out
 
 
+_TARGET_COUNT_NAMES = ("n_target_found_flagged_", "n_target_flagged_",
+                       "n_target_flagged_on_catalogue_")
+
+
+def _pair_counts(key: str, pair: Optional[tuple], counts: Sequence[int]) -> Dict:
+    """Row entries of a (score, flag) pair chosen under ``key``: its thresholds (NaN when none
+    qualified) and its three target counts."""
+    t, pct = pair if pair else (float("nan"), float("nan"))
+    return {f"score_thresh_{key}": t, f"flag_pct_{key}": pct,
+            **{f"{n}{key}": int(c) for n, c in zip(_TARGET_COUNT_NAMES, counts)}}
+
+
+def _pair_search_pcts(target: GiantTarget) -> List[float]:
+    """Flag thresholds searched with the score: :data:`CEILING_FLAG_PCTS` and the target's."""
+    return sorted(set(CEILING_FLAG_PCTS) | {float(p) for _, p in target.flags()})
+
+
 def _ceiling_counts(target: GiantTarget, predictions: Sequence[Dict],
                     dataset_dicts: Sequence[Dict], criterion, rule: IgnoreRule) -> Dict:
     """The ceiling's counts (:func:`giant_ceiling` over :data:`GIANT_SCORE_GRID` x
-    :data:`CEILING_FLAG_PCTS` and the target's flags) under :data:`CEILING_KEY`, with its
-    score and flag thresholds; none qualified: the thresholds NaN and zero counts."""
-    pcts = sorted(set(CEILING_FLAG_PCTS) | {float(p) for _, p in target.flags()})
+    :func:`_pair_search_pcts`) under :data:`CEILING_KEY`, with its score and flag
+    thresholds; none qualified: the thresholds NaN and zero counts."""
     best = giant_ceiling(target_counts_by_threshold(predictions, dataset_dicts,
-                                                    GIANT_SCORE_GRID, pcts, criterion, rule,
-                                                    target.photometry),
+                                                    GIANT_SCORE_GRID, _pair_search_pcts(target),
+                                                    criterion, rule, target.photometry),
                          target.ceiling_purity)
-    (t, pct), counts = best if best else ((float("nan"), float("nan")), (0, 0, 0))
-    names = ("n_target_found_flagged_", "n_target_flagged_", "n_target_flagged_on_catalogue_")
-    return {f"score_thresh_{CEILING_KEY}": t, f"flag_pct_{CEILING_KEY}": pct,
-            **{f"{n}{CEILING_KEY}": int(c) for n, c in zip(names, counts)}}
+    return _pair_counts(CEILING_KEY, *(best if best else (None, (0, 0, 0))))
+
+
+def _joint_giant_counts(target: GiantTarget, tune_reports: Sequence[Dict],
+                        scorers: Sequence[tuple], test: Dict, test_dataset: str,
+                        criterion, rule: IgnoreRule) -> Dict:
+    """The giant catalogue with score *and* flag chosen together on the tuning runs (key
+    :data:`JOINT_KEY`): :func:`giant_ceiling` of their counts summed (the pair with the most
+    tuning targets detected and flagged at flagged purity >= ``select_purity``), then
+    :func:`giant_target`'s counts on the test split at that pair."""
+    pcts = _pair_search_pcts(target)
+    summed: Dict[tuple, tuple] = {}
+    for r, (_, ds) in zip(tune_reports, scorers):
+        counts = target_counts_by_threshold(r["predictions"], DatasetCatalog.get(ds),
+                                            GIANT_SCORE_GRID, pcts, criterion, rule,
+                                            target.photometry)
+        for k, c in counts.items():
+            summed[k] = tuple(a + b for a, b in zip(summed.get(k, (0, 0, 0)), c))
+    best = giant_ceiling(summed, target.select_purity)
+    if best is None:
+        return _pair_counts(JOINT_KEY, None, (0, 0, 0))
+    (t, pct), _ = best
+    at = giant_target(test["predictions"], DatasetCatalog.get(test_dataset), t, criterion,
+                      rule, dataclasses.replace(target, flag_pcts=(pct,), named_flags={}))
+    key = _pct_key(pct)
+    return _pair_counts(JOINT_KEY, (t, pct), [at[f"{n}{key}"] for n in _TARGET_COUNT_NAMES])
 
 
 def tuned_threshold(reports: Sequence[Dict]) -> tuple:
@@ -480,6 +520,8 @@ class GiantTarget:
     #: detections with the selection flag (:data:`CALIBRATED_FLAG` if calibrated, else the
     #: first) lie on a catalogued clump. The flag, not the score, then does the selecting:
     #: a score threshold tuned for every catalogue clump is too strict for the bright ones.
+    #: Also a second giant catalogue (key :data:`JOINT_KEY`) whose score and flag thresholds
+    #: are chosen *together* on the tuning galaxies (:func:`_joint_giant_counts`).
     select_purity: Optional[float] = None
     #: Count the target on the catalogue a user gets (:func:`catalogue_predictions`: the
     #: method's ``INFERENCE`` post-processing, as ``tools/predict_catalog.py`` applies it)
@@ -706,6 +748,8 @@ def flagged_counts_by_threshold(predictions: Sequence[Dict], dataset_dicts: Sequ
 CEILING_FLAG_PCTS = (0.1, 0.2, 0.27, 0.35, 0.5, 0.67, 0.8, 1.0, 1.2, 1.5, 2.0, 3.0)
 #: Key of the ceiling's counts in the rows and tables (``n_target_found_flagged_ceiling``...).
 CEILING_KEY = "ceiling"
+#: Key of the giant catalogue whose score and flag are chosen together on the tuning split.
+JOINT_KEY = "joint"
 
 
 def giant_ceiling(counts: Dict[tuple, tuple], min_purity: float) -> Optional[tuple]:
@@ -820,6 +864,8 @@ def _flag_label(key: str) -> str:
                 f"{_flag_label(key[:-len(SELECTED_SUFFIX)])}")
     if key == CALIBRATED_FLAG:
         return "flag chosen on the other fold, per fold"
+    if key == JOINT_KEY:
+        return "giant catalogue: score and flag chosen together on the other fold"
     if key == CEILING_KEY:
         return ("ceiling: the best score and flag chosen on the test fold itself, an upper "
                 "bound")
