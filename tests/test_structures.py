@@ -25,7 +25,9 @@ def test_attribute_limits_parse_and_compare():
 
     limits = parse_attribute_limits(["flux_frac_u:0.03", " flux_frac : 5e-3"])
     assert limits == {"flux_frac_u": 0.03, "flux_frac": 0.005}
-    for bad in (["flux_frac_u"], ["x:y"], [":1"], ["a:inf"]):
+    assert parse_attribute_limits([" a : 1e-2"]) == {"a": 0.01}
+    for bad in (["flux_frac_u"], ["x:y"], ["flux_frac_u:x"], [":1"], [":0.1"], ["a:inf"],
+                ["a:nan"]):
         with pytest.raises(ValueError, match="attribute:limit"):
             parse_attribute_limits(bad)
     assert below_limits({"flux_frac_u": 0.029, "flux_frac": 0.001}, limits) == [

@@ -49,11 +49,6 @@ def parse_bin_edges(specs: Sequence[str]) -> Dict[str, List[float]]:
     return out
 
 
-_is_number = is_number
-#: ``TEST.CLUMP_EVAL.IGNORE_BELOW`` specs -> {attribute: limit}.
-parse_ignore_below = parse_attribute_limits
-
-
 #: Reasons a true clump is an ignore region (``ignore_reason`` of :func:`truth_from_dicts`).
 IGNORE_ISCROWD = "iscrowd"
 IGNORE_CENTRE = "centre"
@@ -85,7 +80,7 @@ class IgnoreRule:
         """The rule of ``TEST.CLUMP_EVAL.IGNORE_BELOW``, ``IGNORE_MISSING`` and
         ``IGNORE_CENTRE_FWHM``."""
         ev = cfg.TEST.CLUMP_EVAL
-        return cls(parse_ignore_below(ev.IGNORE_BELOW), bool(ev.IGNORE_MISSING),
+        return cls(parse_attribute_limits(ev.IGNORE_BELOW), bool(ev.IGNORE_MISSING),
                    float(ev.IGNORE_CENTRE_FWHM))
 
     def describe(self) -> str:
@@ -104,7 +99,7 @@ class IgnoreRule:
         out += [f"below:{name}" for name in below]
         if self.ignore_missing:
             out += [f"missing:{name}" for name in self.below
-                    if not (_is_number(anno.get(name)) and math.isfinite(anno[name]))]
+                    if not (is_number(anno.get(name)) and math.isfinite(anno[name]))]
         if self.centre_fwhm > 0:
             x0, y0, x1, y1 = (float(v) for v in box_xyxy)
             cx, cy = galaxy_centre(record)
@@ -119,9 +114,9 @@ def galaxy_centre(record: Mapping) -> Tuple[float, float]:
     """(x, y) of the galaxy centre: ``centre_x``/``centre_y`` of the image record, else the
     image centre (width/2, height/2)."""
     cx, cy = record.get("centre_x"), record.get("centre_y")
-    if _is_number(cx) and _is_number(cy) and math.isfinite(cx) and math.isfinite(cy):
+    if is_number(cx) and is_number(cy) and math.isfinite(cx) and math.isfinite(cy):
         return float(cx), float(cy)
-    if not (_is_number(record.get("width")) and _is_number(record.get("height"))):
+    if not (is_number(record.get("width")) and is_number(record.get("height"))):
         raise ValueError(f"image {record.get('image_id')} ({record.get('file_name')}): no "
                          "centre_x/centre_y and no width/height, so no galaxy centre for "
                          "TEST.CLUMP_EVAL.IGNORE_CENTRE_FWHM")
@@ -129,7 +124,7 @@ def galaxy_centre(record: Mapping) -> Tuple[float, float]:
 
 
 def _positive(value) -> Optional[float]:
-    return float(value) if _is_number(value) and math.isfinite(value) and value > 0 else None
+    return float(value) if is_number(value) and math.isfinite(value) and value > 0 else None
 
 
 def truth_from_dicts(dataset_dicts: Sequence[Mapping], rule: Optional[IgnoreRule] = None
@@ -146,13 +141,13 @@ def truth_from_dicts(dataset_dicts: Sequence[Mapping], rule: Optional[IgnoreRule
     rule = rule or IgnoreRule()
     truth = {}
     names = sorted({k for d in dataset_dicts for a in d.get("annotations", [])
-                    for k, v in a.items() if k not in _NON_ATTRIBUTES and _is_number(v)})
+                    for k, v in a.items() if k not in _NON_ATTRIBUTES and is_number(v)})
     for record in dataset_dicts:
         annos = list(record.get("annotations", []))
         boxes = np.asarray([BoxMode.convert(list(a["bbox"]), a["bbox_mode"], BoxMode.XYXY_ABS)
                             for a in annos], dtype=np.float64).reshape(-1, 4)
         reasons = ["+".join(rule.reasons(record, a, b)) for a, b in zip(annos, boxes)]
-        attrs = {n: np.asarray([a[n] if _is_number(a.get(n)) else np.nan for a in annos],
+        attrs = {n: np.asarray([a[n] if is_number(a.get(n)) else np.nan for a in annos],
                                dtype=np.float64) for n in names}
         attrs[BOX_SIZE] = np.sqrt((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))
         truth[record["image_id"]] = {

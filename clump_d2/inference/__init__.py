@@ -3,13 +3,13 @@
 pictures (:mod:`.visualize`) and model export (:mod:`.export`)."""
 from .catalogue import COLUMNS, galaxy_table, read_table, write_table
 from .inputs import CatalogueColumns, load_records
-from .postprocess import Detections, PostProcessConfig, postprocess
+from .postprocess import Detections, PostProcessConfig, postprocess, postprocess_uncut
 from .predict import CataloguePredictor, build_inference_model, run_catalogue
 from .sky import CentreScaleSky, WcsSky, build_sky_transform
 
 __all__ = [
     "COLUMNS", "CatalogueColumns", "CataloguePredictor", "CentreScaleSky", "Detections",
     "PostProcessConfig", "WcsSky", "build_inference_model", "build_sky_transform",
-    "galaxy_table", "load_records", "postprocess", "read_table", "run_catalogue",
-    "write_table",
+    "galaxy_table", "load_records", "postprocess", "postprocess_uncut", "read_table",
+    "run_catalogue", "write_table",
 ]

@@ -8,6 +8,7 @@ score are broken by position: top to bottom, then left to right).
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Optional
 
@@ -157,3 +158,13 @@ def postprocess(det: Detections, options: PostProcessConfig, centre_xy=None,
     if options.drop_bulge:
         det = det.select(np.flatnonzero(~det.on_centre))
     return det.select(canonical_order(det))
+
+
+def postprocess_uncut(det: Detections, options: PostProcessConfig, centre_xy=None,
+                      psf_fwhm_px: Optional[float] = None) -> Detections:
+    """:func:`postprocess` without its score cut: the catalogue's detections at every score,
+    for studies that apply many thresholds to one pass. NMS and merging are greedy by score,
+    so the detections above any threshold are those :func:`postprocess` keeps at it (only
+    ``n_merged`` also counts absorbed detections below it)."""
+    return postprocess(det, dataclasses.replace(options, score_thresh=-np.inf), centre_xy,
+                       psf_fwhm_px)

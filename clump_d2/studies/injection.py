@@ -43,7 +43,6 @@ mistaken for a recovery); fully inside the image.
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
 import logging
 import math
@@ -63,7 +62,7 @@ from clump_d2.sim.real_hosts import RealHostParams, prepare_host
 from clump_d2.engine import build_model_for_inference
 from clump_d2.evaluation.matching import MatchCriterion, match_boxes
 from clump_d2.evaluation.metrics import wilson_interval
-from clump_d2.inference.postprocess import Detections, PostProcessConfig, postprocess
+from clump_d2.inference.postprocess import Detections, PostProcessConfig, postprocess_uncut
 from clump_d2.modeling.runtime import wrap_for_inference
 from clump_d2.structures import clump_box_xyxy
 
@@ -307,12 +306,11 @@ def model_detector(cfg, model=None, as_catalogue: bool = False) -> Detector:
     catalogue's post-processing (:func:`clump_d2.inference.postprocess` with ``cfg.INFERENCE``:
     class-agnostic NMS, merging within a PSF FWHM, and with ``INFERENCE.DROP_BULGE`` no
     detection within ``INFERENCE.BULGE_FWHM`` x FWHM of the galaxy centre, the image
-    centre of a cut-out). The score cut is left to :func:`run_injection`: NMS and merging
-    are greedy by score, so the detections above any threshold are the same either way."""
+    centre of a cut-out; :func:`clump_d2.inference.postprocess_uncut`). The score cut is left
+    to :func:`run_injection`."""
     model = wrap_for_inference(build_model_for_inference(cfg) if model is None else model, cfg)
     bgr = cfg.INPUT.FORMAT == "BGR"
-    post = dataclasses.replace(PostProcessConfig.from_cfg(cfg), score_thresh=-np.inf) \
-        if as_catalogue else None
+    post = PostProcessConfig.from_cfg(cfg) if as_catalogue else None
 
     def detect(image: np.ndarray, im: Dict) -> Dict[str, np.ndarray]:
         arr = image[:, :, ::-1] if bgr and image.shape[2] == 3 else image
@@ -323,9 +321,9 @@ def model_detector(cfg, model=None, as_catalogue: bool = False) -> Detector:
                            "width": arr.shape[1]}])[0]["instances"].to("cpu")
         boxes, scores = inst.pred_boxes.tensor.numpy(), inst.scores.numpy()
         if post is not None:
-            det = postprocess(Detections(boxes, scores, inst.pred_classes.numpy()), post,
-                              centre_xy=(arr.shape[1] / 2.0, arr.shape[0] / 2.0),
-                              psf_fwhm_px=im.get("psf_fwhm_px"))
+            det = postprocess_uncut(Detections(boxes, scores, inst.pred_classes.numpy()),
+                                    post, centre_xy=(arr.shape[1] / 2.0, arr.shape[0] / 2.0),
+                                    psf_fwhm_px=im.get("psf_fwhm_px"))
             boxes, scores = det.boxes, det.scores
         return {"boxes": boxes, "scores": scores}
 
@@ -402,6 +400,39 @@ def summarise_groups(rows: Sequence[Dict], trial_rows: Sequence[Dict],
     return out
 
 
+def _write_table_and_json(paths: Dict[str, Path], header: List[str], table: List[List[str]],
+                          command: str, machine: str, payload: Dict) -> None:
+    """``paths["md"]``: the table, under "Written by `command` on machine." when a command is
+    given; ``paths["json"]``: the command, the machine and ``payload``."""
+    lines = [f"Written by `{command}`" + (f" on {machine}." if machine else "."), ""] \
+        if command else []
+    lines.append(markdown_table([dict(zip(header, r)) for r in table], header).rstrip("\n"))
+    paths["md"].write_text("\n".join(lines) + "\n")
+    paths["json"].write_text(json.dumps({"command": command, "machine": machine, **payload},
+                                        indent=2))
+
+
+def _panels(plt, n: int):
+    """A row of ``n`` recovered-fraction panels (figure, 1 x n axes)."""
+    return plt.subplots(1, n, figsize=(4.2 * n, 3.8), squeeze=False)
+
+
+def _finish_panel(ax, xlabel: str, title: str, ymax: float) -> None:
+    """Labels, the recovered-fraction range (-0.05 to ``ymax``), grid and legend of a panel."""
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
+    ax.set_ylim(-0.05, ymax)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6)
+
+
+def _save_panels(plt, fig, axes, path: Path) -> None:
+    axes[0][0].set_ylabel("recovered fraction")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
 def write_group_comparison(results: Dict[str, List[Dict]], output_dir: str | os.PathLike,
                            command: str = "", machine: str = "") -> Dict[str, Path]:
     """``injection_table.md`` / ``.json`` and ``injection_by_group.png``: per detector and
@@ -429,18 +460,10 @@ def write_group_comparison(results: Dict[str, List[Dict]], output_dir: str | os.
                          + [f"{b['fraction']:.3f} ({b['recovered']}/{b['n']})"
                             for b in g["by_flux_frac"]]
                          + [f"{g['false_per_galaxy']:.2f}", f"{g['unmatched_per_galaxy']:.2f}"])
-    lines = []
-    if command:
-        lines.append(f"Written by `{command}`" + (f" on {machine}." if machine else "."))
-        lines.append("")
-    lines.append(markdown_table([dict(zip(header, r)) for r in table], header).rstrip("\n"))
-    paths["md"].write_text("\n".join(lines) + "\n")
-    paths["json"].write_text(json.dumps({"command": command, "machine": machine,
-                                         "results": results}, indent=2))
+    _write_table_and_json(paths, header, table, command, machine, {"results": results})
     names = list(results)
     group_names = [g["group"] for g in results[names[0]]]
-    fig, axes = plt.subplots(1, len(group_names), figsize=(4.2 * len(group_names), 3.8),
-                             squeeze=False)
+    fig, axes = _panels(plt, len(group_names))
     for ax, gname in zip(axes[0], group_names):
         for name in names:
             g = next(x for x in results[name] if x["group"] == gname)
@@ -452,15 +475,8 @@ def write_group_comparison(results: Dict[str, List[Dict]], output_dir: str | os.
             ax.errorbar(fracs, y, yerr=err, marker="o", capsize=3,
                         label=f"{name} ({g['false_per_galaxy']:.2f} false/gal.)")
         ax.set_xscale("log")
-        ax.set_xlabel("injected clump flux / host flux (r)")
-        ax.set_title(f"hosts: {gname}")
-        ax.set_ylim(-0.05, 1.1)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=6)
-    axes[0][0].set_ylabel("recovered fraction")
-    fig.tight_layout()
-    fig.savefig(paths["png"], dpi=80)
-    plt.close(fig)
+        _finish_panel(ax, "injected clump flux / host flux (r)", f"hosts: {gname}", 1.1)
+    _save_panels(plt, fig, axes, paths["png"])
     return paths
 
 
@@ -520,14 +536,8 @@ def write_sweep(sweeps: Dict[str, Dict], output_dir: str | os.PathLike, command:
             table.append([name, f"{e['thresh']:.2f}", "yes" if is_operating(e, sw) else "",
                           *(f"{b['fraction']:.3f} ({b['recovered']}/{b['n']})"
                             for b in e["by_flux_frac"]), f"{e['false_per_galaxy']:.3f}"])
-    lines = [f"Written by `{command}`" + (f" on {machine}." if machine else "."), ""] \
-        if command else []
-    lines.append(markdown_table([dict(zip(header, r)) for r in table], header).rstrip("\n"))
-    paths["md"].write_text("\n".join(lines) + "\n")
-    paths["json"].write_text(json.dumps({"command": command, "machine": machine,
-                                         "sweeps": sweeps}, indent=2))
-    fig, axes = plt.subplots(1, max(len(fracs), 1), figsize=(4.2 * max(len(fracs), 1), 3.8),
-                             squeeze=False)
+    _write_table_and_json(paths, header, table, command, machine, {"sweeps": sweeps})
+    fig, axes = _panels(plt, max(len(fracs), 1))
     for ax, (j, f) in zip(axes[0], enumerate(fracs)):
         for name, sw in sweeps.items():
             xs = [e["false_per_galaxy"] for e in sw["sweep"]]
@@ -539,17 +549,10 @@ def write_sweep(sweeps: Dict[str, Dict], output_dir: str | os.PathLike, command:
                     ax.annotate(f"{e['thresh']:.2f}", (x, y), fontsize=7,
                                 xytext=(4, -10), textcoords="offset points")
         ax.set_xscale("symlog", linthresh=0.01)
-        ax.set_xlabel("false detections per galaxy")
-        ax.set_title(f"injected at {f:g} of the host")
-        ax.set_ylim(-0.05, 1.05)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=6)
-    axes[0][0].set_ylabel("recovered fraction")
+        _finish_panel(ax, "false detections per galaxy", f"injected at {f:g} of the host", 1.05)
     fig.suptitle("one point per score threshold; * = the detector's operating point",
                  fontsize=9)
-    fig.tight_layout()
-    fig.savefig(paths["png"], dpi=80)
-    plt.close(fig)
+    _save_panels(plt, fig, axes, paths["png"])
     return paths
 
 

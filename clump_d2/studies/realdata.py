@@ -41,7 +41,7 @@ from clump_d2.data.tables import markdown_table
 from clump_d2.engine import build_config, build_model_for_inference, evaluate_on_dataset
 from clump_d2.evaluation import ClumpEvaluator
 from clump_d2.evaluation.clump_evaluation import IgnoreRule, galaxy_centre, truth_from_dicts
-from clump_d2.inference.postprocess import Detections, PostProcessConfig, postprocess
+from clump_d2.inference.postprocess import Detections, PostProcessConfig, postprocess_uncut
 from clump_d2.evaluation.matching import MatchCriterion, f1_score, safe_ratio
 from clump_d2.evaluation.metrics import (
     N_DET,
@@ -232,17 +232,28 @@ def evaluate_methods(methods: Sequence[Method], tune_dataset: str, test_dataset:
                 post = PostProcessConfig.from_cfg(cfg)
                 test = {**test, "predictions": catalogue_predictions(
                     test["predictions"], DatasetCatalog.get(test_dataset), post)}
-                tune_reports = [{**r, "predictions": catalogue_predictions(
-                    r["predictions"], DatasetCatalog.get(ds), post)}
-                    for r, (_, ds) in zip(tune_reports, scorers)]
             at.update(giant_target(test["predictions"], DatasetCatalog.get(test_dataset),
                                    thresh, criterion, rule, fold_target))
             at.update({f"flag_pct_{k}": v for k, v in fold_target.named_flags.items()})
             if target.select_purity is not None:
-                at.update(_selected_giant_counts(fold_target, tune_reports, scorers, test,
-                                                 test_dataset, criterion, rule))
-                at.update(_joint_giant_counts(fold_target, tune_reports, scorers, test,
-                                              test_dataset, criterion, rule))
+                # Every (score, flag) pair counted once on the tuning runs (scored as the F1
+                # threshold is); both giant catalogues choose from these counts.
+                tune_counts = {}
+                for r, (_, ds) in zip(tune_reports, scorers):
+                    preds = r["predictions"]
+                    if target.as_catalogue:
+                        preds = catalogue_predictions(preds, DatasetCatalog.get(ds),
+                                                      PostProcessConfig.from_cfg(cfg))
+                    counts = target_counts_by_threshold(
+                        preds, DatasetCatalog.get(ds), GIANT_SCORE_GRID,
+                        _pair_search_pcts(fold_target), criterion, rule, fold_target.photometry)
+                    for k, c in counts.items():
+                        tune_counts[k] = tuple(a + b for a, b in
+                                               zip(tune_counts.get(k, (0, 0, 0)), c))
+                at.update(_selected_giant_counts(fold_target, tune_counts, test, test_dataset,
+                                                 criterion, rule))
+                at.update(_joint_giant_counts(fold_target, tune_counts, test, test_dataset,
+                                              criterion, rule))
             if target.ceiling_purity is not None:
                 at.update(_ceiling_counts(fold_target, test["predictions"],
                                           DatasetCatalog.get(test_dataset), criterion, rule))
@@ -290,30 +301,26 @@ def false_per_image(reports: Sequence[Dict], thresh: float) -> float:
     return float(counts[i, N_DET] - counts[i, N_MATCHED]) / max(n_images, 1)
 
 
-def _selected_giant_counts(target: GiantTarget, tune_reports: Sequence[Dict],
-                           scorers: Sequence[tuple], test: Dict, test_dataset: str,
-                           criterion, rule: IgnoreRule) -> Dict:
+#: The three per-flag target counts of a row (each followed by the flag's key).
+_TARGET_COUNT_NAMES = ("n_target_found_flagged_", "n_target_flagged_",
+                       "n_target_flagged_on_catalogue_")
+
+
+def _selected_giant_counts(target: GiantTarget, tune_counts: Dict[tuple, tuple], test: Dict,
+                           test_dataset: str, criterion, rule: IgnoreRule) -> Dict:
     """The giant catalogue's counts (``GiantTarget.select_purity``): its score threshold
-    chosen on the tuning runs, then the selection flag's counts on the test split at it,
-    keys suffixed :data:`SELECTED_SUFFIX`; ``giant_thresh`` the threshold (NaN: none
-    qualified, no counts)."""
+    chosen on the tuning runs' counts (:func:`target_counts_by_threshold`, summed), then the
+    selection flag's counts on the test split at it, keys suffixed :data:`SELECTED_SUFFIX`;
+    ``giant_thresh`` the threshold (NaN: none qualified, no counts)."""
     key = _selection_flag(target)
-    counts = [flagged_counts_by_threshold(r["predictions"], DatasetCatalog.get(ds),
-                                          GIANT_SCORE_GRID, criterion, rule, target, key)
-              for r, (_, ds) in zip(tune_reports, scorers)]
-    t = giant_score_threshold(counts, target.select_purity)
+    t = giant_score_threshold([flag_counts(tune_counts, dict(target.flags())[key])],
+                              target.select_purity)
     if t is None:
         return {"giant_thresh": float("nan")}
     at = giant_target(test["predictions"], DatasetCatalog.get(test_dataset), t, criterion,
                       rule, target)
-    out = {"giant_thresh": t, f"flag_pct_{key}{SELECTED_SUFFIX}": dict(target.flags())[key]}
-    for name in ("n_target_found_flagged_", "n_target_flagged_", "n_target_flagged_on_catalogue_"):
-        out[f"{name}{key}{SELECTED_SUFFIX}"] = at[f"{name}{key}"]
-    return out
-
-
-_TARGET_COUNT_NAMES = ("n_target_found_flagged_", "n_target_flagged_",
-                       "n_target_flagged_on_catalogue_")
+    return {"giant_thresh": t, f"flag_pct_{key}{SELECTED_SUFFIX}": dict(target.flags())[key],
+            **{f"{n}{key}{SELECTED_SUFFIX}": at[f"{n}{key}"] for n in _TARGET_COUNT_NAMES}}
 
 
 def _pair_counts(key: str, pair: Optional[tuple], counts: Sequence[int]) -> Dict:
@@ -341,22 +348,13 @@ def _ceiling_counts(target: GiantTarget, predictions: Sequence[Dict],
     return _pair_counts(CEILING_KEY, *(best if best else (None, (0, 0, 0))))
 
 
-def _joint_giant_counts(target: GiantTarget, tune_reports: Sequence[Dict],
-                        scorers: Sequence[tuple], test: Dict, test_dataset: str,
-                        criterion, rule: IgnoreRule) -> Dict:
+def _joint_giant_counts(target: GiantTarget, tune_counts: Dict[tuple, tuple], test: Dict,
+                        test_dataset: str, criterion, rule: IgnoreRule) -> Dict:
     """The giant catalogue with score *and* flag chosen together on the tuning runs (key
-    :data:`JOINT_KEY`): :func:`giant_ceiling` of their counts summed (the pair with the most
+    :data:`JOINT_KEY`): :func:`giant_ceiling` of their counts (summed; the pair with the most
     tuning targets detected and flagged at flagged purity >= ``select_purity``), then
     :func:`giant_target`'s counts on the test split at that pair."""
-    pcts = _pair_search_pcts(target)
-    summed: Dict[tuple, tuple] = {}
-    for r, (_, ds) in zip(tune_reports, scorers):
-        counts = target_counts_by_threshold(r["predictions"], DatasetCatalog.get(ds),
-                                            GIANT_SCORE_GRID, pcts, criterion, rule,
-                                            target.photometry)
-        for k, c in counts.items():
-            summed[k] = tuple(a + b for a, b in zip(summed.get(k, (0, 0, 0)), c))
-    best = giant_ceiling(summed, target.select_purity)
+    best = giant_ceiling(tune_counts, target.select_purity)
     if best is None:
         return _pair_counts(JOINT_KEY, None, (0, 0, 0))
     (t, pct), _ = best
@@ -547,20 +545,18 @@ GIANT_SCORE_GRID = tuple(round(0.05 * k, 2) for k in range(1, 20))
 
 def catalogue_predictions(predictions: Sequence[Dict], dataset_dicts: Sequence[Dict],
                           options: PostProcessConfig) -> List[Dict]:
-    """The evaluator's predictions as ``tools/predict_catalog.py`` would list them:
-    :func:`clump_d2.inference.postprocess` with ``options`` (class-agnostic NMS, merging within
-    a PSF FWHM, the bulge flag and, with ``drop_bulge``, no detection on the galaxy centre),
-    each image's centre ``centre_x/centre_y`` and PSF FWHM ``psf_fwhm_px`` from its record.
-    No score cut: NMS and merging are greedy by score, so the detections above any threshold
-    are the same as post-processing at that threshold."""
-    options = dataclasses.replace(options, score_thresh=-np.inf)
+    """The evaluator's predictions as ``tools/predict_catalog.py`` would list them, at every
+    score (:func:`clump_d2.inference.postprocess_uncut` with ``options``: class-agnostic NMS,
+    merging within a PSF FWHM, the bulge flag and, with ``drop_bulge``, no detection on the
+    galaxy centre), each image's centre ``centre_x/centre_y`` and PSF FWHM ``psf_fwhm_px``
+    from its record."""
     records = {d["image_id"]: d for d in dataset_dicts}
     out = []
     for p in predictions:
         rec = records[p["image_id"]]
         classes = p.get("classes", np.zeros(len(p["scores"]), int))
-        det = postprocess(Detections(p["boxes"], p["scores"], classes), options,
-                          centre_xy=galaxy_centre(rec), psf_fwhm_px=rec.get("psf_fwhm_px"))
+        det = postprocess_uncut(Detections(p["boxes"], p["scores"], classes), options,
+                                centre_xy=galaxy_centre(rec), psf_fwhm_px=rec.get("psf_fwhm_px"))
         out.append({**p, "boxes": det.boxes, "scores": det.scores, "classes": det.classes})
     return out
 
@@ -738,9 +734,14 @@ def flagged_counts_by_threshold(predictions: Sequence[Dict], dataset_dicts: Sequ
     threshold of ``grid``, with flag ``flag_key`` of ``target``
     (:func:`target_counts_by_threshold`)."""
     pct = dict(target.flags())[flag_key]
-    counts = target_counts_by_threshold(predictions, dataset_dicts, grid, [pct], criterion,
-                                        rule, target.photometry)
-    return {t: counts[(t, float(pct))][1:] for t, _ in counts}
+    return flag_counts(target_counts_by_threshold(predictions, dataset_dicts, grid, [pct],
+                                                  criterion, rule, target.photometry), pct)
+
+
+def flag_counts(counts: Dict[tuple, tuple], pct: float) -> Dict[float, tuple]:
+    """{threshold: (flagged, on a catalogued clump)} of flag ``pct`` from
+    :func:`target_counts_by_threshold` counts."""
+    return {t: c[1:] for (t, p), c in counts.items() if p == float(pct)}
 
 
 #: Flag thresholds (per cent) the ceiling (:func:`giant_ceiling`) searches, besides the

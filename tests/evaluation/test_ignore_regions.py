@@ -13,7 +13,6 @@ from clump_d2.evaluation.clump_evaluation import (
     IgnoreRule,
     galaxy_centre,
     ignore_summary,
-    parse_ignore_below,
     truth_from_dicts,
 )
 from clump_d2.evaluation.matching import MatchCriterion
@@ -105,12 +104,8 @@ def test_ignore_rule_reasons():
         "centre", "", ""]
 
 
-def test_parse_ignore_below_and_config_keys():
-    assert parse_ignore_below(["flux_frac_u:0.03", " a : 1e-2"]) == {"flux_frac_u": 0.03,
-                                                                     "a": 0.01}
-    for bad in (["flux_frac_u"], ["flux_frac_u:x"], [":0.1"], ["a:nan"]):
-        with pytest.raises(ValueError, match="attribute:limit"):
-            parse_ignore_below(bad)
+def test_ignore_rule_config_keys():
+    # (The "attribute:limit" parser itself: tests/test_structures.py.)
     cfg = get_cfg()
     add_clump_config(cfg)
     assert IgnoreRule.from_config(cfg) == IgnoreRule()

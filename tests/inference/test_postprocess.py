@@ -11,6 +11,7 @@ from clump_d2.inference.postprocess import (
     flag_centre,
     merge_close,
     postprocess,
+    postprocess_uncut,
 )
 
 
@@ -76,6 +77,29 @@ def test_postprocess_is_order_independent_and_thresholded():
     d = np.hypot(*(c[:, None] - c[None]).transpose(2, 0, 1))
     lim = np.maximum.outer(estimate_fwhm(ref), estimate_fwhm(ref))
     assert (d[np.triu_indices(len(ref), 1)] >= lim[np.triu_indices(len(ref), 1)]).all()
+
+
+def test_uncut_then_thresholded_equals_postprocess_at_that_threshold():
+    """postprocess_uncut (one pass for many thresholds): cutting its output at any score gives
+    exactly the detections postprocess keeps at that score (NMS and merging are greedy by
+    score)."""
+    rng = np.random.default_rng(7)
+    centres = rng.uniform(10, 90, size=(40, 2))
+    boxes = np.array([sq(x, y, rng.uniform(8, 20)) for x, y in centres])
+    scores = np.round(rng.uniform(0, 1, 40), 2)
+    det = Detections(boxes, scores, rng.integers(0, 2, 40))
+    opts = PostProcessConfig(score_thresh=0.7, nms_thresh=0.5, merge_fwhm=1.0, bulge_fwhm=1.0,
+                             drop_bulge=True)
+    uncut = postprocess_uncut(det, opts, centre_xy=(50, 50), psf_fwhm_px=5.0)
+    assert uncut.scores.min() < 0.7 and len(uncut) < 40  # no score cut, but merged / dropped
+    for t in (0.05, 0.3, 0.5, 0.7, 0.9):
+        ref = postprocess(det, PostProcessConfig(**{**opts.__dict__, "score_thresh": t}),
+                          centre_xy=(50, 50), psf_fwhm_px=5.0)
+        keep = uncut.scores >= t
+        np.testing.assert_array_equal(uncut.boxes[keep], ref.boxes)
+        np.testing.assert_array_equal(uncut.scores[keep], ref.scores)
+        # n_merged also counts absorbed detections below the threshold
+        assert (uncut.n_merged[keep] >= ref.n_merged).all()
 
 
 def test_from_cfg_keeps_detections_at_the_operating_point(inference_cfg):
