@@ -125,6 +125,12 @@ def _add_backbone_config(cfg: CN) -> None:
     cfg.MODEL.ZOOBOT.ALLOW_SHAPE_MISMATCH = False
     # Allow weights files that are Python pickles (.pkl...): they run code; trusted files only.
     cfg.MODEL.WEIGHTS_ALLOW_PICKLE = False
+    # Model weights that may keep their initialisation when training starts from MODEL.WEIGHTS
+    # (regular expressions matched at the start of each key, so a prefix works), e.g.
+    # ["roi_heads.box_predictor."] for a new head, or the FPN and heads above an ImageNet
+    # backbone. Any other weight missing from the checkpoint, or of another shape, stops
+    # training; inference needs every weight whatever this says. Default: none.
+    cfg.MODEL.WEIGHTS_MAY_START_FRESH = []
 
 
 # --- evaluation ------------------------------------------------------------------------------
@@ -190,6 +196,9 @@ def _add_training_config(cfg: CN) -> None:
     # Evaluations (every TEST.EVAL_PERIOD) without an improvement > MIN_DELTA before stopping.
     cfg.SOLVER.EARLY_STOPPING.PATIENCE = 5
     cfg.SOLVER.EARLY_STOPPING.MIN_DELTA = 0.0  # smallest change that counts as an improvement
+    # A tqdm progress bar over the training iterations (main process), beside Detectron2's
+    # periodic log lines; tools/model_zoo.py rebuild turns it on.
+    cfg.SOLVER.PROGRESS_BAR = False
 
     # Validation loss over all batches of the validation datasets every this many
     # iterations (0 = off); logged as validation/loss and validation/<loss term>.

@@ -12,7 +12,8 @@ import os
 from typing import Dict, List, Optional
 
 import clump_d2  # noqa: F401  (fills detectron2 0.6's gaps before detectron2 is used)
-from clump_d2.engine.defaults import build_config, prepare_datasets
+from clump_d2.engine.defaults import (add_model_argument, apply_model_argument, build_config,
+                                      prepare_datasets)
 from clump_d2.inference.export import export_main, first_images_of
 from clump_d2.inference.launch import setup_inference_logging
 
@@ -23,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "reproduces the PyTorch boxes on the given images, and write <output>.json "
                     "beside it.", formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config-file", default="", metavar="FILE", help="path to config file")
+    add_model_argument(parser)
     parser.add_argument("--output", default="", help="default: OUTPUT_DIR/model.ts")
     parser.add_argument("--image", action="append", default=[],
                         help="image to trace on (first) and check on (all); repeatable. "
@@ -34,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> Dict:
     args = build_parser().parse_args(argv)
+    apply_model_argument(args)
     setup_inference_logging(False)
     cfg = build_config(args.config_file, args.opts)
     images = args.image

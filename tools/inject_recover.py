@@ -92,6 +92,9 @@ def main(argv=None):
     ap.add_argument("--baseline", action="store_true",
                     help="use the classical finder (with --config-file: both, compared)")
     ap.add_argument("--weights", default="", help="model weights (MODEL.WEIGHTS)")
+    ap.add_argument("--model", default="", metavar="NAME",
+                    help="a model-zoo model by name (e.g. sdss_lite0): its config and weights, "
+                         "instead of --config-file and --weights")
     ap.add_argument("--baseline-colour", type=float, default=None, metavar="C",
                     help="with --baseline: its colour cut (B - R) / G >= C "
                          "(ClassicalParams.min_colour)")
@@ -122,6 +125,10 @@ def main(argv=None):
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
+    if args.model:
+        if args.config_file or args.weights:
+            ap.error("give --model, or --config-file with --weights, not both")
+        args.config_file, args.weights = f"zoo:{args.model}", f"zoo:{args.model}"
     if not (args.baseline or args.config_file):
         ap.error("give --config-file (with --weights), --baseline, or both")
     cfg = build_config(args.config_file or "", list(args.opts) + (

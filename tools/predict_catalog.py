@@ -4,6 +4,8 @@
     python tools/predict_catalog.py --config-file configs/quickstart.yaml \
         --input datasets/clumpsim/images/val --output output/clumps.parquet \
         MODEL.WEIGHTS output/quickstart/model_final.pth
+    python tools/predict_catalog.py --model sdss_lite0 --input examples/sdss \
+        --output output/examples/clumps.csv    # the shipped SDSS model, by name
     python tools/predict_catalog.py ... --input galaxies.fits --band-columns g=g,r=r,i=i \
         --num-gpus 8            # or --num-workers 4 on CPUs; re-run the same line to resume
 
@@ -16,6 +18,7 @@ import argparse
 from typing import Dict, List, Optional
 
 import clump_d2  # noqa: F401  (fills detectron2 0.6's gaps before detectron2 is used)
+from clump_d2.engine import add_model_argument, apply_model_argument
 from clump_d2.inference.inputs import CatalogueColumns
 from clump_d2.inference.launch import launch_inference
 from clump_d2.inference.predict import CatalogueJob, catalogue_main
@@ -38,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "catalogue (CSV/Parquet/FITS table) and write a clump catalogue (Parquet, "
                     "CSV or FITS).", formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config-file", default="", metavar="FILE", help="path to config file")
+    add_model_argument(parser)
     parser.add_argument("--input", required=True,
                         help="folder of images, COCO .json, or catalogue .csv/.parquet/.fits")
     parser.add_argument("--output", default="",
@@ -65,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-photometry", action="store_true",
                         help="boxes and scores only: no photometry, host segment or giant "
                              "flags (the same as PHOTOMETRY.ENABLED False)")
+    parser.add_argument("--contact-sheet", default="", metavar="IMAGE",
+                        help="also draw the first 64 galaxies with their clumps (giants blue) "
+                             "to this .png/.jpg")
     parser.add_argument("--verbose", action="store_true",
                         help="debug logging (tracebacks of unreadable images)")
     parser.add_argument("--num-gpus", type=int, default=0, help="GPUs per machine")
@@ -81,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> None:
     args = build_parser().parse_args(argv)
+    apply_model_argument(args)
     columns = CatalogueColumns(
         id=args.id_column, image=args.image_column, band_files=args.band_columns,
         ra=args.ra_column, dec=args.dec_column, pixel_scale=args.pixel_scale_column,
@@ -90,7 +98,7 @@ def main(argv: Optional[List[str]] = None) -> None:
                                     else [])
     job = CatalogueJob(args.config_file, opts, args.input, args.output, columns,
                        args.image_root, args.overwrite, args.max_shards, not args.no_progress,
-                       args.verbose)
+                       args.verbose, args.contact_sheet)
     launch_inference(catalogue_main, (job,), num_gpus=args.num_gpus,
                      num_workers=args.num_workers, num_machines=args.num_machines,
                      machine_rank=args.machine_rank, dist_url=args.dist_url)

@@ -4,6 +4,7 @@
     python tools/train_net.py --config-file configs/quickstart.yaml [KEY VALUE ...]
     python tools/train_net.py --config-file ... --eval-only MODEL.WEIGHTS output/model_final.pth
     python tools/train_net.py --config-file ... --num-gpus 8
+    python tools/train_net.py --model sdss_lite0 --eval-only   # a model-zoo model by name
 """
 import clump_d2  # noqa: F401  (fills detectron2 0.6's gaps before detectron2 is used)
 import clump_d2.data  # noqa: F401  (registers the clump datasets)
@@ -15,6 +16,8 @@ from detectron2.utils.logger import setup_logger
 
 from clump_d2.engine import (
     ClumpTrainer,
+    add_model_argument,
+    apply_model_argument,
     build_config,
     build_model_for_inference,
     check_launch_args,
@@ -45,7 +48,10 @@ def main(args):
 
 
 if __name__ == "__main__":
-    args = default_argument_parser().parse_args()
+    parser = default_argument_parser()
+    add_model_argument(parser)
+    args = parser.parse_args()
+    apply_model_argument(args)
     print("Command Line Args:", args)
     check_launch_args(args)
     launch(

@@ -14,7 +14,8 @@ import os
 from typing import Dict, List, Optional
 
 import clump_d2  # noqa: F401  (fills detectron2 0.6's gaps before detectron2 is used)
-from clump_d2.engine.defaults import build_config, prepare_datasets
+from clump_d2.engine.defaults import (add_model_argument, apply_model_argument, build_config,
+                                      prepare_datasets)
 from clump_d2.inference.launch import setup_inference_logging
 from clump_d2.inference.visualize import SELECTIONS, visualize_dataset
 
@@ -26,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "PNG per galaxy and a contact sheet.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config-file", default="", metavar="FILE", help="path to config file")
+    add_model_argument(parser)
     parser.add_argument("--dataset", required=True, help="registered dataset, e.g. clumpsim_val")
     parser.add_argument("--predictions", default="model",
                         help="'model' (config + MODEL.WEIGHTS), a COCO results .json, or a "
@@ -56,6 +58,7 @@ def setup(args):
 
 def main(argv: Optional[List[str]] = None) -> Dict:
     args = build_parser().parse_args(argv)
+    apply_model_argument(args)
     setup_inference_logging(False)
     cfg = setup(args)
     ids = [i.strip() for i in args.ids.split(",") if i.strip()]

@@ -1,4 +1,12 @@
-from .defaults import build_config, check_launch_args, prepare_datasets, resolve_device
+from .defaults import (
+    add_model_argument,
+    apply_model_argument,
+    build_config,
+    check_launch_args,
+    prepare_datasets,
+    resolve_config_file,
+    resolve_device,
+)
 from .evaluate import (
     build_evaluators,
     build_model_for_inference,
@@ -10,6 +18,8 @@ from .trainer import ClumpTrainer
 
 __all__ = [
     "ClumpTrainer",
+    "add_model_argument",
+    "apply_model_argument",
     "build_config",
     "build_evaluators",
     "build_model_for_inference",
@@ -18,5 +28,6 @@ __all__ = [
     "evaluate_on_dataset",
     "predict_on_dataset",
     "prepare_datasets",
+    "resolve_config_file",
     "resolve_device",
 ]

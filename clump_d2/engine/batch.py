@@ -38,6 +38,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation.testing import flatten_results_dict
 from tqdm import tqdm
 
+from clump_d2 import model_zoo
 from clump_d2.data.tables import markdown_table
 from clump_d2.data.tables import write_table as write_dataframe
 from clump_d2.evaluation.clump_evaluation import CURVE_FILE, _clean
@@ -130,6 +131,9 @@ def _file_identity(path: Optional[str]) -> Optional[Dict]:
     """Path, size and modification time of a file (None for no path; size None if absent)."""
     if not path:
         return None
+    if model_zoo.is_zoo_name(path):  # a shipped model: its card's checksum names its weights
+        entry = model_zoo.get_entry(path)
+        return {"zoo": entry.name, "sha256": entry.sha256}
     stat = Path(path).stat() if Path(path).is_file() else None
     return {"path": os.path.abspath(path), "size": stat.st_size if stat else None,
             "mtime": stat.st_mtime if stat else None}

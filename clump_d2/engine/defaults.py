@@ -7,6 +7,7 @@ import torch
 from detectron2.config import get_cfg
 from detectron2.utils import comm
 
+from clump_d2 import model_zoo
 from clump_d2.config import add_clump_config
 from clump_d2.data.datasets import builtin
 from clump_d2.sim.synthetic import SyntheticParams, make_split
@@ -15,16 +16,51 @@ logger = logging.getLogger(__name__)
 
 
 def build_config(config_file: str = "", opts=None, freeze: bool = True):
-    """``get_cfg()`` + clump keys + YAML + ``KEY VALUE`` overrides, device resolved."""
+    """``get_cfg()`` + clump keys + YAML + ``KEY VALUE`` overrides, device resolved.
+
+    ``config_file`` may name a model-zoo entry (``zoo:sdss_lite0``): its complete config,
+    whose ``MODEL.WEIGHTS`` is the entry's verified weights (:mod:`clump_d2.model_zoo`).
+    """
     cfg = get_cfg()
     add_clump_config(cfg)
     if config_file:
-        cfg.merge_from_file(config_file)
+        cfg.merge_from_file(resolve_config_file(config_file))
     cfg.merge_from_list(list(opts or []))
     resolve_device(cfg)
     if freeze:
         cfg.freeze()
     return cfg
+
+
+def resolve_config_file(config_file: str) -> str:
+    """A config path as given, or the complete config of a model-zoo entry named
+    ``zoo:<name>``."""
+    config_file = str(config_file)
+    if config_file.startswith(model_zoo.ZOO_PREFIX):
+        return model_zoo.config_file(config_file)
+    return config_file
+
+
+def add_model_argument(parser) -> None:
+    """``--model NAME``: run the model zoo's ``NAME`` (its config and verified weights)
+    instead of ``--config-file`` (see :func:`apply_model_argument`)."""
+    names = ", ".join(model_zoo.list_models()) or "none installed"
+    parser.add_argument("--model", default="", metavar="NAME",
+                        help=f"a trained model from the model zoo, by name ({names}): its "
+                             "config and weights; KEY VALUE overrides still apply")
+
+
+def apply_model_argument(args) -> None:
+    """Turn ``args.model`` into ``args.config_file`` (``zoo:NAME``); both at once is an error,
+    since the zoo entry's config is complete."""
+    name = getattr(args, "model", "")
+    if not name:
+        return
+    if getattr(args, "config_file", ""):
+        raise SystemExit(f"give --model {name} or --config-file {args.config_file}, not both: "
+                         "a zoo model brings its own config (override keys with KEY VALUE)")
+    model_zoo.get_entry(name)  # unknown names fail here, listing the known ones
+    args.config_file = model_zoo.ZOO_PREFIX + name.removeprefix(model_zoo.ZOO_PREFIX)
 
 
 def resolve_device(cfg) -> str:

@@ -1,4 +1,5 @@
-"""Training hooks: validation loss over all validation batches, and early stopping.
+"""Training hooks: validation loss over all validation batches, early stopping, and a
+progress bar.
 
 Best-checkpointing uses Detectron2's own ``BestCheckpointer``; periodic evaluation comes
 from ``DefaultTrainer``'s ``EvalHook`` (``TEST.EVAL_PERIOD``). ``ClumpTrainer.build_hooks``
@@ -17,11 +18,34 @@ from detectron2.engine import HookBase
 from detectron2.utils import comm
 from detectron2.utils.events import EventStorage
 from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
 
 logger = logging.getLogger(__name__)
 
 _NORM_AND_DROPOUT = (torch.nn.modules.batchnorm._NormBase, torch.nn.GroupNorm,
                      torch.nn.LayerNorm, torch.nn.Dropout)
+
+
+class ProgressBar(HookBase):
+    """A tqdm bar over the training iterations (``SOLVER.PROGRESS_BAR``), on the main
+    process; a resumed run starts the bar at the iteration it resumes from."""
+
+    def __init__(self, file=None):
+        self._file = file
+        self.bar: Optional[tqdm] = None
+
+    def before_train(self):
+        if comm.is_main_process():
+            self.bar = tqdm(total=self.trainer.max_iter, initial=self.trainer.start_iter,
+                            desc="training", unit="it", file=self._file, dynamic_ncols=True)
+
+    def after_step(self):
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def after_train(self):
+        if self.bar is not None:
+            self.bar.close()
 
 
 class EarlyStop(BaseException):

@@ -15,7 +15,7 @@ from clump_d2.modeling.checkpoint import ClumpCheckpointer
 from clump_d2.modeling.runtime import apply_channels_last, wrap_for_inference
 
 from .evaluate import build_evaluators, build_test_loader, evaluate_on_dataset
-from .hooks import EarlyStop, EarlyStopping, ValidationLoss
+from .hooks import EarlyStop, EarlyStopping, ProgressBar, ValidationLoss
 
 logger = logging.getLogger(__name__)
 
@@ -112,6 +112,8 @@ class ClumpTrainer(DefaultTrainer):
             else:
                 extra.append(EarlyStopping(cfg.TEST.EVAL_PERIOD, stop.METRIC or best.METRIC,
                                            stop.MODE, stop.PATIENCE, stop.MIN_DELTA))
+        if cfg.SOLVER.PROGRESS_BAR:
+            extra.append(ProgressBar())
         at = next((i + 1 for i, h in enumerate(ret) if isinstance(h, hooks.EvalHook)), len(ret))
         return ret[:at] + extra + ret[at:]
 

@@ -63,6 +63,7 @@ from .launch import set_cpu_threads, setup_inference_logging
 from .mapper import InferenceMapper
 from .postprocess import Detections, PostProcessConfig, estimate_fwhm, postprocess
 from .sky import build_sky_transform
+from .visualize import catalogue_contact_sheet
 
 logger = logging.getLogger(__name__)
 
@@ -519,6 +520,8 @@ class CatalogueJob:
         image_root: folder of relative image paths.
         overwrite, max_shards, progress: as :func:`run_catalogue`.
         verbose: debug logging (tracebacks of unreadable images).
+        contact_sheet: also draw the catalogue's galaxies (the first 64) with their clumps
+            to this image file (.png/.jpg); "" for none.
     """
 
     config_file: str
@@ -531,6 +534,7 @@ class CatalogueJob:
     max_shards: Optional[int] = None
     progress: bool = True
     verbose: bool = False
+    contact_sheet: str = ""
 
 
 def catalogue_main(job: CatalogueJob) -> Optional[Dict]:
@@ -544,4 +548,8 @@ def catalogue_main(job: CatalogueJob) -> Optional[Dict]:
     output = job.output or os.path.join(cfg.OUTPUT_DIR, "clumps.parquet")
     result = run_catalogue(cfg, records, output, overwrite=job.overwrite,
                            max_shards=job.max_shards, progress=job.progress)
+    if job.contact_sheet and result.complete and comm.is_main_process():
+        sheet = catalogue_contact_sheet(records, result.paths["catalogue"], job.contact_sheet,
+                                        class_names=dataset_class_names(cfg))
+        result.summary["contact_sheet"] = str(sheet)
     return result.summary if comm.is_main_process() else None

@@ -455,3 +455,65 @@ def visualize_dataset(cfg, dataset_name: str, output_dir, *, predictions: str = 
     logger.info("%d galaxies of %s drawn (%s) to %s; contact sheet %s", len(panels),
                 dataset_name, select, output_dir, sheet_path)
     return {"panels": panels, "files": files, "contact_sheet": sheet_path}
+
+
+# --- a catalogue without truth -----------------------------------------------------------------
+
+#: Colour of a catalogue detection not flagged giant (a giant is drawn GIANT_MATCHED_COLOUR).
+CATALOGUE_COLOUR = MATCHED_COLOUR
+
+
+def draw_catalogue_galaxy(record: Dict, rows, class_names: Sequence[str], scale: float = 1.0,
+                          giant_flag: Optional[str] = None, metadata=None) -> np.ndarray:
+    """One galaxy of a clump catalogue (``rows``: its catalogue rows, a DataFrame) drawn on
+    its image: detections green, those flagged giant blue and labelled ``giant``; captioned
+    with the galaxy id, its clump count and status. Returns the panel (H, W, 3) uint8."""
+    image = display_image(record)
+    metadata = metadata if metadata is not None else MetadataCatalog.get("__clump_d2_vis__")
+    clumps = rows[rows["clump_id"] > 0]
+    flag = giant_column(list(rows.columns), giant_flag)
+    giant = clumps[flag].fillna(False).to_numpy(bool) if flag else np.zeros(len(clumps), bool)
+    vis = Visualizer(image, metadata, scale=scale)
+    if len(clumps):
+        labels = [f"{label} giant" if g else label for label, g in
+                  zip(_labels(clumps["class_id"].to_numpy(np.int64),
+                              clumps["score"].to_numpy(np.float64), class_names), giant)]
+        out = vis.overlay_instances(
+            boxes=clumps[["x1", "y1", "x2", "y2"]].to_numpy(np.float64), labels=labels,
+            assigned_colors=[GIANT_MATCHED_COLOUR if g else CATALOGUE_COLOUR for g in giant])
+    else:
+        out = vis.output
+    status = str(rows["galaxy_status"].iloc[0]) if "galaxy_status" in rows else ""
+    text = f"{rows['galaxy_id'].iloc[0]}: {len(clumps)} clumps"
+    if flag:
+        text += f", {int(giant.sum())} giant ({flag})"
+    if status and status != "ok":
+        text += f" [{status[:40]}]"
+    return _caption(out.get_image(), text)
+
+
+def catalogue_contact_sheet(records: Sequence[Dict], catalogue, output, *,
+                            class_names: Sequence[str] = ("clump", "odd_clump"),
+                            scale: float = 1.0, columns: Optional[int] = None,
+                            max_galaxies: int = 64) -> Path:
+    """A contact sheet of a clump catalogue: the first ``max_galaxies`` galaxies of
+    ``records`` (the catalogue's input, in order) that have a readable image, each drawn with
+    :func:`draw_catalogue_galaxy`; written to ``output`` (``.png`` / ``.jpg``)."""
+    cat = read_table(catalogue) if isinstance(catalogue, (str, os.PathLike)) else catalogue
+    by_id = {str(k): g for k, g in cat.groupby("galaxy_id", sort=False)}
+    panels = []
+    for record in records:
+        if len(panels) >= max_galaxies:
+            break
+        rows = by_id.get(str(record["galaxy_id"]))
+        if rows is None or str(rows["galaxy_status"].iloc[0]).startswith("unreadable"):
+            continue
+        try:
+            panels.append(draw_catalogue_galaxy(record, rows, class_names, scale))
+        except (OSError, ValueError) as e:  # a picture is not worth stopping for; say why
+            logger.warning("contact sheet: %s not drawn (%s)", record.get("file_name"), e)
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(contact_sheet(panels, columns)).save(output)
+    logger.info("contact sheet of %d galaxies: %s", len(panels), output)
+    return output
