@@ -23,9 +23,14 @@ as a note ``no_flux_frac_<b>``).
 
 The box is a square of side 2.5 x PSF FWHM (``psf_fwhm_column`` in arcsec / pixel scale,
 else ``psf_fwhm_arcsec``); the edge rule of :mod:`clump_d2.structures` applies. Clumps whose
-galaxy is not in the table, whose image is missing or unreadable, or with non-finite RA/Dec
-are dropped and counted; galaxies of the table without clumps are kept as negatives. A galaxy
-whose centre RA/Dec is not a sky position (text, NaN, |Dec| > 90) is dropped (``bad_centre``)
+galaxy is not in the table, whose image is missing or unreadable, whose image name leaves the
+images folder (``../x.jpg``, absolute: ``unsafe_file_name``, naming row and name), or with
+non-finite RA/Dec
+are dropped and counted (``nan_coordinates``; RA outside [0, 360) or Dec outside [-90, 90]:
+``impossible_coordinates``, each naming file, row and column); galaxies of the table without
+clumps are kept as negatives. A galaxy whose centre RA/Dec is not a sky position (text, NaN,
+RA outside [0, 360), |Dec| > 90: :func:`clump_d2.data.sky.sky_problem`, the check the
+catalogue's inputs make) is dropped (``bad_centre``)
 with its clumps (``galaxy_bad_centre``), and one without a positive pixel scale
 (``bad_pixel_scale``) likewise: neither can be placed, so neither is a negative.
 """
@@ -39,14 +44,15 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+import pandas as pd
 from astropy.wcs import WCS
 from tqdm import tqdm
 
 from clump_d2.structures import BOX_SIDE_PER_FWHM, fit_box_to_frame, square_box, xyxy_to_xywh
-from .coco_writer import CocoBuilder, ConversionReport
+from .coco_writer import CocoBuilder, ConversionReport, is_safe_relative_name
 from clump_d2.data.fits_io import read_fits_header
 from clump_d2.data.image_io import band_file, is_fits, read_display_image
-from clump_d2.data.sky import sky_to_pixel, tangent_wcs
+from clump_d2.data.sky import sky_problem, sky_to_pixel, tangent_wcs
 from clump_d2.data.tables import read_table
 
 logger = logging.getLogger(__name__)
@@ -101,8 +107,9 @@ def convert_catalog(clump_catalog: str | os.PathLike, galaxy_table: str | os.Pat
     image_dir = Path(image_dir)
     if not image_dir.is_dir():  # a typo would drop every galaxy as missing_image
         raise FileNotFoundError(f"image folder {image_dir} does not exist")
-    clumps = read_table(clump_catalog)
-    galaxies = read_table(galaxy_table)
+    # The join keys as the files' exact text (a blank cell must not turn 19-digit ids float).
+    clumps = read_table(clump_catalog, text_columns=[o.clump_galaxy_column])
+    galaxies = read_table(galaxy_table, text_columns=[o.galaxy_id_column])
     _require(clumps, clump_catalog, [o.clump_galaxy_column, o.clump_ra_column,
                                      o.clump_dec_column])
     _require(galaxies, galaxy_table, [o.galaxy_id_column, o.galaxy_ra_column,
@@ -116,6 +123,11 @@ def convert_catalog(clump_catalog: str | os.PathLike, galaxy_table: str | os.Pat
     bands = flux_fraction_bands(clumps.columns, o)
     report.info["flux_fraction_bands"] = list(bands)
     gal_ids = galaxies[o.galaxy_id_column].map(_as_key)
+    blank = gal_ids[gal_ids == ""]
+    if len(blank):
+        raise ValueError(f"{galaxy_table}: row {int(blank.index[0]) + 1}, column "
+                         f"{o.galaxy_id_column!r}: the galaxy id is empty; give every galaxy "
+                         "an id")
     dup = gal_ids[gal_ids.duplicated(keep=False)]
     if len(dup):
         raise ValueError(f"{galaxy_table}: galaxy id {dup.iloc[0]} appears on rows "
@@ -141,14 +153,15 @@ def convert_catalog(clump_catalog: str | os.PathLike, galaxy_table: str | os.Pat
         rows = clump_rows.get(gid, [])
         where = f"{galaxy_table}: row {gal_line[gid]} (galaxy {gid})"
         ra0, dec0 = _float(g[o.galaxy_ra_column]), _float(g[o.galaxy_dec_column])
-        if not (math.isfinite(ra0) and math.isfinite(dec0) and abs(dec0) <= 90.0):
+        problem = _position_problem(g, o.galaxy_ra_column, o.galaxy_dec_column)
+        if problem:
             # Without its centre a galaxy cannot be placed: not a clump-free negative.
             gal_t.drop("bad_centre")
             clump_t.drop("galaxy_bad_centre", len(rows))
-            logger.warning("%s: columns %r/%r = (%r, %r) are not a sky position (numbers, "
-                           "|Dec| <= 90); galaxy dropped with its %d clumps", where,
-                           o.galaxy_ra_column, o.galaxy_dec_column, g[o.galaxy_ra_column],
-                           g[o.galaxy_dec_column], len(rows))
+            logger.warning("%s: columns %r/%r = (%r, %r) are not a sky position (%s); galaxy "
+                           "dropped with its %d clumps", where, o.galaxy_ra_column,
+                           o.galaxy_dec_column, g[o.galaxy_ra_column], g[o.galaxy_dec_column],
+                           problem, len(rows))
             continue
         try:
             file_name = (str(g[o.image_column]).strip() if o.image_column
@@ -156,6 +169,13 @@ def convert_catalog(clump_catalog: str | os.PathLike, galaxy_table: str | os.Pat
         except (KeyError, IndexError, ValueError) as e:
             raise ValueError(f"{where}: image template {o.image_template!r} cannot be filled "
                              f"({type(e).__name__}: {e}); columns are {list(g)[:30]}") from e
+        if not is_safe_relative_name(file_name):  # "../x.jpg", "/x.jpg": never read or placed
+            gal_t.drop("unsafe_file_name")
+            clump_t.drop("unsafe_file_name", len(rows))
+            logger.warning("%s, column %r: image name %r leaves the images folder %s; dropped "
+                           "with its %d clumps", where, o.image_column or "(image_template)",
+                           file_name, image_dir, len(rows))
+            continue
         try:
             width, height, wcs, source = _image_geometry(image_dir, file_name, g, o)
         except (OSError, ValueError) as e:
@@ -171,12 +191,15 @@ def convert_catalog(clump_catalog: str | os.PathLike, galaxy_table: str | os.Pat
         gal_t.keep()
         for index, row in rows:
             ra, dec = _float(row[o.clump_ra_column]), _float(row[o.clump_dec_column])
-            if not (math.isfinite(ra) and math.isfinite(dec)):
-                clump_t.drop("nan_coordinates")
-                logger.warning("%s: row %d: columns %r/%r = (%r, %r) not finite numbers; clump "
-                               "dropped", clump_catalog, index + 1, o.clump_ra_column,
+            problem = _position_problem(row, o.clump_ra_column, o.clump_dec_column)
+            if problem:  # text/NaN, or out of range (RA 400): never placed on an image
+                reason = ("nan_coordinates" if not (math.isfinite(ra) and math.isfinite(dec))
+                          else "impossible_coordinates")
+                clump_t.drop(reason)
+                logger.warning("%s: row %d: columns %r/%r = (%r, %r): %s; clump dropped "
+                               "(%s)", clump_catalog, index + 1, o.clump_ra_column,
                                o.clump_dec_column, row[o.clump_ra_column],
-                               row[o.clump_dec_column])
+                               row[o.clump_dec_column], problem, reason)
                 continue
             clump_t.keep()
             box_t.add_read()
@@ -299,6 +322,17 @@ def _psf_arcsec(row: Dict[str, Any], g: Dict[str, Any], o: CatalogOptions) -> fl
     return o.psf_fwhm_arcsec
 
 
+def _position_problem(row: Dict[str, Any], ra_column: str, dec_column: str) -> Optional[str]:
+    """Why ``row``'s RA/Dec is not a sky position (the one check of
+    :func:`clump_d2.data.sky.sky_problem`, naming the column), or None."""
+    problem = sky_problem({"ra": row[ra_column], "dec": row[dec_column]},
+                          {"ra": ra_column, "dec": dec_column})
+    if problem is None and not (math.isfinite(_float(row[ra_column]))
+                                and math.isfinite(_float(row[dec_column]))):
+        problem = f"columns {ra_column!r} and {dec_column!r} are empty"
+    return problem
+
+
 def _require(df, path, columns) -> None:
     missing = [c for c in columns if c not in df.columns]
     if missing:
@@ -311,6 +345,9 @@ def _fmt(g: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def _as_key(v) -> str:
+    """Ids as text ("" for a missing one), without a spurious ``.0`` from a float column."""
+    if v is None or v is pd.NA or (isinstance(v, (float, np.floating)) and math.isnan(v)):
+        return ""
     if isinstance(v, (float, np.floating)) and float(v).is_integer():
         return str(int(v))
     if isinstance(v, (bytes, np.bytes_)):

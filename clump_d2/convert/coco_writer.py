@@ -29,6 +29,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional
 
+from clump_d2.data.files import naming_path, read_json
 from clump_d2.structures import CATEGORIES
 
 logger = logging.getLogger(__name__)
@@ -205,14 +206,15 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     file or the new one, never a truncated one (a stale ``.<name>.tmp-<pid>`` at worst).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        with naming_path(path):  # a full disk names the file it could not write
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -251,15 +253,9 @@ def default_report_path(json_file: str | os.PathLike) -> Path:
 
 
 def read_coco(json_file: str | os.PathLike) -> Dict[str, Any]:
-    """Read a COCO JSON, naming the file in the error if it is not valid JSON."""
+    """Read a COCO JSON, naming the file (and line, column) if it is not valid JSON."""
     json_file = Path(json_file)
-    try:
-        coco = json.loads(json_file.read_text())
-    except json.JSONDecodeError as e:
-        ends_early = e.pos >= len(e.doc.rstrip())
-        raise ValueError(f"{json_file}: not valid JSON at line {e.lineno} column {e.colno} "
-                         f"({e.msg})" + ("; the file ends early (truncated?)" if ends_early
-                                         else "")) from e
+    coco = read_json(json_file, "COCO file")
     for key in ("images", "annotations"):
         if not isinstance(coco, dict) or key not in coco:
             raise ValueError(f"{json_file}: not a COCO file (no {key!r} list)")

@@ -23,12 +23,18 @@ Orientation (the same option names and meanings wherever a user sets them):
 
 With the defaults (north up, east left, no rotation) the CD matrix is
 ``CD1_1 = CD2_2 = -s / 3600`` (deg/px, ``s`` in arcsec/px) and ``CD1_2 = CD2_1 = 0``.
+
+Which sky values are possible is decided once, by :func:`sky_problem` (RA in [0, 360), Dec in
+[-90, 90], pixel scale > 0, numbers): the catalogue's inputs and the catalogue converter both
+ask it, so a row one of them refuses is never placed on the sky by the other.
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
+import math
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
+import pandas as pd
 from astropy.wcs import WCS
 
 
@@ -103,3 +109,61 @@ def sky_to_pixel(wcs: WCS, ra, dec) -> Tuple[np.ndarray, np.ndarray]:
     """Continuous pixel coordinates (pixel i spans [i, i + 1)) of sky positions (degrees)."""
     x, y = wcs.all_world2pix(np.asarray(ra, float), np.asarray(dec, float), 0)
     return np.asarray(x) + 0.5, np.asarray(y) + 0.5
+
+
+#: What :func:`sky_problem` checks, by key.
+SKY_VALUE_KEYS = ("ra", "dec", "pixel_scale")
+_SKY_RANGES = {"ra": "in [0, 360)", "dec": "in [-90, 90]", "pixel_scale": "> 0 (arcsec/px)"}
+_SKY_OK = {"ra": lambda v: 0.0 <= v < 360.0, "dec": lambda v: -90.0 <= v <= 90.0,
+           "pixel_scale": lambda v: v > 0.0}
+
+
+def sky_problem(values: Dict[str, Any], names: Optional[Dict[str, str]] = None) -> Optional[str]:
+    """Why the sky values of one galaxy (or clump) are impossible, or None if they are usable
+    or absent.
+
+    Args:
+        values: ``ra``, ``dec``, ``pixel_scale`` (any of them; None or NaN: empty).
+        names: the column (or key) each came from, for the message.
+
+    Returns:
+        e.g. ``"column 'RA': ra 400.0 is impossible (must be in [0, 360))"``, or None.
+    """
+    names = names or {}
+    given, empty = {}, []
+    for key in SKY_VALUE_KEYS:
+        if key not in values:
+            continue
+        raw = _scalar(values[key])
+        if raw is None or (isinstance(raw, str) and not raw.strip()):
+            empty.append(key)
+            continue
+        try:
+            number = float(raw)
+        except (TypeError, ValueError):
+            return f"column {names.get(key, key)!r}: {raw!r} is not a number"
+        if not math.isfinite(number):
+            return f"column {names.get(key, key)!r}: {raw!r} is not a finite number"
+        given[key] = number
+    for key, number in given.items():
+        if not _SKY_OK[key](number):
+            return (f"column {names.get(key, key)!r}: {key} {number!r} is impossible (must be "
+                    f"{_SKY_RANGES[key]})")
+    if given and empty:
+        return (f"column {names.get(empty[0], empty[0])!r} is empty while "
+                f"{', '.join(repr(names.get(k, k)) for k in given)} "
+                f"{'is' if len(given) == 1 else 'are'} given")
+    return None
+
+
+def _scalar(v):
+    """numpy/pandas scalars -> Python; missing (None, NaN, pandas NA) -> None."""
+    if v is None or v is pd.NA:
+        return None
+    if hasattr(v, "item"):
+        v = v.item()
+    if isinstance(v, bytes):
+        v = v.decode()
+    if isinstance(v, float) and math.isnan(v):
+        return None
+    return v

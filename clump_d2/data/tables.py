@@ -7,7 +7,8 @@
   with ``pandas.read_pickle(p).to_parquet(...)``).
 * :func:`write_table`: a DataFrame to Parquet, CSV or FITS (format from the file name),
   atomically: a temporary file in the same folder, then ``os.replace``, so a killed process
-  never leaves a half-written table under the final name.
+  never leaves a half-written table under the final name; an ``OSError`` (a full disk)
+  names the table (:func:`clump_d2.data.files.naming_path`).
 * :func:`markdown_table`: rows -> a GitHub Markdown table (the README's result tables).
 """
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 import pandas as pd
 from astropy.table import Table
 
+from .files import naming_path
 from .image_io import FITS_SUFFIXES
 
 logger = logging.getLogger(__name__)
@@ -33,12 +35,24 @@ PICKLE_SUFFIXES = tuple(s + c for s in (".pkl", ".pickle") for c in
 WRITE_FORMATS = ("parquet", "csv", "fits")
 
 
-def read_table(path: str | os.PathLike, **csv_kwargs) -> pd.DataFrame:
+def read_table(path: str | os.PathLike,
+               text_columns: Sequence[str] | Callable[[str], bool] = (),
+               **csv_kwargs) -> pd.DataFrame:
     """The table at ``path`` as a DataFrame (format from the file name).
+
+    Args:
+        path: CSV/TSV, Parquet or FITS table.
+        text_columns: columns (names, or a predicate on the name) read as exact text, for ids:
+            CSV cells as written (``007`` and 19-digit ids survive), Parquet/FITS integers as
+            their decimal digits; a missing cell is NaN. Read as numbers, an integer column
+            with one blank cell becomes float64, and ids above 2**53 change (1237648720693755918
+            -> 1237648720693755904).
+        csv_kwargs: passed to ``pandas.read_csv``.
 
     Raises:
         FileNotFoundError / ValueError: naming ``path``; ``UnsafeTableError`` for a pickle.
     """
+    wanted = text_columns if callable(text_columns) else set(text_columns).__contains__
     path = Path(path)
     name = path.name.lower()
     if name.endswith(PICKLE_SUFFIXES):  # before anything opens it
@@ -51,10 +65,17 @@ def read_table(path: str | os.PathLike, **csv_kwargs) -> pd.DataFrame:
         raise FileNotFoundError(f"table {path} does not exist")
     try:
         if name.endswith(".parquet"):
-            return pd.read_parquet(path)
+            return _integers_as_text(pd.read_parquet(path), path, wanted)
         if name.endswith(FITS_SUFFIXES):
-            return _read_fits_table(path)
+            return _integers_as_text(_read_fits_table(path), path, wanted)
         sep = "\t" if name.endswith((".tsv", ".tab")) else ","
+        if text_columns:
+            header = pd.read_csv(path, sep=sep, nrows=0,
+                                 **{k: v for k, v in csv_kwargs.items() if k != "dtype"})
+            dtype = csv_kwargs.pop("dtype", None)
+            text = {c: str for c in header.columns if wanted(c)}
+            csv_kwargs["dtype"] = dtype if (dtype is not None and not isinstance(dtype, dict)) \
+                else {**(dtype or {}), **text}
         return pd.read_csv(path, sep=sep, **csv_kwargs)
     except (FileNotFoundError, ValueError) as e:
         if str(path) in str(e):
@@ -91,19 +112,20 @@ def write_table(df: pd.DataFrame, path: str | os.PathLike, fmt: Optional[str] = 
     fmt = fmt or table_format(path)
     if fmt not in WRITE_FORMATS:
         raise ValueError(f"unknown table format {fmt!r}")
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        if fmt == "parquet":
-            df.to_parquet(tmp, index=False)
-        elif fmt == "csv":
-            df.to_csv(tmp, index=False)
-        else:
-            # FITS has no nullable integers: Int64 columns become float64 (NaN for missing).
-            table = Table.from_pandas(df.astype({c: "float64" for c in df.columns
-                                                 if str(df[c].dtype) == "Int64"}))
-            table.write(tmp, format="fits", overwrite=True)
-        os.replace(tmp, path)
+        with naming_path(path):  # a full disk names the table it could not write
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if fmt == "parquet":
+                df.to_parquet(tmp, index=False)
+            elif fmt == "csv":
+                df.to_csv(tmp, index=False)
+            else:
+                # FITS has no nullable integers: Int64 columns become float64 (NaN if missing).
+                table = Table.from_pandas(df.astype({c: "float64" for c in df.columns
+                                                     if str(df[c].dtype) == "Int64"}))
+                table.write(tmp, format="fits", overwrite=True)
+            os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -136,6 +158,29 @@ def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str],
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(cell(row, c) for c in columns) + " |" for row in rows]
     return "\n".join(lines) + "\n"
+
+
+def _integers_as_text(df: pd.DataFrame, path: Path, wanted: Callable[[str], bool]
+                      ) -> pd.DataFrame:
+    """Integer columns named by ``wanted`` as exact decimal text (missing: NaN). A Parquet
+    integer column with nulls reaches pandas as float64 (precision lost): read it again from
+    Arrow, where it is still exact."""
+    for col in [c for c in df.columns if isinstance(c, str) and wanted(c)]:
+        kind = df[col].dtype.kind
+        if kind in "iu":  # int64, or FITS's nullable Int64 (exact)
+            values = df[col].tolist()
+        elif kind == "f" and path.name.lower().endswith(".parquet"):
+            import pyarrow.parquet as pq
+
+            column = pq.read_table(path, columns=[col]).column(col)
+            if not str(column.type).startswith(("int", "uint")):
+                continue  # a float column holds no exact integers to recover
+            values = column.to_pylist()
+        else:
+            continue
+        df[col] = pd.Series([float("nan") if v is None or v is pd.NA else str(int(v))
+                             for v in values], index=df.index, dtype=object)
+    return df
 
 
 def _read_fits_table(path: Path) -> pd.DataFrame:

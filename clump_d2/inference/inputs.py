@@ -26,7 +26,6 @@ an error naming both files or rows.
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -34,7 +33,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-from clump_d2.data.image_io import IMAGE_SUFFIXES, is_image_file, strip_image_suffix
+from clump_d2.data.files import read_json
+from clump_d2.data.image_io import IMAGE_SUFFIXES, is_image_file, unique_image_ids
+from clump_d2.data.sky import sky_problem  # noqa: F401  (one check, shared with convert)
 from clump_d2.data.tables import TABLE_SUFFIXES, read_table
 
 from .catalogue import SKY_PROBLEM_KEY
@@ -46,45 +47,6 @@ OPTIONAL_KEYS = ("ra", "dec", "pixel_scale", "ref_x", "ref_y", "centre_x", "cent
                  "psf_fwhm_px", "height", "width")
 #: The record keys of the centre + pixel-scale sky route, dropped from a bad-sky record.
 SKY_KEYS = ("ra", "dec", "pixel_scale")
-_SKY_RANGES = {"ra": "in [0, 360)", "dec": "in [-90, 90]", "pixel_scale": "> 0 (arcsec/px)"}
-
-
-def sky_problem(values: Dict[str, Any], names: Optional[Dict[str, str]] = None) -> Optional[str]:
-    """Why the sky values of one galaxy are impossible, or None if they are usable or absent.
-
-    Args:
-        values: ``ra``, ``dec``, ``pixel_scale`` (any of them; None or NaN: empty).
-        names: the column (or key) each came from, for the message.
-    """
-    names = names or {}
-    given, empty = {}, []
-    for key in SKY_KEYS:
-        if key not in values:
-            continue
-        raw = _value(values[key])
-        if raw is None or (isinstance(raw, str) and not raw.strip()):
-            empty.append(key)
-            continue
-        try:
-            number = float(raw)
-        except (TypeError, ValueError):
-            return f"column {names.get(key, key)!r}: {raw!r} is not a number"
-        if not math.isfinite(number):
-            return f"column {names.get(key, key)!r}: {raw!r} is not a finite number"
-        given[key] = number
-    ok = {"ra": lambda v: 0.0 <= v < 360.0, "dec": lambda v: -90.0 <= v <= 90.0,
-          "pixel_scale": lambda v: v > 0.0}
-    for key, number in given.items():
-        if not ok[key](number):
-            return (f"column {names.get(key, key)!r}: {key} {number!r} is impossible (must be "
-                    f"{_SKY_RANGES[key]})")
-    if given and empty:
-        return (f"column {names.get(empty[0], empty[0])!r} is empty while "
-                f"{', '.join(repr(names.get(k, k)) for k in given)} "
-                f"{'is' if len(given) == 1 else 'are'} given")
-    return None
-
-
 def _apply_sky_check(record: Dict, values: Dict[str, Any], names: Dict[str, str],
                      where: str) -> None:
     """Set the record's sky keys from ``values`` or, if they are impossible, mark it."""
@@ -108,16 +70,10 @@ def records_from_folder(folder: str | os.PathLike) -> List[Dict]:
                    if p.is_file() and is_image_file(p.name))
     if not paths:
         raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found under {folder}")
-    records, first = [], {}
-    for p in paths:
-        galaxy_id = strip_image_suffix(p.relative_to(folder).as_posix())
-        if galaxy_id in first:  # x.png and x.jpg: which one is the galaxy?
-            raise ValueError(f"input folder {folder}: {first[galaxy_id]} and {p} both give "
-                             f"galaxy id {galaxy_id!r} (the path without its suffix); keep one "
-                             "image per galaxy")
-        first[galaxy_id] = p
-        records.append({"galaxy_id": galaxy_id, "file_name": str(p)})
-    return records
+    # x.png and x.jpg: which one is the galaxy? An error naming both (one check, shared with
+    # the real-host builder).
+    return [{"galaxy_id": galaxy_id, "file_name": str(p)}
+            for galaxy_id, p in unique_image_ids(paths, folder).items()]
 
 
 def default_image_root(json_file: Path) -> Path:
@@ -134,7 +90,9 @@ def records_from_coco(json_file: str | os.PathLike,
     """The ``images`` of a COCO JSON in file order; annotations are ignored (use
     ``tools/visualize.py`` or the evaluator to compare with them)."""
     json_file = Path(json_file)
-    coco = json.loads(json_file.read_text())
+    coco = read_json(json_file, "COCO file")  # a truncated file: named, with line and column
+    if not isinstance(coco, dict) or not isinstance(coco.get("images"), list):
+        raise ValueError(f"{json_file}: not a COCO file (no 'images' list)")
     root = Path(image_root) if image_root is not None else default_image_root(json_file)
     records = []
     for index, image in enumerate(coco["images"]):
@@ -212,14 +170,19 @@ def _value(v):
 
 def records_from_catalogue(table_file: str | os.PathLike,
                            columns: Optional[CatalogueColumns] = None) -> List[Dict]:
-    """One record per catalogue row, in row order.
+    """One record per catalogue row, in row order. Ids are the id column's exact text
+    (19-digit integers and ``007`` survive; a blank cell elsewhere in the column changes none).
 
     Raises:
-        ValueError: naming the file, for missing columns or repeated ids.
+        ValueError: naming the file, for missing columns or repeated ids; naming the file,
+            row and column for an empty id.
     """
     table_file = Path(table_file)
     columns = columns or CatalogueColumns()
-    df = read_table(table_file)
+    # Ids as the exact text of the file: read as numbers, an integer id column with a blank
+    # cell turns float and 19-digit ids change.
+    df = read_table(table_file, text_columns=(lambda c: c == columns.id) if columns.id else
+                    (lambda c: c.lower() in _CANDIDATES["id"]))
     cols = list(df.columns)
     id_col = _find_column(cols, columns.id, "id", True, table_file)
     image_col = None
@@ -248,7 +211,11 @@ def records_from_catalogue(table_file: str | os.PathLike,
                 if c is not None}
     records, seen = [], {}
     for index, row in enumerate(df.to_dict("records")):
-        galaxy_id = str(_value(row[id_col]))
+        raw_id = _value(row[id_col])
+        if raw_id is None or not str(raw_id).strip():  # no id: the row cannot be told apart
+            raise ValueError(f"catalogue {table_file} row {index + 1}, column {id_col!r}: the "
+                             "galaxy id is empty; give every galaxy an id")
+        galaxy_id = str(raw_id).strip()
         where = f"row {index + 1} (galaxy {galaxy_id})"  # 1-based data row, header excluded
         if galaxy_id in seen:
             raise ValueError(f"catalogue {table_file}: galaxy id {galaxy_id!r} repeats (rows "

@@ -7,7 +7,9 @@ processes: the catalogue is the same from 1 or N processes. The unfinished shard
 round-robin to the processes; each finished shard is written atomically to
 ``<output>.shards/shard_NNNNNN.parquet``. A re-run of the same command skips the shards
 already written (a ``manifest.json`` guards against resuming with another input, config or
-model), and the main process merges all shards into the catalogue once all exist.
+model: the input by content, every galaxy record as read and the input file's bytes, so a
+table edited under the same name is refused, naming what changed), and the main process
+merges all shards into the catalogue once all exist.
 
 Photometry (``PHOTOMETRY.ENABLED``, default on): every detection is measured on the image the
 model saw (:mod:`clump_d2.photometry`: FITS bands in their flux units with the headers' zero
@@ -36,6 +38,7 @@ from detectron2.utils import comm
 from tqdm import tqdm
 
 from clump_d2.data.build import build_batched_test_loader
+from clump_d2.data.files import naming_path
 from clump_d2.engine.defaults import build_config
 from clump_d2.data.tables import table_format, write_table
 from clump_d2.engine.evaluate import build_model_for_inference
@@ -67,7 +70,7 @@ from .visualize import catalogue_contact_sheet
 
 logger = logging.getLogger(__name__)
 
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2  # 2: inputs by content (every record, the input file's bytes)
 # Config keys that change how fast a catalogue is made, not what it holds.
 _SPEED_ONLY_KEYS = ("DATALOADER.NUM_WORKERS", "OUTPUT_DIR", "MODEL.DEVICE")
 
@@ -104,7 +107,8 @@ def load_image_for_photometry(record: Dict, options: PhotometryOptions) -> Photo
     ``INPUT.FITS.BANDS`` in flux units, or the PNG/JPEG linearised), cut to the record's
     ``crop`` as the mapper cuts it, so detections and apertures share pixel coordinates."""
     image = load_photometry_image(record["file_name"], options.bands, record.get("band_files"),
-                                  options.cube_bands, options.hdu, options.display_q)
+                                  options.cube_bands, options.hdu, options.display_q,
+                                  max_pixels=options.max_pixels)
     return image.cropped(record.get("crop"))
 
 
@@ -205,6 +209,17 @@ class CataloguePredictor:
             return galaxy_rows(record, f"{STATUS_UNREADABLE}: {item['error']}")
         if isinstance(output, Exception):
             return galaxy_rows(record, f"{STATUS_FAILED}: {type(output).__name__}: {output}")
+        try:
+            return self._searched_rows(record, output, item)
+        except Exception as e:  # noqa: BLE001  (one galaxy's rows: its status names the file)
+            logger.warning("galaxy %s (%s) failed after the model: %s: %s",
+                           record.get("galaxy_id"), record.get("file_name"), type(e).__name__, e,
+                           exc_info=True)
+            return galaxy_rows(record, f"{STATUS_FAILED}: {record.get('file_name')}: "
+                                       f"{type(e).__name__}: {e}")
+
+    def _searched_rows(self, record: Dict, output, item: Dict) -> List[Dict]:
+        """Rows of a galaxy the model ran on: post-processing, photometry, sky positions."""
         instances = output["instances"].to("cpu")
         det = Detections(instances.pred_boxes.tensor.numpy(), instances.scores.numpy(),
                          instances.pred_classes.numpy())
@@ -288,9 +303,33 @@ def _weights_identity(weights: str) -> Dict:
     return {"path": weights}
 
 
-def run_fingerprint(cfg, records: Sequence[Dict], model_tag: str = "") -> Dict:
-    """What a set of shards was made from: the inputs, the config (less the keys that only
-    change speed), the weights file, and ``model_tag`` (for models not built from cfg)."""
+def inputs_identity(records: Sequence[Dict],
+                    source: Optional[str | os.PathLike] = None) -> Dict:
+    """What the galaxies of a run were: for every record key (id, image, RA/Dec, pixel scale,
+    PSF, centre, a bad-sky reason, ...) the sha256 of its values over all records in order
+    (so that a change is named by key), and the sha256 of the input file's bytes when the
+    input is a file (a table or COCO JSON; a folder is described by its records)."""
+    keys = sorted({k for r in records for k in r})
+    fields = {k: hashlib.sha256() for k in keys}
+    for record in records:
+        for key in keys:
+            fields[key].update(json.dumps(record.get(key), sort_keys=True,
+                                          default=str).encode() + b"\n")
+    identity: Dict = {"fields_sha256": {k: h.hexdigest() for k, h in fields.items()}}
+    if source is not None and os.path.isfile(source):
+        digest = hashlib.sha256()
+        with open(source, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        identity["source"] = {"path": os.path.abspath(source), "sha256": digest.hexdigest()}
+    return identity
+
+
+def run_fingerprint(cfg, records: Sequence[Dict], model_tag: str = "",
+                    source: Optional[str | os.PathLike] = None) -> Dict:
+    """What a set of shards was made from: the inputs (:func:`inputs_identity`: every record
+    as read, and the input file's bytes), the config (less the keys that only change speed),
+    the weights file, and ``model_tag`` (for models not built from cfg)."""
     cfg = cfg.clone()
     cfg.defrost()
     for key in _SPEED_ONLY_KEYS:
@@ -299,18 +338,37 @@ def run_fingerprint(cfg, records: Sequence[Dict], model_tag: str = "") -> Dict:
         for part in parents:
             node = node[part]
         node[leaf] = None
-    inputs = hashlib.sha256(json.dumps(
-        [[r["galaxy_id"], str(r.get("file_name", "")), r.get("band_files")] for r in records],
-        sort_keys=True, default=str).encode()).hexdigest()
     return {
         "version": MANIFEST_VERSION,
         "n_galaxies": len(records),
         "shard_size": int(cfg.INFERENCE.SHARD_SIZE),
-        "inputs_sha256": inputs,
+        "inputs": inputs_identity(records, source),
         "config_sha256": hashlib.sha256(cfg.dump().encode()).hexdigest(),
         "weights": _weights_identity(cfg.MODEL.WEIGHTS),
         "model_tag": model_tag,
     }
+
+
+def describe_change(old: Dict, new: Dict) -> List[str]:
+    """What differs between two run fingerprints, in words (the input file, which record
+    keys, the config, ...)."""
+    out = []
+    for key in sorted(set(old) | set(new)):
+        if old.get(key) == new.get(key):
+            continue
+        if key != "inputs" or not isinstance(old.get(key), dict):
+            out.append(key)
+            continue
+        was, now = old["inputs"], new["inputs"]
+        if was.get("source") != now.get("source"):
+            path = (now.get("source") or was.get("source") or {}).get("path", "")
+            out.append(f"input file {path} (content)")
+        fields = sorted(k for k in set(was.get("fields_sha256", {})) | set(
+            now.get("fields_sha256", {})) if was.get("fields_sha256", {}).get(k)
+            != now.get("fields_sha256", {}).get(k))
+        if fields:
+            out.append(f"galaxy values ({', '.join(fields)})")
+    return out
 
 
 def _prepare_shard_dir(shard_dir: Path, fingerprint: Dict, overwrite: bool) -> Optional[str]:
@@ -322,15 +380,16 @@ def _prepare_shard_dir(shard_dir: Path, fingerprint: Dict, overwrite: bool) -> O
     if manifest.exists():
         old = json.loads(manifest.read_text())
         if old != fingerprint:
-            changed = sorted(k for k in set(old) | set(fingerprint)
-                             if old.get(k) != fingerprint.get(k))
-            return (f"{shard_dir} holds shards of another run (different {', '.join(changed)}); "
-                    "use --overwrite to start again, or another --output")
+            changed = describe_change(old, fingerprint)
+            return (f"{shard_dir} holds shards of another run (different {'; '.join(changed)})"
+                    "; its shards would mix with this run's rows. Use --overwrite to start "
+                    "again, or another --output")
         return None
-    shard_dir.mkdir(parents=True, exist_ok=True)
-    tmp = manifest.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(fingerprint, indent=2))
-    os.replace(tmp, manifest)
+    with naming_path(manifest):
+        shard_dir.mkdir(parents=True, exist_ok=True)
+        tmp = manifest.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(fingerprint, indent=2))
+        os.replace(tmp, manifest)
     return None
 
 
@@ -401,6 +460,7 @@ class RunResult:
 
 def run_catalogue(cfg, records: Sequence[Dict], output: str | os.PathLike, *, model=None,
                   model_tag: str = "", overwrite: bool = False,
+                  source: Optional[str | os.PathLike] = None,
                   max_shards: Optional[int] = None,
                   on_shard_done: Optional[Callable[[int], None]] = None,
                   progress: bool = True) -> RunResult:
@@ -414,6 +474,8 @@ def run_catalogue(cfg, records: Sequence[Dict], output: str | os.PathLike, *, mo
         model: a model to use instead of building one from ``cfg``; give ``model_tag`` to
             tell runs with different such models apart when resuming.
         overwrite: discard the shards of an earlier run instead of resuming it.
+        source: the input file the records were read from (its bytes join the records in
+            the manifest: resuming after the file changed is refused).
         max_shards: run at most this many shards per process, then stop (no merge unless
             all shards are done); for time-limited jobs.
         on_shard_done: called with the shard index after each shard is written.
@@ -428,10 +490,10 @@ def run_catalogue(cfg, records: Sequence[Dict], output: str | os.PathLike, *, mo
     paths = output_paths(output)
     shard_dir = shard_dir_for(output)
     shards = _shards(list(records), cfg.INFERENCE.SHARD_SIZE)
-    fingerprint = run_fingerprint(cfg, records, model_tag)
 
     error = None
     if comm.is_main_process():
+        fingerprint = run_fingerprint(cfg, records, model_tag, source)
         error = _prepare_shard_dir(shard_dir, fingerprint, overwrite)
     error = comm.all_gather(error)[0]
     if error:
@@ -482,8 +544,9 @@ def run_catalogue(cfg, records: Sequence[Dict], output: str | os.PathLike, *, mo
         summary["complete"] = complete
         summary["seconds"] = round(time.perf_counter() - start, 3)
         tmp = paths["summary"].with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(summary, indent=2))
-        os.replace(tmp, paths["summary"])
+        with naming_path(paths["summary"]):
+            tmp.write_text(json.dumps(summary, indent=2))
+            os.replace(tmp, paths["summary"])
         _log_summary(summary, paths)
     return RunResult(complete, summary, paths)
 
@@ -546,7 +609,7 @@ def catalogue_main(job: CatalogueJob) -> Optional[Dict]:
         set_cpu_threads(cfg.INFERENCE.CPU_THREADS)
     records = load_records(job.input, image_root=job.image_root, columns=job.columns)
     output = job.output or os.path.join(cfg.OUTPUT_DIR, "clumps.parquet")
-    result = run_catalogue(cfg, records, output, overwrite=job.overwrite,
+    result = run_catalogue(cfg, records, output, overwrite=job.overwrite, source=job.input,
                            max_shards=job.max_shards, progress=job.progress)
     if job.contact_sheet and result.complete and comm.is_main_process():
         sheet = catalogue_contact_sheet(records, result.paths["catalogue"], job.contact_sheet,

@@ -170,9 +170,47 @@ def test_image_check_uses_the_network_reader(tmp_path):
     refuses, is a drop with its reason."""
     from clump_d2.convert.images import image_problem
 
-    Image.fromarray(np.full((8, 8), 40000, np.uint16)).save(tmp_path / "deep.png")
+    Image.fromarray(np.full((16, 16), 40000, np.uint16)).save(tmp_path / "deep.png")
     assert image_problem(tmp_path / "deep.png") is None
     Image.fromarray(np.full((8, 8), 0.5, np.float32)).save(tmp_path / "float.tif")
     assert "a 'F' image" in image_problem(tmp_path / "float.tif")
     (tmp_path / "text.png").write_text("not an image")
     assert image_problem(tmp_path / "text.png").startswith("does not decode")
+
+
+def test_impossible_ra_dec_are_counted_drops_naming_row_and_column(tmp_path, caplog):
+    """RA 400 (clump or galaxy centre) is refused by the one sky check the catalogue's inputs
+    use (clump_d2.data.sky.sky_problem): a counted drop naming file, row and column."""
+    images, options = _catalog_inputs(tmp_path, [10.0, 400.0, 10.0],
+                                      clump_ra=[400.0, 10.0, 10.0])
+    with caplog.at_level(logging.WARNING):
+        coco, report = convert_catalog(tmp_path / "cl.csv", tmp_path / "gal.csv", images,
+                                       options)
+    c = report.as_dict()["counts"]
+    assert c["galaxies"]["dropped"] == {"bad_centre": 2} and c["galaxies"]["kept"] == 1
+    assert c["clumps"]["dropped"] == {"impossible_coordinates": 1, "galaxy_bad_centre": 2}
+    assert coco.annotations == []
+    assert ("cl.csv: row 1: columns 'clump_ra'/'clump_dec' = (400.0, 0.0): column 'clump_ra': "
+            "ra 400.0 is impossible (must be in [0, 360))") in caplog.text
+    assert ("gal.csv: row 2 (galaxy b): columns 'RA'/'DEC' = (400.0, 0.0) are not a sky "
+            "position (column 'RA': ra 400.0 is impossible") in caplog.text
+
+
+def test_catalog_join_keeps_19_digit_ids_beside_a_blank(tmp_path):
+    """A blank cell in the clump table's galaxy column made the column float: every 19-digit
+    id changed and no clump found its galaxy. The ids are joined as the files' text."""
+    ids = ["1237648720693755918", "1237648720693755919"]
+    images = tmp_path / "img"
+    images.mkdir()
+    for g in ids:
+        Image.new("RGB", (50, 50)).save(images / f"{g}.png")
+    (tmp_path / "cl.csv").write_text("id,clump_ra,clump_dec\n"
+                                     f"{ids[0]},10.0,0.0\n{ids[1]},20.0,0.0\n,20.0,0.0\n")
+    (tmp_path / "gal.csv").write_text("survey_id,RA,DEC,PETROR90_R\n"
+                                      f"{ids[0]},10.0,0.0,10.0\n{ids[1]},20.0,0.0,10.0\n")
+    coco, report = convert_catalog(tmp_path / "cl.csv", tmp_path / "gal.csv", images,
+                                   CatalogOptions(image_template="{galaxy_id}.png",
+                                                  flux_column=None))
+    assert [im["galaxy_id"] for im in coco.images] == ids
+    assert report.as_dict()["counts"]["clumps"]["dropped"] == {"unknown_galaxy": 1}
+    assert len(coco.annotations) == 2

@@ -246,3 +246,41 @@ def test_max_shards_then_resume(tiny_synthetic, inference_cfg, oracle, coco_trut
     parquet = pd.read_parquet(sorted(shard_dir_for(out).glob("shard_*.parquet"))[0])
     assert csv["galaxy_id"].tolist()[:len(parquet)] == parquet["galaxy_id"].tolist()
     np.testing.assert_allclose(csv["x"].to_numpy()[:len(parquet)], parquet["x"].to_numpy())
+
+
+def test_resume_after_the_input_table_changed_is_refused(tiny_synthetic, inference_cfg, oracle,
+                                                         tmp_path):
+    """The same file name with one galaxy's RA moved by 1 degree: resuming would mix rows of
+    the old table (done shards) with rows of the new one. Refused, naming the input file and
+    the changed column; --overwrite runs everything again from the new table."""
+    images = sorted((tiny_synthetic / "images" / "val").glob("*.png"))[:4]
+    table = tmp_path / "cat.csv"
+
+    def write(ra_last):
+        pd.DataFrame({"id": ["a", "b", "c", "d"], "file_name": [str(p) for p in images],
+                      "ra": [10.0, 11.0, 12.0, ra_last], "dec": [1.0] * 4,
+                      "pixel_scale": [0.4] * 4}).to_csv(table, index=False)
+
+    write(13.0)
+    cfg = inference_cfg(*FAST, "INFERENCE.SHARD_SIZE", "2", "PHOTOMETRY.ENABLED", "False")
+    out = tmp_path / "clumps.csv"
+    first = run_catalogue(cfg, load_records(table), out, model=oracle({}), model_tag="o",
+                          source=table, max_shards=1, progress=False)
+    assert not first.complete
+    write(14.0)  # galaxy d (shard 1, not yet run) moved by 1 degree
+    with pytest.raises(RuntimeError, match="another run") as e:
+        run_catalogue(cfg, load_records(table), out, model=oracle({}), model_tag="o",
+                      source=table, progress=False)
+    assert f"input file {table} (content)" in str(e.value)
+    assert "galaxy values (ra)" in str(e.value)
+    # without the file (records given by a program), the records alone are compared
+    with pytest.raises(RuntimeError, match=r"galaxy values \(ra\)"):
+        run_catalogue(cfg, load_records(table), out, model=oracle({}), model_tag="o",
+                      progress=False)
+    box = (np.array([[40.0, 40.0, 50.0, 50.0]]), np.zeros(1, np.int64))
+    model = oracle({g: box for g in "abcd"})
+    done = run_catalogue(cfg, load_records(table), out, model=model, model_tag="o",
+                         source=table, overwrite=True, progress=False)
+    assert done.complete and model.seen == ["a", "b", "c", "d"]
+    ra = read_table(out).set_index("galaxy_id")["ra"]
+    assert ra["d"] == pytest.approx(14.0, abs=0.01) and ra["c"] == pytest.approx(12.0, abs=0.01)

@@ -165,3 +165,41 @@ def test_duplicate_galaxy_ids_in_a_folder_name_both_files(tmp_path):
     assert "galaxy id 'x'" in msg
     (tmp_path / "x.jpg").unlink()
     assert [r["galaxy_id"] for r in load_records(tmp_path)] == ["sub/x", "x", "y"]
+
+
+def test_galaxy_ids_round_trip_exactly_and_a_blank_id_names_its_row(tiny_synthetic,
+                                                                     inference_cfg, oracle,
+                                                                     tmp_path):
+    """19-digit SDSS ids and zero-padded ids reach the catalogue (CSV, Parquet) as written;
+    an id column with a blank cell is an error naming file, row and column (read as numbers
+    it turned float: 1237648720693755918 -> '1.2376487206937559e+18', the blank -> 'None')."""
+    images = sorted((tiny_synthetic / "images" / "val").glob("*.png"))
+    ids = ["1237648720693755918", "1237648720693755919", "0012345"]
+    table = tmp_path / "cat.csv"
+    table.write_text("objid,file_name\n" + "".join(f"{i},{images[k]}\n"
+                                                   for k, i in enumerate(ids)))
+    records = load_records(table)
+    assert [r["galaxy_id"] for r in records] == ids
+    cfg = inference_cfg("PHOTOMETRY.ENABLED", "False")
+    for out in (tmp_path / "clumps.csv", tmp_path / "clumps.parquet"):
+        run_catalogue(cfg, records, out, model=oracle({}), model_tag="o", progress=False)
+        assert read_table(out)["galaxy_id"].tolist() == ids
+
+    table.write_text("objid,file_name\n" f"{ids[0]},{images[0]}\n" f",{images[1]}\n")
+    with pytest.raises(ValueError, match=r"cat\.csv row 2, column 'objid': the galaxy id is "
+                                         r"empty"):
+        load_records(table)
+    # Parquet keeps an integer column with nulls exact too (pandas alone makes it float64)
+    pd.DataFrame({"objid": pd.array([int(ids[0]), int(ids[1])], dtype="Int64"),
+                  "file_name": [str(images[0]), str(images[1])]}).to_parquet(
+        tmp_path / "cat.parquet")
+    assert [r["galaxy_id"] for r in load_records(tmp_path / "cat.parquet")] == ids[:2]
+
+
+def test_truncated_coco_input_names_file_line_column(tmp_path):
+    coco = tmp_path / "in.json"
+    coco.write_text('{"images": [{"id": 1, "file_name": "a.png"},\n {"id": 2, "file_na')
+    with pytest.raises(ValueError) as e:
+        load_records(coco)
+    assert str(e.value).startswith(f"{coco}: not valid JSON at line 2 column ")
+    assert "ends early" in str(e.value)
