@@ -27,6 +27,8 @@ catalogue keeps the detections at the operating point).
 """
 from detectron2.config import CfgNode as CN
 
+from clump_d2.data.image_io import DEFAULT_MAX_PIXELS
+
 
 def add_clump_config(cfg: CN) -> CN:
     """Add clump_d2's keys (with their defaults) to ``cfg`` in place and return it."""
@@ -48,6 +50,11 @@ def _add_data_config(cfg: CN) -> None:
     cfg.INPUT.AUG.HFLIP = True  # random horizontal flip (p=0.5) in training
     cfg.INPUT.AUG.VFLIP = True  # random vertical flip (p=0.5) in training
     cfg.INPUT.AUG.ROT90 = True  # random rotation by k*90 degrees, k uniform in 0..3, in training
+
+    # Most pixels (width x height per plane) an image may declare; larger ones are refused
+    # before decoding (the catalogue: status "unreadable: ..."). Default 1024 x 1024: why, and
+    # the memory it bounds, in clump_d2/data/image_io.py and docs/reliability.md.
+    cfg.INPUT.MAX_PIXELS = DEFAULT_MAX_PIXELS
 
     # FITS images (per-band files or a cube; see clump_d2/data/fits_io.py and stretch.py).
     cfg.INPUT.FITS = CN()
@@ -225,6 +232,11 @@ def _add_inference_config(cfg: CN) -> None:
     # detection as box side / 2.5 (Clump Scout boxes are 2.5 x FWHM).
     cfg.INFERENCE.PSF_FWHM_PX = 0.0
     cfg.INFERENCE.BATCH_SIZE = 8  # images per forward pass
+    # > 0: search only the central CENTRE_CROP x CENTRE_CROP px of each image larger than that
+    # (as the paper's detector sees the central 200 px of a 400 px Clump Scout image, and as
+    # the real-host models were trained and measured); boxes are then in the crop's frame,
+    # its corner in the catalogue's crop_x0 / crop_y0. 0: the whole image.
+    cfg.INFERENCE.CENTRE_CROP = 0
     cfg.INFERENCE.SHARD_SIZE = 1000  # galaxies per shard (the unit of resuming)
     # Torch threads per CPU process (0: all cores shared among the processes). CPU results
     # are bit-identical between runs only at the same thread count per process.

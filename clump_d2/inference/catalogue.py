@@ -67,6 +67,9 @@ COLUMNS = [
     ("sky_source", "string", "wcs | centre+scale | none"),
     ("image_width", "Int64", "image width, px (empty when unreadable)"),
     ("image_height", "Int64", "image height, px"),
+    ("crop_x0", "int64", "left edge of the part searched (INFERENCE.CENTRE_CROP), px: box and "
+     "centre x in the whole image are x + crop_x0; 0 without a crop"),
+    ("crop_y0", "int64", "top edge of the part searched, px (y + crop_y0 in the whole image)"),
     ("file_name", "string", "image path"),
     ("galaxy_n_outside_host", "int64",
      "detections of the galaxy dropped off its host (PHOTOMETRY.DROP_OUTSIDE_HOST), else 0"),
@@ -113,7 +116,7 @@ def column_units(columns: Sequence[str], flux_unit: str = "") -> Dict[str, str]:
     """Unit of each catalogue column that has one (FITS ``TUNITn``): pixels, degrees, the
     flux unit (when one for the whole catalogue), magnitudes."""
     units = {c: "pix" for c in ("x1", "y1", "x2", "y2", "x", "y", "image_width",
-                                "image_height", "aperture_radius_px")}
+                                "image_height", "crop_x0", "crop_y0", "aperture_radius_px")}
     units.update(ra="deg", dec="deg")
     for col in columns:
         if col.startswith(("mag_", "colour_")):
@@ -148,6 +151,8 @@ def galaxy_rows(record: Dict, status: str, det: Optional[Detections] = None,
         "sky_source": sky.source if sky is not None else "none",
         "image_width": int(width) if width is not None else None,
         "image_height": int(height) if height is not None else None,
+        "crop_x0": int(record["crop"][0]) if record.get("crop") else 0,
+        "crop_y0": int(record["crop"][1]) if record.get("crop") else 0,
         "file_name": str(record.get("file_name", "")),
         "galaxy_n_outside_host": int(n_outside_host),
     }

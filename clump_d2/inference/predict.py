@@ -26,7 +26,7 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
@@ -49,6 +49,7 @@ from clump_d2.photometry.measure import host_segment_of
 from clump_d2.photometry.io import write_table as write_table_with_units
 from clump_d2.structures import CLUMP_CLASSES
 
+from .crop import with_centre_crops
 from .catalogue import (
     STATUS_BAD_SKY,
     STATUS_FAILED,
@@ -456,6 +457,8 @@ class RunResult:
     complete: bool
     summary: Dict
     paths: Dict[str, Path]
+    #: The records as searched (with their INFERENCE.CENTRE_CROP crops).
+    records: List[Dict] = field(default_factory=list)
 
 
 def run_catalogue(cfg, records: Sequence[Dict], output: str | os.PathLike, *, model=None,
@@ -487,6 +490,9 @@ def run_catalogue(cfg, records: Sequence[Dict], output: str | os.PathLike, *, mo
     start = time.perf_counter()
     output = Path(output)
     table_format(output)  # fail early on an unknown format
+    bands = list(cfg.INPUT.FITS.BANDS)
+    records = with_centre_crops(records, int(cfg.INFERENCE.CENTRE_CROP),
+                                bands[0] if bands else "r")
     paths = output_paths(output)
     shard_dir = shard_dir_for(output)
     shards = _shards(list(records), cfg.INFERENCE.SHARD_SIZE)
@@ -548,7 +554,7 @@ def run_catalogue(cfg, records: Sequence[Dict], output: str | os.PathLike, *, mo
             tmp.write_text(json.dumps(summary, indent=2))
             os.replace(tmp, paths["summary"])
         _log_summary(summary, paths)
-    return RunResult(complete, summary, paths)
+    return RunResult(complete, summary, paths, records)
 
 
 def _log_summary(summary: Dict, paths: Dict[str, Path]) -> None:
@@ -612,7 +618,8 @@ def catalogue_main(job: CatalogueJob) -> Optional[Dict]:
     result = run_catalogue(cfg, records, output, overwrite=job.overwrite, source=job.input,
                            max_shards=job.max_shards, progress=job.progress)
     if job.contact_sheet and result.complete and comm.is_main_process():
-        sheet = catalogue_contact_sheet(records, result.paths["catalogue"], job.contact_sheet,
+        sheet = catalogue_contact_sheet(result.records, result.paths["catalogue"],
+                                        job.contact_sheet,
                                         class_names=dataset_class_names(cfg))
         result.summary["contact_sheet"] = str(sheet)
     return result.summary if comm.is_main_process() else None
