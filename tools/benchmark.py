@@ -8,6 +8,13 @@
     python tools/benchmark.py --config-file configs/quickstart.yaml --skip-speed \
         --catalogue-scaling 50 200 --table docs/benchmark/catalogue_photometry.md
 
+    python tools/benchmark.py --model sdss_lite0 --user-path examples/sdss \
+        --table docs/benchmark/sdss_lite0_user_path.md
+
+--user-path times the catalogue as a user runs it (the config's test-time augmentation,
+centre crop, post-processing; photometry off and on) against the paper's pipeline on the same
+real cut-outs, alternately, in one process.
+
 The catalogue scaling runs tools/predict_catalog.py with photometry off and on in the same
 run (--catalogue-photometry on|off for one of them) and reports the on/off throughput ratio.
 
@@ -15,20 +22,27 @@ Writes benchmark.json and benchmark.md to --output (default output/benchmark) an
 table. Figures are measurements, not targets; no test asserts a speed.
 """
 import argparse
+import json
 import sys
 from pathlib import Path
 
 import clump_d2  # noqa: F401  (compat layer before detectron2)
 import clump_d2.modeling  # noqa: F401  (registers the Zoobot backbones)
 from clump_d2.studies.benchmark import (PHOTOMETRY_MODES, BenchmarkOptions, catalogue_scaling,
-                                       run_benchmark, write_results, write_scaling_table)
-from clump_d2.engine import build_config
+                                       run_benchmark, user_path_benchmark, user_path_table,
+                                       write_results, write_scaling_table)
+from clump_d2.data.image_io import is_image_file
+from clump_d2.engine import add_model_argument, apply_model_argument, build_config
 from detectron2.utils.logger import setup_logger
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--config-file", required=True)
+    p.add_argument("--config-file", default="")
+    add_model_argument(p)
+    p.add_argument("--user-path", default="", metavar="DIR",
+                   help="time the catalogue on the image files of DIR as a user runs it, "
+                        "photometry off and on, against the paper's pipeline (alternately)")
     p.add_argument("--vs-paper-pipeline", action="store_true",
                    help="also run torchvision fasterrcnn_resnet50_fpn at 800 px, alternately")
     p.add_argument("--quick", action="store_true",
@@ -54,13 +68,38 @@ def parse_args(argv=None):
                    help="only the catalogue scaling (no model speed/FLOPs measurement)")
     p.add_argument("--output", default="output/benchmark")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    apply_model_argument(args)
+    if not args.config_file:
+        p.error("give --config-file or --model")
+    return args
 
 
 def main(argv=None):
     args = parse_args(argv)
     setup_logger(name="clump_d2", abbrev_name="clump_d2")
     cfg = build_config(args.config_file, args.opts)
+    command = "python tools/benchmark.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    if args.user_path:
+        files = sorted(str(f) for f in Path(args.user_path).iterdir() if is_image_file(f))
+        if not files:
+            raise SystemExit(f"--user-path {args.user_path}: no image files there")
+        result = user_path_benchmark(cfg, files, f"{args.output}/user_path",
+                                     runs=args.runs, batch_size=args.batch_size,
+                                     paper_min_size=args.paper_min_size)
+        out = Path(args.output)
+        out.mkdir(parents=True, exist_ok=True)
+        table = user_path_table(result, command)
+        (out / "user_path.json").write_text(json.dumps({"command": command, **result},
+                                                       indent=2))
+        (out / "user_path.md").write_text(table)
+        if args.table:
+            Path(args.table).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.table).write_text(table)
+            Path(args.table).with_suffix(".json").write_text(
+                json.dumps({"command": command, **result}, indent=2))
+        print(table)
+        return result
     options = BenchmarkOptions(
         num_images=args.num_images, batch_size=args.batch_size, runs=args.runs,
         train_iters=args.train_iters, train_batch=args.train_batch,
@@ -81,8 +120,6 @@ def main(argv=None):
             photometry=(PHOTOMETRY_MODES if args.catalogue_photometry == "both"
                         else (args.catalogue_photometry,)))
         if args.table:
-            command = "python tools/benchmark.py " + " ".join(argv if argv is not None
-                                                               else sys.argv[1:])
             write_scaling_table(result, args.table, command)
     paths = write_results(result, args.output)
     print(paths["markdown"].read_text())

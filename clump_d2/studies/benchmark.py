@@ -605,3 +605,125 @@ def write_scaling_table(result: Dict, path: str | os.PathLike, command: str) -> 
         {"command": command, "machine": m, "catalogue_scaling": result["catalogue_scaling"],
          "photometry_ratios": photometry_ratios(result["catalogue_scaling"])}, indent=2))
     return path
+
+
+# --- the path a user takes: real cut-outs through the catalogue vs the paper's pipeline --------
+
+
+def read_centre_crop(path: str | os.PathLike, size: int) -> np.ndarray:
+    """RGB uint8 of an image file's central ``size`` px (the whole image if not larger)."""
+    from PIL import Image  # here: only this measurement reads images itself
+
+    with Image.open(path) as im:
+        rgb = np.asarray(im.convert("RGB"))
+    h, w = rgb.shape[:2]
+    if h > size and w > size:
+        y0, x0 = (h - size) // 2, (w - size) // 2
+        rgb = rgb[y0:y0 + size, x0:x0 + size]
+    return np.ascontiguousarray(rgb)
+
+
+def time_paper_on_files(pipe: "PaperPipeline", files: Sequence[str | os.PathLike],
+                        batch_size: int, crop: int) -> float:
+    """Galaxies/s of the paper's pipeline on image files: each read, cut to its central
+    ``crop`` px (the paper's detector sees the central 200 px) and detected, in batches."""
+    _sync(pipe.device)
+    start = time.perf_counter()
+    for batch in _batches(list(files), batch_size):
+        pipe.infer([{"rgb": read_centre_crop(f, crop)} for f in batch])
+    _sync(pipe.device)
+    return len(files) / (time.perf_counter() - start)
+
+
+def user_path_benchmark(cfg, files: Sequence[str | os.PathLike], work_dir: str | os.PathLike,
+                        *, runs: int = 3, batch_size: int = 8, paper_min_size: int = 800,
+                        paper_crop: int = 200, show_progress: bool = True) -> Dict:
+    """The recommended path as a user runs it against the paper's pipeline, on the same real
+    cut-outs, in one process, alternately (ours without photometry, ours with, paper, ...):
+
+    * ours: :func:`clump_d2.inference.predict.run_catalogue` with ``cfg`` as it is (test-time
+      augmentation, ``INFERENCE.CENTRE_CROP``, catalogue post-processing, the data loader),
+      photometry off and on; galaxies/s of its inference loop (``galaxies_per_second`` of the
+      run's summary: reading, model, post-processing, photometry; the model built once);
+    * paper: torchvision ``fasterrcnn_resnet50_fpn`` at ``paper_min_size`` on the central
+      ``paper_crop`` px of each file (reading included), random weights.
+
+    Returns medians over ``runs``, every sample, the ratios, and what the last catalogue
+    found (galaxies, clumps) so the figures are of a run that did its job."""
+    from clump_d2.inference.predict import build_inference_model, run_catalogue
+
+    files = [str(f) for f in files]
+    records = [{"galaxy_id": Path(f).stem, "file_name": f} for f in files]
+    work = Path(work_dir)
+    model = build_inference_model(cfg)
+    variants = {}
+    for mode in PHOTOMETRY_MODES:
+        c = cfg.clone()
+        c.defrost()
+        c.PHOTOMETRY.ENABLED = mode == "on"
+        c.freeze()
+        variants[f"photometry {mode}"] = c
+    paper = PaperPipeline(paper_min_size, cfg.MODEL.DEVICE)
+    samples: Dict[str, List[float]] = {name: [] for name in [*variants, "paper"]}
+    found: Dict[str, Dict] = {}
+
+    def ours(name, c):
+        result = run_catalogue(c, records, work / f"{name.replace(' ', '_')}.parquet",
+                               model=model, model_tag=name, overwrite=True, progress=False)
+        found[name] = {k: result.summary.get(k) for k in ("galaxies", "ok", "no_clumps",
+                                                           "unreadable", "failed", "clumps")}
+        return result.summary["galaxies_per_second"]
+
+    for name, c in variants.items():  # warm-up: kernels, photutils, the loader
+        ours(name, c)
+    time_paper_on_files(paper, files[:batch_size], batch_size, paper_crop)
+    bar = tqdm(total=runs * 3, desc="user path", unit="run", disable=not show_progress)
+    for _ in range(runs):
+        for name, c in variants.items():
+            samples[name].append(ours(name, c))
+            bar.update()
+        samples["paper"].append(time_paper_on_files(paper, files, batch_size, paper_crop))
+        bar.update()
+    bar.close()
+    median = {name: statistics.median(v) for name, v in samples.items()}
+    return {
+        "machine": machine_info(torch.device(cfg.MODEL.DEVICE)),
+        "galaxies": len(files),
+        "config": {"tta": bool(cfg.TEST.DIHEDRAL_TTA.ENABLED),
+                   "centre_crop": int(cfg.INFERENCE.CENTRE_CROP),
+                   "batch_size": int(cfg.INFERENCE.BATCH_SIZE),
+                   "num_workers": int(cfg.DATALOADER.NUM_WORKERS),
+                   "weights": str(cfg.MODEL.WEIGHTS)},
+        "paper": {"min_size": paper_min_size, "crop": paper_crop, "batch_size": batch_size},
+        "runs": runs, "samples": samples, "galaxies_per_s": median,
+        "ours_over_paper": {name: median[name] / median["paper"] for name in variants},
+        "catalogue": found,
+    }
+
+
+def user_path_table(result: Dict, command: str = "") -> str:
+    """Markdown of :func:`user_path_benchmark`: galaxies/s (median and range) of each path and
+    ours / paper, with the command and the machine."""
+    m, cfg = result["machine"], result["config"]
+    lines = []
+    if command:
+        lines += [f"Written by `{command}`.", ""]
+    lines += ["| path | galaxies/s (median) | runs | ours / paper |", "|---|---|---|---|"]
+    for name, value in result["galaxies_per_s"].items():
+        runs = result["samples"][name]
+        label = (f"clump_d2 catalogue, {name}" if name != "paper" else
+                 f"paper's pipeline (R50-FPN, central {result['paper']['crop']} px at "
+                 f"{result['paper']['min_size']} px)")
+        ratio = result["ours_over_paper"].get(name)
+        lines.append(f"| {label} | {value:.3f} | {min(runs):.3f}-{max(runs):.3f} | "
+                     + (f"**{ratio:.1f}x** |" if ratio else " |"))
+    last = result["catalogue"].get("photometry on", {})
+    lines += ["", f"{result['galaxies']} real cut-outs, median of {result['runs']} runs, "
+              f"alternating. Ours: test-time augmentation {'on' if cfg['tta'] else 'off'}, "
+              f"centre crop {cfg['centre_crop'] or 'none'}, batch {cfg['batch_size']}, "
+              f"{cfg['num_workers']} loader workers, weights `{cfg['weights']}`; the "
+              f"catalogue found {last.get('clumps')} clumps in {last.get('galaxies')} galaxies "
+              f"({last.get('unreadable')} unreadable, {last.get('failed')} failed). Machine: "
+              f"{m['cpu']}, {m['cores']} cores, torch {m['torch']} ({m['torch_threads']} "
+              f"threads), device {m['device']}."]
+    return "\n".join(lines) + "\n"

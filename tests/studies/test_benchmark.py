@@ -111,3 +111,37 @@ def test_benchmark_inputs_follow_the_config_resize():
             assert (item["height"], item["width"]) == (200, 200)
         boxes = item["instances"].gt_boxes.tensor.numpy()
         assert np.allclose(boxes, galaxies[0]["boxes"] * side / 200, atol=1e-3)
+
+
+def test_user_path_runs_the_catalogue_beside_the_paper(tmp_path, load_tool, tiny_synthetic,
+                                                      tiny_model_opts, initial_weights):
+    """--user-path: the catalogue with photometry off and on and the paper's pipeline, on the
+    same files, alternately; the ratio is the medians' ratio and the catalogue did its job."""
+    import shutil
+
+    images = tmp_path / "cutouts"
+    images.mkdir()
+    for f in sorted((tiny_synthetic / "images" / "val").glob("*.png"))[:3]:
+        shutil.copy(f, images / f.name)
+    (images / "README.md").write_text("not an image")  # ignored: only image files are timed
+    opts = tiny_model_opts(tmp_path / "model")
+    weights = initial_weights(str(REPO / "configs" / "quickstart.yaml"), opts,
+                              tmp_path / "w.pth")
+    tool = load_tool("benchmark")
+    table = tmp_path / "docs" / "user_path.md"
+    result = tool.main(["--config-file", str(REPO / "configs" / "quickstart.yaml"),
+                        "--user-path", str(images), "--runs", "1", "--batch-size", "2",
+                        "--paper-min-size", "96", "--output", str(tmp_path / "bench"),
+                        "--table", str(table), *opts, "MODEL.WEIGHTS", weights,
+                        "INFERENCE.CENTRE_CROP", "64", "TEST.CLUMP_EVAL.SCORE_THRESH", "0.0"])
+    assert result["galaxies"] == 3 and result["config"]["centre_crop"] == 64
+    for name in ("photometry off", "photometry on", "paper"):
+        assert len(result["samples"][name]) == 1 and all(v > 0 for v in result["samples"][name])
+    for name in ("photometry off", "photometry on"):
+        assert result["ours_over_paper"][name] == \
+            result["galaxies_per_s"][name] / result["galaxies_per_s"]["paper"]
+        assert result["catalogue"][name]["galaxies"] == 3
+        assert result["catalogue"][name]["unreadable"] == 0
+    text = table.read_text()
+    assert "python tools/benchmark.py" in text and "centre crop 64" in text
+    assert json.loads(table.with_suffix(".json").read_text())["galaxies"] == 3
