@@ -25,7 +25,7 @@ def test_one_key_per_score_threshold():
     """Output floor (Detectron2's), operating point, and the catalogue at the operating point."""
     cfg = build_config(str(REPO / "configs" / "quickstart.yaml"))
     assert cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST == pytest.approx(0.05)
-    assert cfg.TEST.CLUMP_EVAL.SCORE_THRESH == pytest.approx(0.6)
+    assert cfg.TEST.CLUMP_EVAL.SCORE_THRESH == pytest.approx(0.75)
     for path in sorted((REPO / "configs").rglob("*.yaml")):
         c = build_config(str(path))
         assert c.MODEL.ROI_HEADS.SCORE_THRESH_TEST <= c.TEST.CLUMP_EVAL.SCORE_THRESH, path

@@ -31,6 +31,9 @@ def parse_args(argv=None):
                         help="registered dataset name (repeatable; default: each config's "
                              "DATASETS.TEST)")
     parser.add_argument("--output-dir", required=True, help="where the table and plots go")
+    parser.add_argument("--summary", action="store_true",
+                        help="add min / median / max rows over the pairs of each dataset (e.g. "
+                             "a study of training seeds)")
     parser.add_argument("--no-retry-failed", action="store_true",
                         help="keep recorded failures instead of evaluating them again")
     parser.add_argument("opts", nargs=argparse.REMAINDER, default=[],
@@ -47,7 +50,7 @@ def main(argv=None):
     if not pairs:
         sys.exit("no pairs given: use --pairs FILE and/or --pair NAME CONFIG WEIGHTS")
     records = run_batch(pairs, args.dataset, args.output_dir, extra_opts=args.opts,
-                        retry_failed=not args.no_retry_failed)
+                        retry_failed=not args.no_retry_failed, summary=args.summary)
     failed = [r for r in records if r["status"] != "ok"]
     for r in failed:
         logging.getLogger("clump_d2").error("%s on %s failed: %s", r["name"], r["dataset"],

@@ -15,7 +15,10 @@ with status ``error`` and the message in the table, never an "ok" row.
 
 Outputs in ``output_dir``: ``batch_results.csv``, ``batch_results.md``,
 ``batch_comparison.png`` and, per unit, the evaluator's files under
-``runs/<pair>/inference/<dataset>/``.
+``runs/<pair>/inference/<dataset>/``. File names come from the exact pair and dataset names
+(:func:`_safe`): a name that is not a plain file name gets a hash of itself, so two pairs never
+share a result file or a folder (``run/a`` and ``run_a``), and a stored result is used only
+for the pair and dataset it names.
 """
 from __future__ import annotations
 
@@ -26,11 +29,12 @@ import logging
 import math
 import os
 import re
+import statistics
 import time
 import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import pandas as pd
 import yaml
@@ -98,13 +102,36 @@ def load_pairs(path: str) -> List[EvalPair]:
     return pairs
 
 
+_PLAIN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+
+
 def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+    """A file name for ``name``, one per name: a plain name (letters, digits, ``_.-``, not
+    starting with ``.``) as it is; any other (``run/a``, ``..``) as a slug plus ``@`` and a
+    hash of the exact name, so that ``run/a`` and ``run_a`` never share a result file or an
+    evaluator folder (``@`` never appears in a plain name)."""
+    if _PLAIN.fullmatch(name):
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:10]
+    return f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', name).lstrip('.')[:60]}@{digest}"
 
 
 def result_file(output_dir: str, pair: EvalPair, dataset: str) -> Path:
-    """Where one unit's outcome is stored."""
+    """Where one unit's outcome is stored (one file per (pair name, dataset): :func:`_safe`)."""
     return Path(output_dir) / "results" / f"{_safe(pair.name)}__{_safe(dataset)}.json"
+
+
+def check_unit_files(units: Sequence[Tuple[EvalPair, str]], output_dir: str) -> None:
+    """Refuse two units whose result files would be one file (names equal but for letter case,
+    on a file system that ignores case), naming both."""
+    seen: Dict[str, Tuple[str, str]] = {}
+    for pair, dataset in units:
+        key = str(result_file(output_dir, pair, dataset)).lower()
+        if key in seen and seen[key] != (pair.name, dataset):
+            raise ValueError(f"pairs {seen[key][0]!r} and {pair.name!r} on {dataset!r} would "
+                             f"share the result file {result_file(output_dir, pair, dataset)}; "
+                             "rename one")
+        seen[key] = (pair.name, dataset)
 
 
 def fingerprint(pair: EvalPair, dataset: str, extra_opts: Sequence[str] = ()) -> Dict:
@@ -202,7 +229,7 @@ def read_curve(path) -> Dict[str, List[float]]:
 def run_batch(pairs: Sequence[EvalPair], datasets: Sequence[str], output_dir: str,
               extra_opts: Sequence[str] = (), retry_failed: bool = True,
               evaluate_fn: Callable[..., Dict] = evaluate_unit,
-              show_progress: bool = True) -> List[Dict]:
+              show_progress: bool = True, summary: bool = False) -> List[Dict]:
     """Evaluate every pair on every dataset, skipping units already done; write the table
     and the comparison plot.
 
@@ -213,6 +240,7 @@ def run_batch(pairs: Sequence[EvalPair], datasets: Sequence[str], output_dir: st
         extra_opts: ``KEY VALUE`` overrides applied to every pair (after its own).
         retry_failed: evaluate again the units whose stored outcome is an error.
         evaluate_fn: ``(pair, dataset, output_dir, extra_opts) -> {"metrics", "curve"}``.
+        summary: add min / median / max rows over the pairs per dataset to the table.
 
     Returns:
         one record per (pair, dataset), in order: name, dataset, status ("ok" / "error"),
@@ -224,6 +252,7 @@ def run_batch(pairs: Sequence[EvalPair], datasets: Sequence[str], output_dir: st
     for pair in pairs:
         for dataset in (datasets or _default_datasets(pair, extra_opts)):
             units.append((pair, dataset))
+    check_unit_files(units, output_dir)
     records = []
     bar = tqdm(units, desc="batch evaluation", unit="eval", disable=not show_progress)
     for pair, dataset in bar:
@@ -231,6 +260,8 @@ def run_batch(pairs: Sequence[EvalPair], datasets: Sequence[str], output_dir: st
         path = result_file(output_dir, pair, dataset)
         fp = fingerprint(pair, dataset, extra_opts)
         previous = _load_record(path)
+        if previous and (previous.get("name"), previous.get("dataset")) != (pair.name, dataset):
+            previous = None  # another unit's file (an older layout): never its result
         if previous and previous.get("fingerprint") == _clean(fp) and (
                 previous["status"] == "ok" or not retry_failed):
             logger.info("skipping %s on %s: already evaluated (%s)", pair.name, dataset, path)
@@ -253,7 +284,7 @@ def run_batch(pairs: Sequence[EvalPair], datasets: Sequence[str], output_dir: st
         tmp.write_text(json.dumps(record, indent=1))
         tmp.replace(path)  # atomic: a killed job never leaves half a record
         records.append(dict(record, skipped=False))
-    write_table(records, output_dir)
+    write_table(records, output_dir, summary)
     return records
 
 
@@ -293,10 +324,32 @@ def table_rows(records: Sequence[Dict]) -> List[Dict[str, str]]:
     return rows
 
 
-def write_table(records: Sequence[Dict], output_dir: str) -> Dict[str, str]:
-    """Write the CSV and Markdown tables and the comparison plot; returns their paths."""
+def summary_rows(records: Sequence[Dict]) -> List[Dict[str, str]]:
+    """Per dataset with at least two ``ok`` pairs: rows ``min``, ``median`` and ``max`` of each
+    table figure over those pairs (a seed study's spread; the pair column names the
+    statistic)."""
+    rows = []
+    for dataset in dict.fromkeys(r["dataset"] for r in records):
+        ok = [r for r in records if r["dataset"] == dataset and r["status"] == "ok"]
+        if len(ok) < 2:
+            continue
+        for stat, fn in (("min", min), ("median", statistics.median), ("max", max)):
+            row = {"pair": f"{stat} of {len(ok)}", "dataset": dataset, "status": "summary",
+                   "seconds": "", "error": ""}
+            for column, key in TABLE_COLUMNS:
+                values = [r["metrics"].get(key) for r in ok]
+                values = [float(v) for v in values if v is not None and not math.isnan(v)]
+                row[column] = _fmt(fn(values)) if values else "undefined"
+            rows.append(row)
+    return rows
+
+
+def write_table(records: Sequence[Dict], output_dir: str, summary: bool = False
+                ) -> Dict[str, str]:
+    """Write the CSV and Markdown tables and the comparison plot; returns their paths.
+    ``summary``: also the min / median / max rows of :func:`summary_rows`."""
     os.makedirs(output_dir, exist_ok=True)
-    rows = table_rows(records)
+    rows = table_rows(records) + (summary_rows(records) if summary else [])
     header = ["pair", "dataset", "status", *[c for c, _ in TABLE_COLUMNS], "seconds", "error"]
     paths = {"csv": os.path.join(output_dir, RESULTS_CSV),
              "md": os.path.join(output_dir, RESULTS_MD),

@@ -126,17 +126,38 @@ def test_unloaded_weights_and_empty_dataset_are_errors_in_the_table(tmp_path, ti
     empty.write_text(json.dumps({"images": [], "annotations": [], "categories": [
         {"id": 1, "name": "clump"}, {"id": 2, "name": "odd_clump"}]}))
     register_clump_dataset("batch_test_empty", empty, tmp_path)
+    # The tiny model saved by the trainer's checkpointer (with its checksum): once without its
+    # box head and box predictor (mostly loaded), once with 4 kB of flipped tensor bytes.
+    from checkpoint_helpers import flip_tensor_bytes
+
+    from clump_d2.modeling.checkpoint import ClumpCheckpointer
+
+    model = ClumpTrainer.build_model(build_config(str(config_file)))
+    ClumpCheckpointer(model, str(tmp_path / "ck")).save("model_final")
+    flipped = tmp_path / "ck" / "model_final.pth"
+    flip_tensor_bytes(flipped, 4096)
+    partial = tmp_path / "partial.pth"
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith("roi_heads.box")}
+    torch.save({"model": state}, partial)
     pairs = [EvalPair("unmatched", str(config_file), str(other)),
-             EvalPair("no_weights", str(config_file), "")]
+             EvalPair("no_weights", str(config_file), ""),
+             EvalPair("partial", str(config_file), str(partial)),
+             EvalPair("flipped", str(config_file), str(flipped))]
     out = tmp_path / "batch"
     records = run_batch(pairs, ["tinysim_val"], str(out), show_progress=False)
-    assert [r["status"] for r in records] == ["error", "error"]
+    assert [r["status"] for r in records] == ["error"] * 4
     assert records[0]["error"].startswith("WeightsNotLoadedError: ")
     assert "other_model.pth: none of its 1 tensors matched" in records[0]["error"]
     assert records[1]["error"].startswith("WeightsNotLoadedError: no weights given")
+    n_box = len([k for k in model.state_dict() if k.startswith("roi_heads.box")])
+    assert records[2]["error"].startswith(f"WeightsNotLoadedError: {partial}: only ")
+    assert f"; {n_box} missing from its {len(state)} tensors" in records[2]["error"]
+    assert records[3]["error"].startswith(f"CorruptCheckpointError: {flipped}: its content does "
+                                          "not match the sha256")
     rows = list(csv.DictReader(open(out / "batch_results.csv")))
-    assert [r["status"] for r in rows] == ["error", "error"]
-    assert all("WeightsNotLoadedError" in r["error"] and r["completeness"] == "" for r in rows)
+    assert [r["status"] for r in rows] == ["error"] * 4
+    assert all(("WeightsNotLoadedError" in r["error"] or "CorruptCheckpointError" in r["error"])
+               and r["completeness"] == "" for r in rows)
 
     weights = tmp_path / "w.pth"
     DetectionCheckpointer(ClumpTrainer.build_model(build_config(str(config_file))),
@@ -188,3 +209,52 @@ def test_resume_compares_the_merged_config_content(tmp_path, tiny_synthetic, tin
     # other weights (same path, other size) are evaluated again
     weights.write_bytes(b"other weights, another size")
     assert not run()[0]["skipped"] and calls == [0.4]
+
+
+def test_pair_names_never_share_a_result_file(tmp_path):
+    """``run/a`` and ``run_a`` were both stored in results/run_a__<dataset>.json: the second
+    pair was skipped with the first one's result. Each exact name now has its own file and
+    folder, names differing only in case are refused, and a stored result is used only for
+    the pair it names."""
+    from clump_d2.engine.batch import result_file, unit_config
+
+    names = ["run/a", "run_a", "run a", "..", "run@a"]
+    files = {result_file(str(tmp_path), EvalPair(n, "c.yaml", "w.pth"), "ds/x") for n in names}
+    assert len(files) == len(names)
+    assert all(f.parent == tmp_path / "results" for f in files)
+    assert result_file(str(tmp_path), EvalPair("tiny", "c", "w"), "tinysim_val").name == \
+        "tiny__tinysim_val.json"  # plain names keep their file (earlier results still found)
+    runs = {unit_config(EvalPair(n, "configs/quickstart.yaml", ""), "tinysim_val",
+                        str(tmp_path)).OUTPUT_DIR for n in ("run/a", "run_a", "..")}
+    assert len(runs) == 3 and all(Path(r).parent == tmp_path / "runs" for r in runs)
+
+    calls = []
+
+    def fake(pair, dataset, output_dir, extra_opts):
+        calls.append(pair.name)
+        return {"metrics": {"clumps/F1": len(calls)}}
+
+    pairs = [EvalPair("run/a", "c.yaml", "w.pth"), EvalPair("run_a", "c.yaml", "w.pth")]
+    first = run_batch(pairs, ["ds"], str(tmp_path / "b"), evaluate_fn=fake, show_progress=False)
+    assert calls == ["run/a", "run_a"]
+    assert [r["metrics"]["clumps/F1"] for r in first] == [1, 2]
+    with pytest.raises(ValueError, match="would share the result file"):
+        run_batch([EvalPair("Run", "c", "w"), EvalPair("run", "c", "w")], ["ds"],
+                  str(tmp_path / "c"), evaluate_fn=fake, show_progress=False)
+
+
+def test_summary_rows_give_min_median_max_over_ok_pairs():
+    from clump_d2.engine.batch import summary_rows
+
+    def rec(name, dataset, purity, status="ok"):
+        return {"name": name, "dataset": dataset, "status": status,
+                "metrics": {"clumps/purity": purity, "clumps/completeness": 0.9,
+                            "bbox/AP": float("nan")}}
+
+    records = [rec("s1", "val", 0.78), rec("s2", "val", 0.85), rec("s3", "val", 0.82),
+               rec("bad", "val", 0.10, status="error"), rec("only", "other", 0.5)]
+    rows = summary_rows(records)
+    assert [r["pair"] for r in rows] == ["min of 3", "median of 3", "max of 3"]
+    assert [r["purity"] for r in rows] == ["0.7800", "0.8200", "0.8500"]  # error row left out
+    assert rows[0]["completeness"] == "0.9000" and rows[0]["AP"] == "undefined"
+    assert all(r["dataset"] == "val" and r["status"] == "summary" for r in rows)

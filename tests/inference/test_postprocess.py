@@ -105,7 +105,7 @@ def test_uncut_then_thresholded_equals_postprocess_at_that_threshold():
 def test_from_cfg_keeps_detections_at_the_operating_point(inference_cfg):
     """The catalogue's score cut is the evaluation's operating point (one key); the old
     INFERENCE.SCORE_THRESH names it in its error."""
-    assert PostProcessConfig.from_cfg(inference_cfg()).score_thresh == pytest.approx(0.6)
+    assert PostProcessConfig.from_cfg(inference_cfg()).score_thresh == pytest.approx(0.75)
     cfg = inference_cfg("TEST.CLUMP_EVAL.SCORE_THRESH", "0.42", "INFERENCE.NMS_THRESH", "0.3")
     opts = PostProcessConfig.from_cfg(cfg)
     assert opts.score_thresh == pytest.approx(0.42) and opts.nms_thresh == pytest.approx(0.3)
