@@ -13,10 +13,12 @@
 Each writes ``<out>/annotations/<split>.json`` and ``<split>.report.json`` beside it; the
 dataset is then registered as ``<name>_<split>`` (see datasets/README.md).
 
-Outputs are written as one unit (all splits of a run or none, even if killed; see
-``clump_d2.convert.layout``); splits that an earlier ``split`` run made from data rewritten
-now are removed. A missing ``--images`` folder is an error, and so is an output that keeps
-fewer than half of the images/subjects/galaxies read, unless ``--force`` is given.
+Outputs are written as one unit (all splits of a run and their images, or none, even if
+killed; see ``clump_d2.convert.layout``); every verb first repairs what a killed run left.
+Splits that an earlier ``split`` run made from data rewritten now are removed. A missing
+``--images`` folder is an error, and so are an input with no rows (a header-only table, a
+COCO file without images) and an output that keeps fewer than half of the
+images/subjects/galaxies read, unless ``--force`` is given; the existing dataset is kept.
 """
 import argparse
 import dataclasses
@@ -30,9 +32,11 @@ from clump_d2.convert.aggregation import AggregationParams, SubjectOptions, conv
 from clump_d2.convert.catalog import CatalogOptions, convert_catalog
 from clump_d2.convert.coco_writer import read_coco
 from clump_d2.convert.consensus import ConsensusOptions, convert_consensus_tables
-from clump_d2.convert.layout import LINK_MODES, annotation_path, place_images, write_dataset
+from clump_d2.convert.layout import (LINK_MODES, annotation_path, recover_dataset,
+                                     write_dataset)
 from clump_d2.convert.splits import split_coco
 from clump_d2.convert.zooniverse import ExportOptions
+from clump_d2.data.datasets.builtin import check_split_name
 
 logger = logging.getLogger("clump_d2.convert")
 
@@ -40,11 +44,27 @@ logger = logging.getLogger("clump_d2.convert")
 UNIT_TALLY = {"consensus": "images", "export": "subjects", "catalog": "galaxies"}
 
 
+#: The tallies that count the rows of each command's input files (none may be empty).
+ROW_TALLIES = {"consensus": ("images",), "export": ("classifications",),
+               "catalog": ("galaxies", "clumps")}
+
+
 def check_mostly_kept(command, results, force=False):
-    """Refuse (``SystemExit``) an output that drops more than half of the units read (a
+    """Refuse (``SystemExit``) an output read from an empty input (a header-only table would
+    replace a split with nothing), or one that drops more than half of the units read (a
     mistyped option or folder, most likely), unless ``force``."""
     name = UNIT_TALLY[command]
     for split, (_, report) in results.items():
+        for tally in ROW_TALLIES[command]:
+            t = report.tallies.get(tally)
+            if t is not None and t.read > 0:
+                continue
+            msg = (f"split {split!r}: no {tally} read from {', '.join(report.sources)} (an "
+                   "empty input: header only?); nothing written. Pass --force to write an "
+                   "empty split anyway")
+            if not force:
+                raise SystemExit(f"error: {msg}")
+            logger.warning("--force: %s", msg.replace("; nothing written", ""))
         t = report.tallies.get(name)
         if t is None or t.read == 0 or t.kept * 2 >= t.read:
             continue
@@ -155,6 +175,8 @@ def build_parser():
     s.add_argument("--fractions", nargs="+", default=["train=0.8", "val=0.1", "test=0.1"])
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--group-key", default="galaxy_id")
+    s.add_argument("--force", action="store_true",
+                   help="split an input split that has no images (writes empty splits)")
     s.add_argument("-v", "--verbose", action="store_true")
     return p
 
@@ -164,7 +186,17 @@ def main(argv=None):
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     policy = "error" if getattr(args, "strict", False) else "drop"
+    names = {"consensus": lambda: _pairs(args.table, "--table"),
+             "split": lambda: _pairs(args.fractions, "--fractions")}.get(
+        args.command, lambda: {args.split: None})()
+    for name in names:  # split names become file names: before any work, a clear error
+        try:
+            check_split_name(name, f"split {name!r}")
+        except ValueError as e:
+            raise SystemExit(f"error: {e}") from None
     images = getattr(args, "images", None)
+    # First repair what a killed run of any verb left (annotations swap, image journal).
+    recover_dataset(args.dataset if args.command == "split" else args.out)
     if images is not None and not Path(images).is_dir():
         raise SystemExit(f"error: --images {images}: no such folder")
     if args.command == "consensus":
@@ -208,6 +240,10 @@ def main(argv=None):
             coco = read_coco(annotation_path(args.dataset, args.input))
         except (OSError, ValueError) as e:  # the message names the file (and line, column)
             raise SystemExit(f"error: {e}") from e
+        if not coco["images"] and not args.force:
+            raise SystemExit(f"error: {annotation_path(args.dataset, args.input)} has no "
+                             "images (an empty input); nothing written. Pass --force to "
+                             "write empty splits anyway")
         fractions = {k: float(v) for k, v in _pairs(args.fractions, "--fractions").items()}
         if args.input in fractions:
             raise SystemExit(f"error: --fractions names the input split {args.input!r}")
@@ -218,13 +254,10 @@ def main(argv=None):
         print(json.dumps(report.info["splits"], indent=2))
         return 0
     check_mostly_kept(args.command, results, args.force)
-    for split, (coco, report) in results.items():
-        if images and args.link != "none":
-            place_images(coco, images, args.out, args.link)
-        elif args.link != "none":
-            logger.warning("no --images given: put the images under %s/images yourself",
-                           args.out)
-    write_dataset(args.out, results)
+    if not images and args.link != "none":
+        logger.warning("no --images given: put the images under %s/images yourself", args.out)
+    # Images and annotations as one unit: a kill in between is undone by the next run.
+    write_dataset(args.out, results, images_from=images, link=args.link)
     for _, report in results.values():
         report.log_summary()
     return 0

@@ -38,7 +38,6 @@ method is described in clump_d2/studies/injection.py.
 import argparse
 import dataclasses
 import glob
-import json
 import logging
 import os
 import platform
@@ -51,6 +50,8 @@ import clump_d2.data  # noqa: F401  (registers the datasets)
 from detectron2.data import DatasetCatalog
 
 from clump_d2.baselines import ClassicalParams
+from clump_d2.cli import non_negative_float, positive_float, positive_int, unit_float
+from clump_d2.data.files import json_list
 from clump_d2.data.fits_io import FitsReadOptions
 from clump_d2.engine import build_config
 from clump_d2.structures import clump_position
@@ -71,7 +72,7 @@ def main(argv=None):
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--dataset", help="registered dataset (crop, psf_fwhm_px, clumps used)")
     src.add_argument("--images", nargs="+", help="image files or glob patterns")
-    ap.add_argument("--psf-fwhm-px", type=float, default=None,
+    ap.add_argument("--psf-fwhm-px", type=positive_float, default=None,
                     help="PSF FWHM in pixels (required with --images unless --psf-from-image; "
                          "with it, the fallback where no compact source qualifies)")
     ap.add_argument("--psf-from-image", action="store_true",
@@ -79,9 +80,9 @@ def main(argv=None):
                          "(central --crop-size crop, PSF from the image's compact sources, "
                          "else --psf-fwhm-px or a draw over SDSS's seeing range; the host's "
                          "knots avoided and ignored)")
-    ap.add_argument("--crop-size", type=int, default=200,
+    ap.add_argument("--crop-size", type=positive_int, default=200,
                     help="with --psf-from-image: central crop (px)")
-    ap.add_argument("--ignore-snr", type=float, default=6.0,
+    ap.add_argument("--ignore-snr", type=positive_float, default=6.0,
                     help="with --psf-from-image: host peaks at this S/N are ignore regions")
     ap.add_argument("--ids-from", default=None, metavar="JSON:KEY",
                     help="with --images: only images whose file stem is in this list of a "
@@ -98,26 +99,29 @@ def main(argv=None):
     ap.add_argument("--baseline-colour", type=float, default=None, metavar="C",
                     help="with --baseline: its colour cut (B - R) / G >= C "
                          "(ClassicalParams.min_colour)")
-    ap.add_argument("--baseline-thresh", type=float, default=None, metavar="T",
+    ap.add_argument("--baseline-thresh", type=unit_float, default=None, metavar="T",
                     help="with --baseline: the baseline's own operating point (default: "
                          "TEST.CLUMP_EVAL.SCORE_THRESH, the network's)")
-    ap.add_argument("--flux-fractions", type=float, nargs="+",
+    ap.add_argument("--flux-fractions", type=positive_float, nargs="+",
                     default=[0.01, 0.02, 0.03, 0.05, 0.1, 0.2])
-    ap.add_argument("--radius-edges", type=float, nargs="+", default=[0.3, 0.7, 1.2, 2.0],
+    ap.add_argument("--radius-edges", type=non_negative_float, nargs="+",
+                    default=[0.3, 0.7, 1.2, 2.0],
                     help="bins of distance / host R50 (also the injection range)")
-    ap.add_argument("--per-image", type=int, default=3, help="clumps injected per trial")
-    ap.add_argument("--trials", type=int, default=2, help="trials per image and flux")
-    ap.add_argument("--q", type=float, default=10.0, help="Lupton Q of the display model")
+    ap.add_argument("--per-image", type=positive_int, default=3,
+                    help="clumps injected per trial")
+    ap.add_argument("--trials", type=positive_int, default=2, help="trials per image and flux")
+    ap.add_argument("--q", type=positive_float, default=10.0,
+                    help="Lupton Q of the display model")
     ap.add_argument("--as-catalogue", action="store_true",
                     help="judge the network's detections as tools/predict_catalog.py lists "
                          "them: after class-agnostic NMS, merging within a PSF FWHM and (with "
                          "INFERENCE.DROP_BULGE True) without those on the galaxy centre")
-    ap.add_argument("--sweep", type=float, nargs="*", default=None, metavar="T",
+    ap.add_argument("--sweep", type=unit_float, nargs="*", default=None, metavar="T",
                     help="also judge every trial at these score thresholds (no values: 0.05, "
                          "0.10, ..., 0.95) and write injection_sweep.{md,json,png}: recovered "
                          "fraction against false detections per galaxy, per detector")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--max-images", type=int, default=None)
+    ap.add_argument("--max-images", type=positive_int, default=None)
     ap.add_argument("--output-dir", required=True)
     ap.add_argument("opts", nargs=argparse.REMAINDER,
                     help="config overrides KEY VALUE ..., e.g. TEST.CLUMP_EVAL.SCORE_THRESH 0.6 "
@@ -157,8 +161,10 @@ def main(argv=None):
     else:
         files = sorted(f for pattern in args.images for f in (glob.glob(pattern) or [pattern]))
         if args.ids_from:
-            path, _, key = args.ids_from.rpartition(":")
-            ids = {str(i) for i in json.loads(Path(path).read_text())[key]}
+            try:  # a bad file or key is named (file, line and column for broken JSON)
+                ids = {str(i) for i in json_list(args.ids_from)}
+            except (OSError, ValueError) as e:
+                ap.error(f"--ids-from: {e}")
             files = [f for f in files if Path(f).stem in ids]
             if not files:
                 ap.error(f"no image's stem is in {args.ids_from}")

@@ -21,16 +21,11 @@ from pathlib import Path
 import numpy as np
 
 import clump_d2  # noqa: F401  (compat first)
+from clump_d2.cli import (non_negative_int, open_fraction, positive_float, positive_int,
+                          split_fraction)
+from clump_d2.data.files import read_json
 from clump_d2.pretrain.images import list_image_folder, split_by_galaxy, write_split
 from clump_d2.sim.real_hosts import RealHostParams, make_real_host_dataset
-
-
-def _fractions(items):
-    out = {}
-    for item in items:
-        name, _, value = item.partition("=")
-        out[name] = float(value)
-    return out
 
 
 def main(argv=None):
@@ -38,21 +33,24 @@ def main(argv=None):
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--hosts", required=True, help="folder of host JPEG/PNG images")
     parser.add_argument("--out", required=True, help="dataset folder, e.g. datasets/gz2hosts")
-    parser.add_argument("--fractions", nargs="+", default=["train=0.7", "val=0.1", "test=0.2"],
-                        help="split fractions by host (ignored with --split-json)")
+    parser.add_argument("--fractions", nargs="+", type=split_fraction,
+                        default=[("train", 0.7), ("val", 0.1), ("test", 0.2)],
+                        metavar="SPLIT=F", help="split fractions by host (ignored with "
+                        "--split-json); split names are plain identifiers")
     parser.add_argument("--split-json", default="",
                         help="a pretraining run's split.json: its 'heldout' galaxies are the test "
                              "hosts, its 'train' galaxies the train (and val) hosts")
-    parser.add_argument("--pretrain-holdout", type=float, default=None, metavar="F",
+    parser.add_argument("--pretrain-holdout", type=open_fraction, default=None, metavar="F",
                         help="instead of --split-json: the split a pretraining run "
                              "(tools/pretrain_encoder.py train --holdout-fraction F, the same "
                              "--seed) makes, without running it; written to OUT/split.json")
-    parser.add_argument("--val", type=int, default=100,
+    parser.add_argument("--val", type=non_negative_int, default=100,
                         help="with --split-json / --pretrain-holdout: this many of its train "
                              "galaxies form val")
-    parser.add_argument("--versions", type=int, default=RealHostParams.versions_per_host,
+    parser.add_argument("--versions", type=positive_int,
+                        default=RealHostParams.versions_per_host,
                         help="injected versions per host")
-    parser.add_argument("--clump-frac", type=float, nargs=2, metavar=("LO", "HI"),
+    parser.add_argument("--clump-frac", type=positive_float, nargs=2, metavar=("LO", "HI"),
                         default=RealHostParams.clump_frac,
                         help="injected clumps' r flux / host r flux, log-uniform (default: "
                              "Clump Scout depth, %(default)s)")
@@ -60,8 +58,14 @@ def main(argv=None):
                         help="measure each PSF on the whole image, not the crop (as "
                              "inject_recover.py --psf-from-image does; more images qualify)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--limit", type=int, default=None, help="first N hosts only")
+    parser.add_argument("--limit", type=positive_int, default=None,
+                        help="first N hosts only")
     args = parser.parse_args(argv)
+    if args.clump_frac[0] > args.clump_frac[1]:
+        parser.error(f"--clump-frac: LO {args.clump_frac[0]} > HI {args.clump_frac[1]}")
+    fractions = dict(args.fractions)
+    if len(fractions) != len(args.fractions):
+        parser.error("--fractions: a split is named twice")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     params = RealHostParams(versions_per_host=args.versions, seed=args.seed,
                             clump_frac=tuple(args.clump_frac),
@@ -74,10 +78,10 @@ def main(argv=None):
         split = split_by_galaxy(list_image_folder(args.hosts)[0], args.pretrain_holdout,
                                 args.seed)
     elif args.split_json:
-        split = json.loads(open(args.split_json).read())
+        split = read_json(args.split_json, "--split-json")  # errors name file, line, column
     if split is not None:
         lists = host_lists(split, args.val, args.seed)
-    written = make_real_host_dataset(args.hosts, args.out, _fractions(args.fractions), params,
+    written = make_real_host_dataset(args.hosts, args.out, fractions, params,
                                      limit=args.limit, host_lists=lists)
     if args.pretrain_holdout is not None:  # after the dataset, which replaces its folder
         written["split"] = write_split(split, args.out, holdout_fraction=args.pretrain_holdout,

@@ -22,7 +22,7 @@ import numpy as np
 from astropy.table import Table
 
 from clump_d2.convert.catalog import convert_catalog
-from clump_d2.convert.layout import place_images, write_dataset
+from clump_d2.convert.layout import write_dataset
 from clump_d2.convert.splits import split_coco
 from clump_d2.structures import fit_box_to_frame, xyxy_to_xywh
 
@@ -172,7 +172,6 @@ def prepare_gzh_s82(gzh_dir: str | os.PathLike, out_dir: str | os.PathLike,
         coco["annotations"] = [a for a in coco["annotations"] if a["image_id"] in keep]
     coco = to_crop_frame(coco)
     out_dir = Path(out_dir)
-    place_images(coco, paths["images"], out_dir, mode="symlink")
     unit = {"all": (coco, report)}  # every split written at once: all of them, or none
     splits, split_report = split_coco(coco, fractions or DEFAULT_SPLIT, seed=seed)
     split_report.info["derived_from"] = "all"
@@ -185,7 +184,8 @@ def prepare_gzh_s82(gzh_dir: str | os.PathLike, out_dir: str | os.PathLike,
         for half, hsub in halves.items():
             unit[f"{name}_{half}"] = (hsub, halves_report)
             splits[f"{name}_{half}"] = hsub
-    written = write_dataset(out_dir, unit)
+    # images placed with the annotations, as one unit (a kill in between is undone)
+    written = write_dataset(out_dir, unit, images_from=paths["images"], link="symlink")
     for name, sub in splits.items():
         logger.info("%s: %d galaxies, %d clumps", name, len(sub["images"]),
                     len(sub["annotations"]))

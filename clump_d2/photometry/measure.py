@@ -205,6 +205,18 @@ def photometry_units(columns: Sequence[str], flux_unit: str) -> Dict[str, str]:
     return units
 
 
+def _numbers(column: pd.Series, source: str, name: str) -> np.ndarray:
+    """``column`` as float64 (empty cells NaN); text is a ValueError naming the file, the
+    1-based data row and the column (a bare "could not convert string to float" names none)."""
+    values = pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    text = column.notna().to_numpy() & np.isnan(values)
+    if text.any():
+        row = int(np.flatnonzero(text)[0])
+        raise ValueError(f"{source}: row {row + 1}, column {name!r}: {column.iloc[row]!r} is not "
+                         f"a number ({int(text.sum())} such rows)")
+    return values
+
+
 def _find(columns: Sequence[str], wanted: Optional[str], candidates: Sequence[str],
           what: str, required: bool) -> Optional[str]:
     if wanted:
@@ -228,7 +240,8 @@ def measure_clumps(table: pd.DataFrame, options: Optional[PhotometryOptions] = N
                    psf_fwhm_px: float = 0.0, id_column: str = "galaxy_id",
                    x_column: str = "x", y_column: str = "y",
                    loader: Optional[Callable[[Dict], PhotometryImage]] = None,
-                   on_error: str = "status", show_progress: bool = False) -> pd.DataFrame:
+                   on_error: str = "status", show_progress: bool = False,
+                   source: str = "clump table") -> pd.DataFrame:
     """Measure every clump of ``table``; returns its rows, in order, with photometry columns.
 
     Args:
@@ -245,9 +258,11 @@ def measure_clumps(table: pd.DataFrame, options: Optional[PhotometryOptions] = N
         on_error: ``"status"`` (a row's ``status`` says ``error: ...``, naming the file) or
             ``"raise"``.
         show_progress: a tqdm bar over galaxies.
+        source: what ``table`` was read from (its file), named in errors.
 
     Raises:
-        ValueError: missing columns (naming them); with ``on_error="raise"``, image errors.
+        ValueError: missing columns (naming them); text in the position columns (naming
+            ``source``, the row and the column); with ``on_error="raise"``, image errors.
     """
     o = options or PhotometryOptions()
     if on_error not in ("status", "raise"):
@@ -268,7 +283,7 @@ def measure_clumps(table: pd.DataFrame, options: Optional[PhotometryOptions] = N
         return path if (root is None or os.path.isabs(path)) else os.path.join(root, path)
 
     table = table.reset_index(drop=True)
-    xy = table[[x_column, y_column]].to_numpy(dtype=np.float64)
+    xy = np.stack([_numbers(table[c], source, c) for c in (x_column, y_column)], axis=1)
     fwhm = (pd.to_numeric(table[psf_col], errors="coerce").to_numpy(dtype=np.float64)
             if psf_col else np.full(len(table), np.nan))
     fwhm = np.where(np.isfinite(fwhm) & (fwhm > 0), fwhm, psf_fwhm_px or np.nan)
@@ -330,7 +345,8 @@ def measure_table_file(table_file: str | os.PathLike, output: str | os.PathLike,
     ``image_root``, default the table's folder; ``kwargs`` go to :func:`measure_clumps`."""
     table = read_table(table_file)
     root = image_root if image_root is not None else os.path.dirname(os.fspath(table_file))
-    out = measure_clumps(table, options, image_root=root or None, show_progress=True, **kwargs)
+    out = measure_clumps(table, options, image_root=root or None, show_progress=True,
+                         source=os.fspath(table_file), **kwargs)
     units = [u for u in out.get("flux_unit", pd.Series(dtype=object)).dropna().unique()]
     write_table(out, output, photometry_units(out.columns, units[0] if len(units) == 1 else ""))
     return out

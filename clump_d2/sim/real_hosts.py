@@ -42,6 +42,7 @@ from tqdm import tqdm
 
 from clump_d2.baselines.classical import ClassicalParams, find_clumps
 from clump_d2.data.image_io import COLOUR_SUFFIXES
+from clump_d2.data.datasets.builtin import check_split_name
 from clump_d2.data.psf import SDSS_SEEING_FWHM_PX_RANGE, estimate_psf_fwhm
 from clump_d2.data.stretch import DisplayStretch
 from clump_d2.sim.inject import choose_positions, host_properties, inject
@@ -268,6 +269,8 @@ def make_real_host_dataset(host_dir: str | os.PathLike, out_dir: str | os.PathLi
     root, out_dir = Path(host_dir), Path(out_dir)
     files = host_images(root)[:limit]
     by_id = {host_id(p, root): p for p in files}
+    for name in (host_lists if host_lists is not None else fractions):
+        check_split_name(name)  # a file name under out_dir: "../../x" must not leave it
     splits = (splits_from_lists(list(by_id), host_lists) if host_lists is not None
               else split_hosts(list(by_id), fractions, params.seed))
     colours = _relative_colours(SdssRealism())

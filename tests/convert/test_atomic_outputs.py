@@ -44,7 +44,9 @@ GEOMETRY = ["--image-size", "48x48", "--crop-offset", "12", "12", "--crop-size",
 
 
 def _snapshot(folder: Path):
-    return {f.name: f.read_bytes() for f in sorted(folder.iterdir()) if f.is_file()}
+    """The visible files of ``folder`` (``annotations/.conversion``: a run's token)."""
+    return {f.name: f.read_bytes() for f in sorted(folder.iterdir())
+            if f.is_file() and not f.name.startswith(".")}
 
 
 # A child process that runs the converter and SIGKILLs itself in the middle of writing its
@@ -247,3 +249,118 @@ def test_float_options_are_parsed_as_floats(cli):
     assert isinstance(cli.build_parser().parse_args([
         "catalog", "--clumps", "c", "--galaxies", "g", "--images", "i", "--out", "o"]
     ).rotation_deg, float)
+
+
+# A child process that runs the converter and SIGKILLs itself at one of the two renames that
+# swap the new annotations in (1: annotations -> .annotations.old, 2: the staging folder ->
+# annotations): after the images were placed, before (1) or between (2) the renames.
+_RENAME_KILLER = r"""
+import os, signal, sys, runpy
+which, real_rename = sys.argv[1], os.rename
+
+def killing_rename(src, dst, *a, **k):
+    names = os.path.basename(os.fspath(src)), os.path.basename(os.fspath(dst))
+    if names == {"1": ("annotations", ".annotations.old"),
+                 "2": (".annotations.staging", "annotations")}[which]:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real_rename(src, dst, *a, **k)
+
+os.rename = killing_rename
+sys.argv = ["convert_clumpscout.py"] + sys.argv[2:]
+runpy.run_path(%r, run_name="__main__")
+""" % str(REPO / "tools" / "convert_clumpscout.py")
+
+
+@pytest.mark.parametrize("rename", ["1", "2"])
+def test_kill_between_image_placement_and_annotation_swap_is_undone_by_any_verb(
+        tmp_path, rename, cli):
+    """A re-conversion from another image folder (same names, other pixels) killed after its
+    images were copied in but before its annotations were: the next verb, ``split`` here,
+    puts the old images back under the old annotations (before: new images under old
+    annotations; and after a kill between the renames ``split`` failed, finding no
+    annotations)."""
+    table, png_a = _tables(tmp_path / "a", n=4)
+    png_b = tmp_path / "b"
+    png_b.mkdir()
+    for f in sorted(png_a.iterdir()):
+        Image.fromarray(np.full((48, 48, 3), 200, np.uint8)).save(png_b / f.name)
+    ds = tmp_path / "ds"
+    assert cli.main(["consensus", "--table", f"all={table}", "--images", str(png_a), "--out",
+                     str(ds), "--link", "copy", *GEOMETRY]) == 0
+    images_before = _snapshot(ds / "images")
+    annotations_before = _snapshot(ds / "annotations")
+    assert images_before == _snapshot(png_a) and len(images_before) == 4
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(
+        [sys.executable, "-c", _RENAME_KILLER, rename, "consensus", "--table", f"all={table}",
+         "--images", str(png_b), "--out", str(ds), "--link", "copy", "--frame", "full",
+         *GEOMETRY], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -9, proc.stderr[-2000:]  # really killed, images already copied
+    assert cli.main(["split", "--dataset", str(ds), "--fractions", "train=0.5",
+                     "val=0.5"]) == 0
+    assert _snapshot(ds / "images") == images_before  # the old pixels, not png_b's
+    after = _snapshot(ds / "annotations")
+    assert {k: after[k] for k in annotations_before} == annotations_before
+    assert sorted(p.name for p in ds.iterdir()) == ["annotations", "images"]
+    # the next full run places the new images with the new annotations
+    assert cli.main(["consensus", "--table", f"all={table}", "--images", str(png_b), "--out",
+                     str(ds), "--link", "copy", "--frame", "full", *GEOMETRY]) == 0
+    assert _snapshot(ds / "images") == _snapshot(png_b)
+    assert sorted(p.name for p in ds.iterdir()) == ["annotations", "images"]
+
+
+def test_header_only_input_is_an_error_and_keeps_the_dataset(tmp_path, cli):
+    """A table with its header and no rows replaced the split with nothing (exit 0). Now it is
+    an error naming the file, the dataset is kept; --force writes the empty split."""
+    table, png = _tables(tmp_path / "src", n=4)
+    ds = tmp_path / "ds"
+    assert cli.main(["consensus", "--table", f"all={table}", "--out", str(ds), "--link",
+                     "none", *GEOMETRY]) == 0
+    before = _snapshot(ds / "annotations")
+    empty = tmp_path / "empty.csv"
+    empty.write_text(table.read_text().splitlines()[0] + "\n")
+    with pytest.raises(SystemExit) as e:
+        cli.main(["consensus", "--table", f"all={empty}", "--out", str(ds), "--link", "none",
+                  *GEOMETRY])
+    assert f"no images read from {empty}" in str(e.value.code)
+    assert _snapshot(ds / "annotations") == before
+    # an empty COCO input to split, likewise
+    assert cli.main(["consensus", "--table", f"none={empty}", "--out", str(ds), "--link",
+                     "none", "--force", *GEOMETRY]) == 0
+    assert json.loads((ds / "annotations" / "none.json").read_text())["images"] == []
+    with pytest.raises(SystemExit, match=r"none\.json has no images"):
+        cli.main(["split", "--dataset", str(ds), "--input", "none"])
+    assert {k: v for k, v in _snapshot(ds / "annotations").items()
+            if not k.startswith("none.")} == before
+
+
+def test_split_names_are_plain_identifiers(tmp_path, cli):
+    """``../../x`` as a split name would write outside the dataset; ``all.report`` would
+    overwrite the report of split ``all``: refused before any work."""
+    table, png = _tables(tmp_path / "src", n=4)
+    ds = tmp_path / "ds"
+    for argv in (["consensus", "--table", f"../../x={table}", "--out", str(ds)],
+                 ["consensus", "--table", f"all.report={table}", "--out", str(ds)],
+                 ["split", "--dataset", str(ds), "--fractions", "../x=1"]):
+        with pytest.raises(SystemExit, match="is not a plain split name"):
+            cli.main(argv)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
+
+
+def test_full_disk_names_the_file_being_written(tmp_path, monkeypatch):
+    """ENOSPC while the converter writes a JSON (flushing it to disk) names that file and keeps
+    the old one; a conversion run on a full disk says which file it could not write."""
+    import errno
+
+    target = tmp_path / "annotations" / "all.json"
+    atomic_write_text(target, "old")
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(OSError) as e:
+        atomic_write_text(target, "new")
+    assert e.value.errno == errno.ENOSPC and str(e.value) == (
+        f"[Errno {errno.ENOSPC}] cannot write {target}: No space left on device")
+    assert target.read_text() == "old" and os.listdir(target.parent) == ["all.json"]

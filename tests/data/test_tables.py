@@ -77,3 +77,31 @@ def test_pickled_tables_are_refused_before_any_code_runs(tmp_path, name):
     assert not marker.exists()
     with pytest.raises(UnsafeTableError):  # refused even before checking that it exists
         read_table(tmp_path / "missing.pkl")
+
+
+@pytest.mark.parametrize("name", ["t.parquet", "t.csv", "t.fits"])
+def test_full_disk_names_the_table_and_keeps_the_old_one(tmp_path, monkeypatch, name):
+    """ENOSPC from the writer (pyarrow, pandas, astropy do not say which file) or from the
+    rename: the error names the table being written and keeps errno; the old table stays."""
+    import errno
+
+    target = tmp_path / name
+    write_table(_frame(), target)
+    before = target.read_bytes()
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    for where in ("replace", "write"):
+        with monkeypatch.context() as m:
+            if where == "replace":
+                m.setattr(os, "replace", full)
+            else:
+                for method in ("to_parquet", "to_csv"):
+                    m.setattr(pd.DataFrame, method, full)
+                m.setattr("astropy.table.Table.write", full)
+            with pytest.raises(OSError) as e:
+                write_table(_frame().assign(score=1.0), target)
+        assert e.value.errno == errno.ENOSPC
+        assert str(target) in str(e.value) and "No space left on device" in str(e.value)
+        assert target.read_bytes() == before and os.listdir(tmp_path) == [name]

@@ -266,3 +266,19 @@ def test_photometry_image_is_cut_like_the_network_input():
     assert image.cropped(None) is image
     with pytest.raises(ValueError, match="x.fits"):
         image.cropped([6, 0, 4, 4])
+
+
+def test_text_in_a_position_column_names_file_row_and_column(tmp_path, load_tool):
+    """Text in the x column gave "could not convert string to float", naming nothing."""
+    table = _two_clump_image(tmp_path)
+    table["file_name"] = "gal.fits"
+    table["x"] = table["x"].astype(object)
+    table.loc[1, "x"] = "12,5"
+    table.to_csv(tmp_path / "clumps.csv", index=False)
+    tool = load_tool("measure_clumps")
+    with pytest.raises(ValueError) as e:
+        tool.main(["measure", "--input", str(tmp_path / "clumps.csv"), "--output",
+                   str(tmp_path / "out.csv")])
+    assert str(e.value).startswith(f"{tmp_path / 'clumps.csv'}: row 2, column 'x': '12,5' is "
+                                   "not a number")
+    assert not (tmp_path / "out.csv").exists()

@@ -161,3 +161,27 @@ def test_tool_pretrain_holdout_equals_the_pretraining_split(tmp_path, load_tool,
     with pytest.raises(SystemExit):
         tool.main(["--hosts", str(hosts), "--out", str(tmp_path / "c"), "--pretrain-holdout",
                    "0.25", "--split-json", str(tmp_path / "pre" / "split.json")])
+
+
+def test_split_names_and_numbers_are_checked_before_anything_is_written(tmp_path, load_tool,
+                                                                        capsys):
+    """``--fractions ../../x=1`` wrote ``<out>/annotations/../../x.json`` outside --out, and a
+    negative --clump-frac ran; both are refused (argparse, exit 2, naming the option), and the
+    library refuses the name too."""
+    from clump_d2.sim.real_hosts import make_real_host_dataset
+
+    (tmp_path / "hosts").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "hosts" / "h.png")
+    tool = load_tool("make_real_hosts")
+    out = tmp_path / "a" / "out"
+    for bad, what in ((["--fractions", "../../x=1"], "is not a plain split name"),
+                      (["--fractions", "train=1.5"], "'1.5' is not a number in [0, 1]"),
+                      (["--clump-frac", "-0.1", "0.2"], "'-0.1' is not a number > 0"),
+                      (["--versions", "0"], "'0' is not an integer >= 1")):
+        with pytest.raises(SystemExit) as e:
+            tool.main(["--hosts", str(tmp_path / "hosts"), "--out", str(out), *bad])
+        assert e.value.code == 2 and what in capsys.readouterr().err
+    with pytest.raises(ValueError, match="is not a plain split name"):
+        make_real_host_dataset(tmp_path / "hosts", out, {"../x": 1.0})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hosts"]
+

@@ -350,3 +350,34 @@ def test_model_detector_as_catalogue_applies_the_catalogues_postprocessing():
     flagged_only = build_config("configs/quickstart.yaml", [])  # DROP_BULGE False: kept
     kept = model_detector(flagged_only, Fixed(), as_catalogue=True)(image, im)
     assert sorted(kept["scores"].tolist()) == pytest.approx([0.7, 0.8, 0.9])
+
+
+def test_cli_refuses_bad_numbers_and_names_a_broken_ids_file(tmp_path, load_tool, capsys):
+    """Negative flux fractions or PSF widths ran (on nonsense); a broken --ids-from JSON gave a
+    bare JSONDecodeError. Now argparse refuses the numbers (exit 2, naming option and value)
+    and the JSON error names the file, line and column."""
+    from PIL import Image
+
+    tool = load_tool("inject_recover")
+    Image.new("RGB", (32, 32)).save(tmp_path / "a.png")
+    base = ["--images", str(tmp_path / "*.png"), "--baseline", "--output-dir",
+            str(tmp_path / "out")]
+    for bad, what in ((["--flux-fractions", "0.1", "-0.05"],
+                       "argument --flux-fractions: '-0.05' is not a number > 0"),
+                      (["--psf-fwhm-px", "-2"], "argument --psf-fwhm-px: '-2' is not a number > 0"),
+                      (["--psf-fwhm-px", "nan"], "'nan' is not a number > 0"),
+                      (["--trials", "0"], "argument --trials: '0' is not an integer >= 1"),
+                      (["--sweep", "1.5"], "argument --sweep: '1.5' is not a number in [0, 1]")):
+        with pytest.raises(SystemExit) as e:
+            tool.main(base + bad)
+        assert e.value.code == 2 and what in capsys.readouterr().err
+    ids = tmp_path / "split.json"
+    for text, what in (('{"heldout": ["a",\n "b"', f"--ids-from: {ids}: not valid JSON at line "
+                                                   "2 column 5"),
+                       ('{"train": ["a"]}', f"--ids-from: {ids}: no key 'heldout' (the file "
+                                            "holds ['train'])")):
+        ids.write_text(text)
+        with pytest.raises(SystemExit) as e:
+            tool.main(base + ["--psf-fwhm-px", "3", "--ids-from", f"{ids}:heldout"])
+        assert e.value.code == 2 and what in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

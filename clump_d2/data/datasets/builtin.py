@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -28,6 +29,21 @@ logger = logging.getLogger(__name__)
 #: The embedded synthetic dataset and its splits; always registered.
 SYNTHETIC_NAME = "clumpsim"
 SYNTHETIC_SPLITS = ("train", "val")
+#: What a split name may be: a plain identifier (letters, digits, ``_``, ``-``). It becomes a
+#: file name (``annotations/<split>.json``, ``images/<split>/``) and part of a registered name,
+#: so ``../x``, ``a/b`` or ``x.report`` (which would overwrite split x's report) are refused.
+SPLIT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*")
+
+
+def check_split_name(name: str, where: str = "split name") -> str:
+    """``name`` if it is a plain identifier (:data:`SPLIT_NAME`), else a ValueError naming it
+    (and ``where`` it came from: an option, a file)."""
+    if not isinstance(name, str) or not SPLIT_NAME.fullmatch(name):
+        raise ValueError(f"{where}: {name!r} is not a plain split name (letters, digits, '_' "
+                         "and '-' only): it becomes a file name under the dataset folder")
+    return name
+
+
 #: Annotation keys handled by the loader itself; every other key is kept as an attribute.
 _COCO_ANNOTATION_KEYS = {"id", "image_id", "bbox", "category_id", "area", "iscrowd",
                          "segmentation"}
