@@ -19,6 +19,14 @@ and an old stack are used unchanged:
 * ``pkg_resources`` (removed from recent setuptools): a small stand-in offering the
   ``resource_filename`` / ``resource_exists`` / ``resource_string`` calls detectron2's
   model zoo makes, answered with ``importlib.resources``.
+
+One change applies to every detectron2, compiled or not, because it closes a hole rather than
+a gap: YAML configs are read with ``yaml.safe_load`` only. Detectron2's
+``CfgNode.merge_from_file`` defaults to ``allow_unsafe=True``, and fvcore's
+``load_yaml_with_base`` then falls back to ``yaml.unsafe_load``, so a config (or any
+``_BASE_`` of it) holding a tag such as ``!!python/object/apply:os.system`` ran code. After
+``apply()`` such a tag raises :class:`UnsafeConfigError` naming the file, line and column and
+the ``_BASE_`` chain that led to it; every other config loads exactly as before.
 """
 from __future__ import annotations
 
@@ -201,6 +209,78 @@ class _Caffe2Finder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         pass
 
 
+# --- YAML configs without code -------------------------------------------------------------
+
+
+class UnsafeConfigError(ValueError):
+    """A YAML config (or a ``_BASE_`` of it) with a tag ``yaml.safe_load`` refuses, such as
+    ``!!python/object/apply:...``, which would run Python code.
+
+    Attributes:
+        file: the config holding the tag.
+        chain: the configs from the one given down to ``file`` (each a ``_BASE_`` of the
+            previous one).
+    """
+
+    def __init__(self, chain, detail: str):
+        self.chain = [str(c) for c in chain]
+        self.file = self.chain[-1]
+        self.detail = detail
+        via = ""
+        if len(self.chain) > 1:
+            via = " (reached through _BASE_: " + " -> ".join(self.chain) + ")"
+        super().__init__(
+            f"config {self.file}{detail}{via}: configs are read with yaml.safe_load, and this "
+            "tag would build a Python object (running code) instead of a plain value; remove "
+            "it (keys take numbers, strings, lists and mappings only)")
+
+
+def _safe_load_yaml_with_base(original):
+    """``load_yaml_with_base`` that never falls back to ``yaml.unsafe_load``.
+
+    ``original`` is fvcore's classmethod; it reads each ``_BASE_`` by calling
+    ``cls.load_yaml_with_base`` again, i.e. this function, so every file of the chain is read
+    safely and the error names the chain.
+    """
+    import yaml
+
+    func = original.__func__
+
+    def load_yaml_with_base(cls, filename, allow_unsafe: bool = False):
+        del allow_unsafe  # detectron2 passes True by default: never honoured
+        try:
+            return func(cls, filename, allow_unsafe=False)
+        except UnsafeConfigError as e:  # raised for a _BASE_ of this file
+            raise UnsafeConfigError([filename, *e.chain], e.detail) from e.__cause__
+        except yaml.constructor.ConstructorError as e:
+            mark = e.problem_mark
+            where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            raise UnsafeConfigError([filename], f"{where}: {e.problem}") from e
+
+    load_yaml_with_base.CLUMP_D2_SAFE = True
+    load_yaml_with_base.__doc__ = original.__doc__
+    return classmethod(load_yaml_with_base)
+
+
+def _make_config_loading_safe() -> None:
+    """Replace ``load_yaml_with_base`` on fvcore's ``CfgNode`` (detectron2's inherits it) and
+    on any subclass in detectron2 that defines its own."""
+    from fvcore.common.config import CfgNode as FvcoreCfgNode
+
+    classes = [FvcoreCfgNode]
+    try:
+        from detectron2.config import CfgNode as D2CfgNode
+
+        classes.append(D2CfgNode)
+    except ImportError:  # only fvcore's then
+        pass
+    for cls in classes:
+        current = cls.__dict__.get("load_yaml_with_base")
+        if current is None or getattr(current.__func__, "CLUMP_D2_SAFE", False):
+            continue
+        cls.load_yaml_with_base = _safe_load_yaml_with_base(current)
+
+
 def _patch_detectron2_modules() -> None:
     """Route detectron2's users of ``_C`` to the replacements (only with the shim)."""
     import detectron2.layers.deform_conv as deform_conv_module
@@ -252,4 +332,5 @@ def apply() -> None:
         USING_C_SHIM = True
         _patch_detectron2_modules()
         logger.debug("detectron2 has no compiled ops; clump_d2.compat shim installed")
+    _make_config_loading_safe()
     _APPLIED = True

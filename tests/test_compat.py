@@ -155,3 +155,62 @@ def test_detectron2_is_a_pip_managed_distribution():
     package_dir = Path(detectron2.__file__).resolve().parent
     modules = {p.resolve() for p in package_dir.rglob("*.py")}
     assert modules and modules <= recorded
+
+
+def _evil_configs(tmp_path, marker):
+    """A config whose YAML tag creates ``marker`` when unsafely loaded, and a child of it."""
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    evil = tmp_path / "evil.yaml"
+    evil.write_text(f'_BASE_: "{repo / "configs" / "quickstart.yaml"}"\n'
+                    f'SEED: !!python/object/apply:builtins.open ["{marker}", "w"]\n')
+    child = tmp_path / "child.yaml"
+    child.write_text("_BASE_: evil.yaml\nSOLVER:\n  MAX_ITER: 3\n")
+    return evil, child
+
+
+def test_config_with_python_tag_runs_no_code_in_train_net(tmp_path, load_tool):
+    """train_net.py's setup (build_config -> detectron2's merge_from_file): a Python tag in a
+    config or in its _BASE_ is refused, naming the file, line, column and the chain."""
+    from detectron2.engine import default_argument_parser
+
+    marker = tmp_path / "pwned"
+    evil, child = _evil_configs(tmp_path, marker)
+    train_net = load_tool("train_net")
+    for config in (evil, child):
+        args = default_argument_parser().parse_args(["--config-file", str(config)])
+        try:
+            train_net.setup(args)
+            error = None
+        except Exception as e:  # checked below, after the marker
+            error = e
+        assert not marker.exists(), f"loading {config.name} ran code"
+        assert type(error).__name__ == "UnsafeConfigError", repr(error)
+        msg = str(error)
+        assert msg.startswith(f"config {evil}, line 2, column 7: ")
+        assert "python/object/apply:builtins.open" in msg and "yaml.safe_load" in msg
+        assert error.file == str(evil)
+        assert error.chain == ([str(evil)] if config == evil else [str(child), str(evil)])
+    assert f"reached through _BASE_: {child} -> {evil}" in msg
+    # the same holds for any CfgNode, whatever allow_unsafe says (detectron2's default: True)
+    from detectron2.config import get_cfg
+
+    with pytest.raises(ValueError, match="would build a Python object"):
+        get_cfg().merge_from_file(str(child), allow_unsafe=True)
+    assert not marker.exists()
+
+
+def test_config_with_python_tag_is_an_error_unit_in_batch_eval(tmp_path):
+    """Batch evaluation reads each pair's config (datasets, fingerprint, evaluation): the tag
+    runs nothing there either, and the unit is an error naming the file."""
+    from clump_d2.engine.batch import EvalPair, run_batch
+
+    marker = tmp_path / "pwned"
+    _, child = _evil_configs(tmp_path, marker)
+    (record,) = run_batch([EvalPair("evil", str(child), str(tmp_path / "w.pth"))], [],
+                          str(tmp_path / "batch"), show_progress=False)
+    assert not marker.exists()
+    assert record["status"] == "error"
+    assert record["error"].startswith(f"UnsafeConfigError: config {tmp_path / 'evil.yaml'}, "
+                                      "line 2, column 7")

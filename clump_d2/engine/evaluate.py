@@ -49,9 +49,10 @@ def build_model_for_inference(cfg, resume: bool = False) -> torch.nn.Module:
     one, as ``train_net.py --resume``).
 
     Weights are loaded safely (:class:`~clump_d2.modeling.checkpoint.ClumpCheckpointer`:
-    tensors-only formats unless ``MODEL.WEIGHTS_ALLOW_PICKLE``), and a model whose weights did
-    not load is an error (``WeightsNotLoadedError``: empty ``MODEL.WEIGHTS`` without
-    ``resume``, or a checkpoint matching none of the model's keys), never a silent random model.
+    tensors-only formats unless ``MODEL.WEIGHTS_ALLOW_PICKLE``; a checkpoint we saved is
+    verified against its checksum), and a model whose weights did not all load is an error
+    (``WeightsNotLoadedError``: empty ``MODEL.WEIGHTS`` and nothing to resume, or a checkpoint
+    leaving any weight of the model missing or of another shape), never a silent random model.
 
     Not wrapped: :func:`evaluate_on_dataset` adds autocast and test-time augmentation
     (``modeling.runtime.wrap_for_inference``); the catalogue's
@@ -60,7 +61,7 @@ def build_model_for_inference(cfg, resume: bool = False) -> torch.nn.Module:
     model = apply_channels_last(build_model(cfg), cfg)
     model.eval()
     checkpointer = ClumpCheckpointer.from_config(cfg, model, cfg.OUTPUT_DIR,
-                                                 require_weights=not resume)
+                                                 require_weights=True)
     checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=resume)
     return model
 

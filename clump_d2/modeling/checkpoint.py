@@ -1,7 +1,7 @@
 """Safe weight loading for ``MODEL.WEIGHTS``: no code runs from a downloaded file, and a model
 whose weights did not load is an error, not a silent random model.
 
-:class:`ClumpCheckpointer` is Detectron2's ``DetectionCheckpointer`` with three changes:
+:class:`ClumpCheckpointer` is Detectron2's ``DetectionCheckpointer`` with these changes:
 
 * **safe formats by default**: ``.safetensors`` (tensors only) and ``.pth``/``.pt``/``.pyth``
   through ``torch.load(weights_only=True)`` are read; a Python pickle (``.pkl``, Detectron2's
@@ -103,6 +103,11 @@ def safe_torch_load(path: str | os.PathLike, allow_pickle: bool = False) -> Any:
         return torch.load(path, map_location="cpu", weights_only=False)
     except (EOFError, RuntimeError, zipfile.BadZipFile) as e:
         raise CorruptCheckpointError(f"{path}: empty or truncated checkpoint ({e})") from e
+    except OSError as e:
+        if isinstance(e, (FileNotFoundError, PermissionError, IsADirectoryError)):
+            raise
+        # torch's zip reader says "Invalid argument" for a file cut short
+        raise CorruptCheckpointError(f"{path}: empty or truncated checkpoint ({e})") from e
 
 
 def read_safetensors(path: str | os.PathLike) -> Dict[str, torch.Tensor]:
@@ -149,6 +154,8 @@ def _atomic_write(path: str, write: Callable[[Any], None]) -> None:
     """``write(f)`` into a temporary file beside ``path``, flushed to disk, then renamed over
     ``path``: a kill at any moment leaves the old file or the new one, never a part."""
     folder, name = os.path.split(path)
+    if folder:
+        os.makedirs(folder, exist_ok=True)
     tmp = os.path.join(folder, f".{name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "wb") as f:
@@ -246,9 +253,10 @@ class ClumpCheckpointer(DetectionCheckpointer):
 
     def get_checkpoint_file(self) -> str:
         """The checkpoint ``--resume`` continues from: the one ``last_checkpoint`` names; if
-        that file is empty (a kill while it was written by another tool) or names a file that
-        is not there, the newest ``model_*.pth`` of ``save_dir``, with a warning. ``""`` when
-        there is no ``last_checkpoint`` (Detectron2's rule: nothing to resume)."""
+        that file is empty (a kill during a non-atomic write, by an older version or another
+        tool) or names a file that is not there, the newest ``model_*.pth`` of ``save_dir``,
+        with a warning. ``""`` when there is no ``last_checkpoint`` (Detectron2's rule:
+        nothing to resume)."""
         if not self.save_dir:
             return ""
         tag = os.path.join(self.save_dir, LAST_CHECKPOINT)

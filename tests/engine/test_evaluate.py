@@ -75,3 +75,20 @@ def test_trainer_test_predictions_and_evaluator_agree(cfg_and_weights):
     assert set(trainer_results) == {"bbox", "clumps"}
     for key in ("n_true", "n_detections", "n_matched", "completeness", "purity"):
         assert trainer_results["clumps"][key] == pytest.approx(clumps[key], nan_ok=True)
+
+
+def test_eval_only_resume_with_nothing_to_resume_is_an_error(tmp_path, tiny_synthetic,
+                                                             tiny_model_opts, load_tool):
+    """``train_net.py --eval-only --resume`` on an output folder without a checkpoint (and no
+    MODEL.WEIGHTS) stops with an error instead of evaluating a randomly initialised model."""
+    from detectron2.engine import default_argument_parser
+
+    from clump_d2.modeling.checkpoint import WeightsNotLoadedError
+
+    out = tmp_path / "never_trained"
+    args = default_argument_parser().parse_args([
+        "--config-file", str(REPO / "configs" / "quickstart.yaml"), "--eval-only", "--resume",
+        *tiny_model_opts(out)])
+    with pytest.raises(WeightsNotLoadedError, match=f"nothing to resume in {out}"):
+        load_tool("train_net").main(args)
+    assert not (out / "inference").exists()

@@ -11,7 +11,8 @@ from detectron2.config import get_cfg
 from detectron2.layers import ShapeSpec
 from detectron2.modeling.backbone.fpn import build_resnet_fpn_backbone
 
-from clump_d2.modeling.backbone.convert import save_d2_checkpoint, torchvision_to_d2
+from clump_d2.modeling.backbone.convert import (convert_torchvision_file, save_d2_checkpoint,
+                                                torchvision_to_d2)
 from clump_d2.modeling.checkpoint import ClumpCheckpointer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -65,11 +66,14 @@ def test_converted_resnet50_matches_torchvision(tmp_path, torchvision_resnet50, 
     assert dst.is_file()
 
     # As the ImageNet configs use it: MODEL.WEIGHTS into build_resnet_fpn_backbone, where the
-    # checkpointer's name matching finds backbone.bottom_up.* (here bottom_up.*).
+    # checkpointer's name matching finds backbone.bottom_up.* (here bottom_up.*); the FPN's own
+    # layers start fresh, as those configs' MODEL.WEIGHTS_MAY_START_FRESH allows.
     fpn = build_resnet_fpn_backbone(d2_resnet_cfg(), ShapeSpec(channels=3))
     if suffix == ".pth":  # tensors only: the safe loader reads it
         assert len(torch.load(str(dst), weights_only=True)["model"]) == 265
-    ClumpCheckpointer(fpn).load(str(dst))
+    checkpointer = ClumpCheckpointer(fpn, may_start_fresh=[r"fpn_"])
+    checkpointer.load(str(dst))
+    assert checkpointer.last_load["loaded"] == 265 and checkpointer.last_load["fresh"] == 16
     backbone = fpn.bottom_up
     assert torch.equal(backbone.res5[2].conv3.weight, model.layer4[2].conv3.weight)
     assert torch.equal(backbone.stem.conv1.norm.running_var, model.bn1.running_var)
@@ -89,3 +93,31 @@ def test_pkl_output_refused(tmp_path):
     with pytest.raises(ValueError, match="runs code"):
         save_d2_checkpoint({"stem.conv1.weight": torch.zeros(1)}, str(tmp_path / "w.pkl"))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_imagenet_configs_train_from_converted_weights_but_never_infer(
+        tmp_path, torchvision_resnet50):
+    """The ImageNet configs' MODEL.WEIGHTS_MAY_START_FRESH lets training start from a converted
+    backbone (FPN, RPN and box head fresh); inference with the same file is refused."""
+    from detectron2.modeling import build_model
+
+    from clump_d2.engine import build_config
+    from clump_d2.modeling.checkpoint import WeightsNotLoadedError
+
+    _, src = torchvision_resnet50
+    dst = tmp_path / "R-50-torchvision.pth"
+    convert_torchvision_file(str(src), str(dst))
+    configs = [REPO / "configs" / "ClumpScout" / f"imagenet_resnet50_{v}.yaml"
+               for v in ("frozen", "3trainable")]
+    fresh = [build_config(str(c)).MODEL.WEIGHTS_MAY_START_FRESH for c in configs]
+    assert fresh[0] == fresh[1] == [r"backbone\.fpn_", r"proposal_generator\.", r"roi_heads\."]
+    cfg = build_config(str(configs[0]), ["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", str(dst)])
+    model = build_model(cfg)
+    n_weights = len([k for k in model.state_dict() if not k.endswith(
+        ("pixel_mean", "pixel_std", "num_batches_tracked"))])
+    checkpointer = ClumpCheckpointer.from_config(cfg, model)
+    checkpointer.load(cfg.MODEL.WEIGHTS)
+    assert checkpointer.last_load["loaded"] == 265
+    assert checkpointer.last_load["fresh"] == n_weights - 265 > 0
+    with pytest.raises(WeightsNotLoadedError, match=f"only 265 of the model's {n_weights}"):
+        ClumpCheckpointer.from_config(cfg, model, require_weights=True).load(cfg.MODEL.WEIGHTS)
