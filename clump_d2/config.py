@@ -241,6 +241,10 @@ def _add_inference_config(cfg: CN) -> None:
     # Torch threads per CPU process (0: all cores shared among the processes). CPU results
     # are bit-identical between runs only at the same thread count per process.
     cfg.INFERENCE.CPU_THREADS = 0
+    # The detector's selection function (a selection_function.csv of tools/inject_recover.py,
+    # or "zoo:<name>": that zoo entry's): each clump's p_detect, the completeness at its flux
+    # fraction and distance from the centre (needs PHOTOMETRY.ENABLED). "": none (p_detect NaN).
+    cfg.INFERENCE.SELECTION_FUNCTION = ""
     cfg.INFERENCE.SKY = CN()
     # Orientation of images without a WCS, given RA/Dec of the image centre and a pixel scale.
     # "Up" is towards the first row of the stored array (the top of a PNG/JPEG).

@@ -30,7 +30,11 @@ the dataset's clumps with --dataset). --sweep adds the trade-off at other score 
 (injection_sweep.md/.json/.png), from the same detections.
 
 Writes injections.csv, injection_summary.json and injection_recovery.png (recovered fraction
-vs clump flux fraction and vs distance from the centre, with counts). A clump is recovered
+vs clump flux fraction and vs distance from the centre, with counts), and the detector's
+selection function, selection_function.csv (+ .json): the recovered fraction with its Wilson
+interval and counts per flux fraction x --radius-edges bin x host group (--group-by; and all
+hosts), with the margins, which the catalogue reads (INFERENCE.SELECTION_FUNCTION, p_detect;
+docs/catalogues.md). A clump is recovered
 when a detection at the operating point (TEST.CLUMP_EVAL.SCORE_THRESH, for the network and
 the baseline alike) matches it under the evaluator's rule (TEST.CLUMP_EVAL.MATCH ...). The
 method is described in clump_d2/studies/injection.py.
@@ -202,6 +206,11 @@ def main(argv=None):
                                        radius_r50=(edges[0], edges[-1]),
                                        per_image=args.per_image, trials=args.trials, q=args.q,
                                        seed=args.seed)
+    # The band of the flux fractions (the reference channel): r for gri JPEGs (G), the FITS
+    # band in that place; the selection function names it for the catalogue.
+    ref = icfg.ref_channel
+    flux_band = (fits_options.bands[ref] if kind == "fits" and len(fits_options.bands) > ref
+                 else "r")
     results, sweeps = {}, {}
     base_icfg = icfg
     for name, sub, detector, thresh in detectors:
@@ -219,7 +228,7 @@ def main(argv=None):
         paths = write_outputs(rows, summary, icfg, out_dir,
                               f"{name}: {len(images)} images, {len(rows)} injected clumps\n"
                               f"recovered = matched at score >= {icfg.score_thresh:.2f}, "
-                              f"{icfg.match.describe()}")
+                              f"{icfg.match.describe()}", band=flux_band)
         results[name] = summarise_groups(rows, trial_rows, icfg.flux_fractions,
                                          icfg.score_thresh)
         if args.sweep is not None:

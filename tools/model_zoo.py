@@ -9,8 +9,9 @@
 
 ``check`` measures the weights on the card's held-out test and compares with the card, within
 its tolerances (exit status 1 when a figure does not meet it). ``package`` measures the
-weights in float32 and float16 and writes the entry (complete config, weights, card) into the
-package. The logic is in clump_d2.studies.model_zoo; reading entries in clump_d2.model_zoo.
+weights in float32 and float16 and writes the entry (complete config, weights, card, and the
+held-out measurement's selection function for the catalogue's p_detect) into the package.
+The logic is in clump_d2.studies.model_zoo; reading entries in clump_d2.model_zoo.
 """
 import argparse
 import json
@@ -107,7 +108,13 @@ def main(argv=None) -> int:
                 "machine": zoo_study.machine_description()}
     if args.load:
         training["load"] = args.load
-    folder = zoo_study.package(args.name, args.weights, figures, fp16, training=training)
+    # The selection function of the float32 measurement, whose figures the card shows.
+    table = zoo_study.heldout_selection_function(out / "fp32")
+    if table is None:
+        logging.getLogger("model_zoo").warning("%s holds no injections: the entry gets no "
+                                               "selection function", out / "fp32")
+    folder = zoo_study.package(args.name, args.weights, figures, fp16, training=training,
+                               selection_function=table)
     print(f"wrote {folder}:\n" + (folder / "MODEL_CARD.md").read_text())
     return 0
 

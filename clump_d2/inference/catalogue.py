@@ -86,6 +86,16 @@ COLUMNS = [
     ("phot_flag_nan", "bool", "a NaN/inf pixel inside the aperture: this clump's fluxes NaN"),
     ("phot_flag_partial", "bool", "the aperture crosses the image edge (flux from the part in)"),
     ("giant_band", "string", "band of the is_giant flags (e.g. u; 'B (display)' for RGB)"),
+    ("host_r50_px", "float64", "host half-light radius, px: half of the host segment's light "
+     "on its detection image lies within it (at least the PSF FWHM, as in the injections); "
+     "NaN when not measured or no host"),
+    ("distance_r50", "float64", "distance of the clump centre from the galaxy centre, in "
+     "host_r50_px"),
+    ("p_detect", "float64", "estimated detection probability: the selection function's "
+     "completeness (INFERENCE.SELECTION_FUNCTION) at the clump's flux fraction in its band "
+     "(r: flux_ratio_G of gri JPEGs) and distance_r50, host class from the input's host_class "
+     "(else all hosts); NaN without a selection function or photometry. Completeness-"
+     "corrected count: sum of 1 / p_detect over clumps with p_detect >= 0.5"),
 ]
 COLUMN_NAMES = [c[0] for c in COLUMNS]
 
@@ -116,7 +126,8 @@ def column_units(columns: Sequence[str], flux_unit: str = "") -> Dict[str, str]:
     """Unit of each catalogue column that has one (FITS ``TUNITn``): pixels, degrees, the
     flux unit (when one for the whole catalogue), magnitudes."""
     units = {c: "pix" for c in ("x1", "y1", "x2", "y2", "x", "y", "image_width",
-                                "image_height", "crop_x0", "crop_y0", "aperture_radius_px")}
+                                "image_height", "crop_x0", "crop_y0", "aperture_radius_px",
+                                "host_r50_px")}
     units.update(ra="deg", dec="deg")
     for col in columns:
         if col.startswith(("mag_", "colour_")):

@@ -10,7 +10,8 @@ depend on the number of processes):
   conventions of ``clump_d2.data.fits_io``);
 * optional: ``ra``, ``dec`` (deg, of the reference pixel, by default the image centre),
   ``pixel_scale`` (arcsec/px), ``ref_x``/``ref_y`` (reference pixel), ``centre_x``/``centre_y``
-  (galaxy centre for the bulge flag), ``psf_fwhm_px``, ``height``/``width``, ``image_id``.
+  (galaxy centre for the bulge flag), ``psf_fwhm_px``, ``height``/``width``, ``image_id``,
+  ``host_class`` (text, e.g. spiral: the host group of the selection function's ``p_detect``).
 
 Catalogue tables (CSV, Parquet, FITS) are read with ``clump_d2.data.tables.read_table``;
 column names are options, with the common spellings found automatically.
@@ -44,7 +45,7 @@ logger = logging.getLogger(__name__)
 
 #: Record keys copied from COCO ``images`` entries and catalogue rows when present.
 OPTIONAL_KEYS = ("ra", "dec", "pixel_scale", "ref_x", "ref_y", "centre_x", "centre_y",
-                 "psf_fwhm_px", "height", "width")
+                 "psf_fwhm_px", "height", "width", "host_class")
 #: The record keys of the centre + pixel-scale sky route, dropped from a bad-sky record.
 SKY_KEYS = ("ra", "dec", "pixel_scale")
 def _apply_sky_check(record: Dict, values: Dict[str, Any], names: Dict[str, str],
@@ -237,6 +238,9 @@ def records_from_catalogue(table_file: str | os.PathLike,
         for key in ("ref_x", "ref_y", "centre_x", "centre_y"):
             if key in row and _value(row[key]) is not None:
                 record[key] = number(row, key, where)
+        # The host class (e.g. spiral / non_spiral) picks the selection function's host group.
+        if "host_class" in row and _value(row["host_class"]) is not None:
+            record["host_class"] = str(row["host_class"]).strip()
         records.append(record)
     if not records:
         raise ValueError(f"catalogue {table_file} has no rows")

@@ -17,6 +17,11 @@ points; PNG/JPEG as display photometry after undoing the stretch), with the host
 its galaxy (``in_host``; ``PHOTOMETRY.DROP_OUTSIDE_HOST`` drops detections off the host, the
 paper's rule, counted in ``galaxy_n_outside_host``) and the giant flags. A galaxy whose
 photometry fails keeps its detections, each with ``phot_status`` ``error: <reason>``.
+
+Selection function: with photometry, every clump also gets the host's half-light radius
+(``host_r50_px``) and its distance from the centre in it (``distance_r50``); with
+``INFERENCE.SELECTION_FUNCTION`` (:mod:`clump_d2.evaluation.selection`), ``p_detect``, the
+detector's completeness at the clump's flux fraction and distance, for correcting counts.
 """
 from __future__ import annotations
 
@@ -42,9 +47,12 @@ from clump_d2.data.files import naming_path
 from clump_d2.engine.defaults import build_config
 from clump_d2.data.tables import table_format, write_table
 from clump_d2.engine.evaluate import build_model_for_inference
+from clump_d2.evaluation.selection import (ALL_HOSTS, SelectionFunction,
+                                           resolve_selection_function)
 from clump_d2.modeling.runtime import wrap_for_inference
 from clump_d2.photometry import (PhotometryImage, PhotometryOptions, load_photometry_image,
                                  measure_image)
+from clump_d2.photometry.host_shape import host_r50
 from clump_d2.photometry.measure import host_segment_of
 from clump_d2.photometry.io import write_table as write_table_with_units
 from clump_d2.structures import CLUMP_CLASSES
@@ -180,6 +188,11 @@ class CataloguePredictor:
 
             self.mapper = PhotometryMapper(self.mapper, self.photometry,
                                            self.options.psf_fwhm_px)
+        self.selection = load_selection_function(cfg)
+        if self.selection is not None and self.photometry is None:
+            logger.warning("INFERENCE.SELECTION_FUNCTION needs the clumps' photometry "
+                           "(PHOTOMETRY.ENABLED False): p_detect stays NaN")
+        self._warned: set = set()
         self.batch_size = int(cfg.INFERENCE.BATCH_SIZE)
         self.num_workers = int(cfg.DATALOADER.NUM_WORKERS)
         sky = cfg.INFERENCE.SKY
@@ -252,8 +265,10 @@ class CataloguePredictor:
         if reason is None:
             try:
                 image, segment = item["photometry"]
-                phot = measure_image(image, det.centres, estimate_fwhm(det, psf),
-                                     galaxy_centre(record), o, segment=segment)
+                fwhm = estimate_fwhm(det, psf)
+                phot = measure_image(image, det.centres, fwhm, galaxy_centre(record), o,
+                                     segment=segment)
+                self.add_selection_columns(phot, record, det, image, segment, fwhm)
             except Exception as e:  # noqa: BLE001  (one galaxy's photometry: its rows say why)
                 reason = f"{type(e).__name__}: {e}"
                 logger.warning("photometry of galaxy %s failed: %s", record.get("galaxy_id"),
@@ -269,6 +284,41 @@ class CataloguePredictor:
         phot["status"] = phot["status"].replace("outside_host", "ok")
         return det.select(np.flatnonzero(keep)), phot, int((~keep).sum())
 
+    def add_selection_columns(self, phot: pd.DataFrame, record: Dict, det: Detections,
+                              image: PhotometryImage, segment, fwhm: np.ndarray) -> None:
+        """Adds ``host_r50_px``, ``distance_r50`` and (with a selection function) ``p_detect``
+        to one galaxy's photometry rows ``phot`` (one per detection of ``det``)."""
+        r50 = host_r50(image, segment, self.photometry.detection_band)
+        good = fwhm[np.isfinite(fwhm) & (fwhm > 0)]
+        if np.isfinite(r50) and len(good):
+            # As the injections scale their distances: R50 no smaller than the PSF FWHM.
+            r50 = max(r50, float(np.median(good)))
+        centres = det.centres
+        distance = np.hypot(centres[:, 0] - segment.centre[0],
+                            centres[:, 1] - segment.centre[1]) / r50
+        phot["host_r50_px"] = r50
+        phot["distance_r50"] = distance
+        if self.selection is None:
+            return
+        sf = self.selection
+        column = sf.ratio_column(image.band_names, image.display)
+        if column is None or column not in phot:
+            self._warn_once(f"no flux ratio in band {sf.band!r} among the bands "
+                            f"{list(image.band_names)} (the selection function's band): "
+                            "p_detect NaN")
+            phot["p_detect"] = np.nan
+            return
+        group = str(record.get("host_class") or ALL_HOSTS)
+        if group not in sf.groups:
+            self._warn_once(f"host class {group!r} is not a group of {sf.source} "
+                            f"({sf.groups}): its clumps use all hosts")
+        phot["p_detect"] = sf.p_detect(phot[column].to_numpy(np.float64), distance, group)
+
+    def _warn_once(self, message: str) -> None:
+        if message not in self._warned:
+            self._warned.add(message)
+            logger.warning(message)
+
     def predict(self, records: Sequence[Dict], progress: Optional[tqdm] = None) -> List[Dict]:
         """Catalogue rows of ``records`` (every record gets at least one row), in order."""
         rows: List[Dict] = []
@@ -283,6 +333,21 @@ class CataloguePredictor:
                 if progress is not None:
                     progress.update(len(batch))
         return rows
+
+
+def load_selection_function(cfg) -> Optional[SelectionFunction]:
+    """The table of ``INFERENCE.SELECTION_FUNCTION`` (None when ""); a warning when it was
+    measured at another score threshold than the catalogue's."""
+    path = resolve_selection_function(cfg.INFERENCE.SELECTION_FUNCTION)
+    if path is None:
+        return None
+    sf = SelectionFunction.read(path)
+    thresh = float(cfg.TEST.CLUMP_EVAL.SCORE_THRESH)
+    if np.isfinite(sf.score_thresh) and abs(sf.score_thresh - thresh) > 1e-6:
+        logger.warning("selection function %s was measured at score >= %g, this catalogue "
+                       "keeps score >= %g: p_detect is the completeness at another operating "
+                       "point", path, sf.score_thresh, thresh)
+    return sf
 
 
 # --- shards, resuming, merging ---------------------------------------------------------------
@@ -330,7 +395,8 @@ def run_fingerprint(cfg, records: Sequence[Dict], model_tag: str = "",
                     source: Optional[str | os.PathLike] = None) -> Dict:
     """What a set of shards was made from: the inputs (:func:`inputs_identity`: every record
     as read, and the input file's bytes), the config (less the keys that only change speed),
-    the weights file, and ``model_tag`` (for models not built from cfg)."""
+    the weights file, ``model_tag`` (for models not built from cfg), and the selection
+    function's bytes when ``INFERENCE.SELECTION_FUNCTION`` names one."""
     cfg = cfg.clone()
     cfg.defrost()
     for key in _SPEED_ONLY_KEYS:
@@ -339,7 +405,7 @@ def run_fingerprint(cfg, records: Sequence[Dict], model_tag: str = "",
         for part in parents:
             node = node[part]
         node[leaf] = None
-    return {
+    fingerprint = {
         "version": MANIFEST_VERSION,
         "n_galaxies": len(records),
         "shard_size": int(cfg.INFERENCE.SHARD_SIZE),
@@ -348,6 +414,10 @@ def run_fingerprint(cfg, records: Sequence[Dict], model_tag: str = "",
         "weights": _weights_identity(cfg.MODEL.WEIGHTS),
         "model_tag": model_tag,
     }
+    table = resolve_selection_function(cfg.INFERENCE.SELECTION_FUNCTION)
+    if table is not None:  # its content: a zoo entry packaged again keeps its name
+        fingerprint["selection_function_sha256"] = hashlib.sha256(table.read_bytes()).hexdigest()
+    return fingerprint
 
 
 def describe_change(old: Dict, new: Dict) -> List[str]:

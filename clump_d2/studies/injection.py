@@ -62,6 +62,7 @@ from clump_d2.sim.real_hosts import RealHostParams, prepare_host
 from clump_d2.engine import build_model_for_inference
 from clump_d2.evaluation.matching import MatchCriterion, match_boxes
 from clump_d2.evaluation.metrics import wilson_interval
+from clump_d2.evaluation.selection import selection_table, write_selection_function
 from clump_d2.inference.postprocess import Detections, PostProcessConfig, postprocess_uncut
 from clump_d2.modeling.runtime import wrap_for_inference
 from clump_d2.structures import clump_box_xyxy
@@ -238,9 +239,13 @@ def summarise(rows: Sequence[Dict], flux_fractions: Sequence[float],
 
 
 def write_outputs(rows: Sequence[Dict], summary: Dict, cfg: InjectionConfig,
-                  output_dir: str | os.PathLike, title: str = "") -> Dict[str, Path]:
-    """``injections.csv`` (one row per clump), ``injection_summary.json`` and
-    ``injection_recovery.png`` (recovered fraction vs flux fraction and vs radius)."""
+                  output_dir: str | os.PathLike, title: str = "",
+                  band: str = "r") -> Dict[str, Path]:
+    """``injections.csv`` (one row per clump), ``injection_summary.json``,
+    ``injection_recovery.png`` (recovered fraction vs flux fraction and vs radius) and the
+    detector's selection function, ``selection_function.csv`` / ``.json``
+    (:func:`clump_d2.evaluation.selection.selection_table`: per flux fraction x radius bin of
+    ``summary`` x host group; ``band``: the band of ``cfg.ref_channel``, r for SDSS gri)."""
     import matplotlib  # here: the headless backend must be chosen before pyplot loads
 
     matplotlib.use("Agg")
@@ -258,6 +263,13 @@ def write_outputs(rows: Sequence[Dict], summary: Dict, cfg: InjectionConfig,
     settings["match"] = cfg.match.describe()
     paths["json"].write_text(json.dumps({"settings": settings, **summary}, indent=2,
                                         default=lambda o: None))
+    edges = ([b["r50_low"] for b in summary["by_radius"]] + [summary["by_radius"][-1]["r50_high"]]
+             if summary["by_radius"] else list(cfg.radius_r50))
+    table = selection_table(rows, cfg.flux_fractions, edges, band, cfg.score_thresh)
+    sf_paths = write_selection_function(table, out, {
+        **settings, "band": band, "radius_edges": edges, "title": title,
+        "n_injected": len(rows)})
+    paths.update({"selection_csv": sf_paths["csv"], "selection_json": sf_paths["json"]})
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     bf = summary["by_flux_frac"]
     x = [b["flux_frac"] for b in bf]

@@ -8,20 +8,24 @@ config, and the held-out measurement whose figures go into the model card. With 
 * :func:`measure`: the held-out figures of any weights (the recipe's measurement command);
 * :func:`package`: a trained checkpoint -> a zoo entry (complete config, ``model.safetensors``
   in float16 when the held-out figures do not move, else float32; ``card.json`` with the
-  sha256 and ``MODEL_CARD.md``);
+  sha256 and ``MODEL_CARD.md``; the held-out measurement's selection function,
+  ``selection_function.csv``, which the entry's config gives the catalogue);
 * :func:`compare_to_card`: a model's figures against its card, within the card's tolerances.
 
 Read-only use of the entries (names, verified weights) is :mod:`clump_d2.model_zoo`.
 """
 from __future__ import annotations
 
+import csv
 import datetime as _dt
 import json
 import logging
+import math
 import os
 import platform
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -36,6 +40,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from clump_d2 import model_zoo
 from clump_d2.config import add_clump_config
 from clump_d2.data.tables import markdown_table
+from clump_d2.evaluation import selection
 from clump_d2.modeling.checkpoint import CorruptCheckpointError, read_safetensors, safe_torch_load
 
 logger = logging.getLogger(__name__)
@@ -104,7 +109,8 @@ RECIPES: Dict[str, Recipe] = {
             "tools/inject_recover.py", "--images", _GZ2 + "/*/*.jpg", "--ids-from",
             "datasets/gz2hosts1pc/hosts.json:test", "--crop-size", "200", "--psf-from-image",
             "--group-by", "parent", "--flux-fractions", "0.01", "0.03", "0.1", "--trials", "1",
-            "--as-catalogue"),
+            # the selection function's radius bins (x host R50; also the injection range)
+            "--radius-edges", "0.3", "0.7", "1.2", "2.0", "--as-catalogue"),
         heldout_description=(
             "injection-recovery on the 420 held-out real SDSS hosts (gz2_sdss_1400, never "
             "trained on): 3 PSF-shaped clumps per host at 1, 3 and 10 % of the host's r light, "
@@ -238,6 +244,31 @@ def read_heldout_figures(out_dir: str | os.PathLike) -> Dict:
     return figures
 
 
+def heldout_selection_function(out_dir: str | os.PathLike) -> Optional[Path]:
+    """The selection function of a held-out measurement: its ``selection_function.csv``, made
+    from its ``injections.csv`` and ``injection_summary.json`` when an older measurement did not
+    write one; None when the folder holds neither."""
+    out = Path(out_dir)
+    path = out / selection.CSV_NAME
+    if path.is_file():
+        return path
+    rows_file, summary_file = out / "injections.csv", out / "injection_summary.json"
+    if not (rows_file.is_file() and summary_file.is_file()):
+        return None
+    summary = json.loads(summary_file.read_text())
+    settings = summary.get("settings", {})
+    edges = [b["r50_low"] for b in summary["by_radius"]] + [summary["by_radius"][-1]["r50_high"]]
+    with open(rows_file, newline="") as f:
+        rows = [dict(r, recovered=r["recovered"] == "True") for r in csv.DictReader(f)]
+    table = selection.selection_table(rows, settings["flux_fractions"], edges, "r",
+                                      settings.get("score_thresh"))
+    logger.info("%s: selection function made from the measurement's %d injections", out,
+                len(rows))
+    return selection.write_selection_function(
+        table, out, {**settings, "band": "r", "radius_edges": edges,
+                     "made_from": str(rows_file)})["csv"]
+
+
 def measure(name: str, weights: str, out_dir: str | os.PathLike, shared: str = DEFAULT_SHARED,
             config: Optional[str] = None, run=_run_tool) -> Dict:
     """Run the recipe's held-out measurement on ``weights`` (skipped when ``out_dir`` already
@@ -355,11 +386,15 @@ def training_time_from_log(log_file: str | os.PathLike) -> Optional[float]:
 
 def package(name: str, checkpoint: str | os.PathLike, figures: Dict,
             fp16_figures: Optional[Dict] = None, dest_root: Optional[str] = None,
-            training: Optional[Dict] = None) -> Path:
+            training: Optional[Dict] = None,
+            selection_function: Optional[str | os.PathLike] = None) -> Path:
     """Write zoo entry ``name`` (see the module docstring) from a trained ``checkpoint`` and the
     held-out ``figures`` measured on it. With ``fp16_figures`` (the same measurement on the
     float16 weights), float16 is shipped if no figure moves by more than the recipe's
-    ``fp16_max_change``; without them, float32.
+    ``fp16_max_change``; without them, float32. ``selection_function``: the held-out
+    measurement's ``selection_function.csv`` (:func:`heldout_selection_function`), copied
+    into the entry, named in the card and set as the config's
+    ``INFERENCE.SELECTION_FUNCTION`` (``zoo:<name>``), so the catalogue gives ``p_detect``.
 
     Returns:
         The entry's folder.
@@ -377,6 +412,15 @@ def package(name: str, checkpoint: str | os.PathLike, figures: Dict,
                         recipe.config_opts)
     cfg.MODEL.WEIGHTS = model_zoo.ZOO_PREFIX + recipe.name
     cfg.OUTPUT_DIR = f"output/{recipe.name}"
+    sf_file = folder / selection.CSV_NAME
+    sf_summary = None
+    if selection_function is not None:
+        sf = selection.SelectionFunction.read(selection_function)  # refuses a wrong table
+        shutil.copyfile(selection_function, sf_file)
+        cfg.INFERENCE.SELECTION_FUNCTION = model_zoo.ZOO_PREFIX + recipe.name
+        sf_summary = selection_summary(sf)
+    elif sf_file.exists():  # an earlier packaging's table would describe other weights
+        sf_file.unlink()
     (folder / model_zoo.registry.CONFIG_FILE).write_text(
         f"# clump_d2 model zoo: {recipe.name} (complete config, written by "
         f"tools/model_zoo.py package from {recipe.source_config})\n" + cfg.dump())
@@ -406,7 +450,8 @@ def package(name: str, checkpoint: str | os.PathLike, figures: Dict,
         "precision": {"shipped": dtype, "largest_change_fp16_vs_fp32": move,
                       "max_change_allowed": recipe.fp16_max_change,
                       "fp16_figures": fp16_figures},
-        "selection_function": None,
+        "selection_function": sf_file.name if selection_function is not None else None,
+        "selection_function_summary": sf_summary,
         "data_licence": recipe.data_licence,
         "rebuild": {"command": f"python tools/model_zoo.py rebuild {recipe.name}",
                     "check": f"python tools/model_zoo.py check {recipe.name} --weights "
@@ -465,11 +510,62 @@ def card_markdown(card: Dict) -> str:
                      f"{prec['largest_change_fp16_vs_fp32']:.4f} (allowed "
                      f"{prec['max_change_allowed']:g}).")
     if card.get("selection_function"):
-        lines += ["", "## Selection function", "", f"`{card['selection_function']}`"]
+        lines += ["", "## Selection function", "", selection_markdown(card)]
     lines += ["", "## Rebuild", "", f"`{card['rebuild']['command']}` (data + training, "
               "resumable), then the check above.", "", "## Licence of the data", "",
               card["data_licence"] + ".", ""]
     return "\n".join(lines)
+
+
+def selection_summary(sf: "selection.SelectionFunction") -> Dict:
+    """The card's compact view of a selection function: its band, operating point, radius
+    bins and flux fractions, and the recovered fraction (with counts) per radius bin and flux
+    fraction over all hosts, and per host group over all radii."""
+    t = sf.table
+    fluxes = sorted(t.loc[t["margin"] == "cell", "flux_frac"].unique())
+
+    def cells(sel) -> Dict[str, Dict]:
+        return {f"{r.flux_frac:g}": {"fraction": None if r.n == 0 else round(r.fraction, 4),
+                                     "recovered": int(r.recovered), "n": int(r.n)}
+                for r in sel.itertuples()}
+
+    every = t[t["group"] == selection.ALL_HOSTS]
+    by_radius = {f"{lo:g}-{hi:g}": cells(every[(every["margin"] == "cell")
+                                               & (every["r50_low"] == lo)])
+                 for lo, hi in zip(sf.radius_edges[:-1], sf.radius_edges[1:])}
+    by_group = {g: cells(t[(t["group"] == g) & (t["margin"] == "flux_frac")])
+                for g in sf.groups}
+    return {"band": sf.band,
+            "score_thresh": sf.score_thresh if math.isfinite(sf.score_thresh) else None,
+            "radius_edges_r50": [float(e) for e in sf.radius_edges],
+            "flux_fractions": [float(f) for f in fluxes], "by_radius_all_hosts": by_radius,
+            "by_group_all_radii": by_group}
+
+
+def selection_markdown(card: Dict) -> str:
+    """The model card's selection-function section: what the file is, and a compact table."""
+    s = card.get("selection_function_summary") or {}
+    text = (f"`{card['selection_function']}` (read by the catalogue through the entry's "
+            f"`INFERENCE.SELECTION_FUNCTION zoo:{card['name']}`: each clump's `p_detect`; "
+            "docs/catalogues.md). Recovered fraction of clumps injected into the held-out "
+            f"hosts at score >= {s.get('score_thresh')}, by flux fraction in "
+            f"{s.get('band', '?')} (columns) and distance from the centre in host R50 (rows, "
+            "all hosts), then per host class over all distances:")
+    if not s:
+        return text
+    fluxes = [f"{f:g}" for f in s["flux_fractions"]]
+
+    def cell(c: Optional[Dict]) -> str:
+        if not c or c["fraction"] is None:
+            return "-"
+        return f"{c['fraction']:.2f} ({c['recovered']}/{c['n']})"
+
+    rows = [{"where": f"r/R50 {k}", **{f: cell(v.get(f)) for f in fluxes}}
+            for k, v in s["by_radius_all_hosts"].items()]
+    rows += [{"where": f"hosts: {g}", **{f: cell(v.get(f)) for f in fluxes}}
+             for g, v in s["by_group_all_radii"].items()]
+    return text + "\n\n" + markdown_table(rows, ["where", *fluxes],
+                                           ["", *[f"flux {f}" for f in fluxes]]).rstrip("\n")
 
 
 def fp16_figures_for(name: str, checkpoint: str, out_dir: str | os.PathLike,
@@ -487,6 +583,7 @@ def fp16_figures_for(name: str, checkpoint: str, out_dir: str | os.PathLike,
 __all__ = [
     "RECIPES", "Recipe", "Step", "Tolerances", "card_markdown", "compare_to_card",
     "dataset_fingerprints", "export_weights", "fp16_figures_for", "get_recipe",
-    "heldout_command", "measure", "merged_config", "package", "read_heldout_figures",
-    "read_model_state", "rebuild", "training_time_from_log",
+    "heldout_command", "heldout_selection_function", "measure", "merged_config", "package",
+    "read_heldout_figures", "read_model_state", "rebuild", "selection_markdown",
+    "selection_summary", "training_time_from_log",
 ]

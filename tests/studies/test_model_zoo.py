@@ -214,3 +214,50 @@ def test_catalogue_by_model_name_with_contact_sheet(tiny_recipe, tiny_checkpoint
     assert image.shape == (2 * (96 + 18) + 3 * 6, 3 * 96 + 4 * 6, 3)
     with pytest.raises(SystemExit, match="not both"):
         tool.main(["--model", "tiny", "--config-file", "x.yaml", "--input", "y"])
+
+
+def test_package_carries_the_heldout_selection_function(tiny_recipe, tiny_checkpoint, tmp_path):
+    """The held-out measurement's selection function (made from its injections when an older
+    measurement wrote none) goes into the entry, its card and its config, so the catalogue of
+    ``--model tiny`` reads it; packaging without one removes the old table."""
+    from clump_d2.evaluation.selection import resolve_selection_function
+    from clump_d2.studies.injection import InjectionConfig, summarise, write_outputs
+
+    _, zoo = tiny_recipe
+    fluxes, edges = (0.01, 0.1), [0.3, 0.7, 2.0]
+    rows = [{"image": f"im{k}", "group": ("spiral", "non_spiral")[k % 2], "flux_frac": f,
+             "distance_r50": d, "recovered": k < n}
+            for f, d, n in ((0.01, 0.5, 1), (0.01, 1.5, 2), (0.1, 0.5, 3), (0.1, 1.5, 4))
+            for k in range(4)]
+    heldout = tmp_path / "heldout"
+    icfg = InjectionConfig(flux_fractions=fluxes, radius_r50=(0.3, 2.0), score_thresh=0.5)
+    paths = write_outputs(rows, summarise(rows, fluxes, edges), icfg, heldout)
+    written = paths["selection_csv"].read_bytes()
+    assert paths["selection_csv"] == heldout / "selection_function.csv"
+    paths["selection_csv"].unlink()  # as an older measurement left it: remade from injections
+    table = zoo_study.heldout_selection_function(heldout)
+    assert table == heldout / "selection_function.csv" and table.read_bytes() == written
+    assert zoo_study.heldout_selection_function(tmp_path / "nothing") is None
+
+    folder = zoo_study.package("tiny", tiny_checkpoint, _figures(), None, dest_root=str(zoo),
+                               selection_function=table)
+    card = json.loads((folder / "card.json").read_text())
+    assert card["selection_function"] == "selection_function.csv"
+    assert (folder / "selection_function.csv").read_bytes() == written
+    summary = card["selection_function_summary"]
+    assert summary["band"] == "r" and summary["score_thresh"] == 0.5
+    assert summary["by_radius_all_hosts"]["0.3-0.7"]["0.1"] == {"fraction": 0.75,
+                                                                "recovered": 3, "n": 4}
+    assert summary["by_group_all_radii"]["spiral"]["0.01"]["n"] == 4
+    cfg = build_config("zoo:tiny", ["MODEL.DEVICE", "cpu"])
+    assert cfg.INFERENCE.SELECTION_FUNCTION == "zoo:tiny"
+    assert resolve_selection_function("zoo:tiny") == folder / "selection_function.csv"
+    text = (folder / "MODEL_CARD.md").read_text()
+    assert "## Selection function" in text and "0.75 (3/4)" in text and "hosts: spiral" in text
+
+    folder = zoo_study.package("tiny", tiny_checkpoint, _figures(), None, dest_root=str(zoo))
+    assert not (folder / "selection_function.csv").exists()
+    assert json.loads((folder / "card.json").read_text())["selection_function"] is None
+    assert build_config("zoo:tiny", ["MODEL.DEVICE", "cpu"]).INFERENCE.SELECTION_FUNCTION == ""
+    with pytest.raises(FileNotFoundError, match="no selection function"):
+        resolve_selection_function("zoo:tiny")
