@@ -57,6 +57,10 @@ def main(argv=None):
     parser.add_argument("--psf-full-image", action="store_true",
                         help="measure each PSF on the whole image, not the crop (as "
                              "inject_recover.py --psf-from-image does; more images qualify)")
+    parser.add_argument("--max-pixels", type=positive_int, default=RealHostParams.max_pixels,
+                        help="host images declaring more pixels (width x height) are skipped, "
+                             "named, before decoding (default %(default)s, the default of "
+                             "INPUT.MAX_PIXELS)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit", type=positive_int, default=None,
                         help="first N hosts only")
@@ -69,7 +73,7 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     params = RealHostParams(versions_per_host=args.versions, seed=args.seed,
                             clump_frac=tuple(args.clump_frac),
-                            psf_full_image=args.psf_full_image)
+                            psf_full_image=args.psf_full_image, max_pixels=args.max_pixels)
     if args.split_json and args.pretrain_holdout is not None:
         parser.error("give --split-json or --pretrain-holdout, not both")
     split, lists = None, None

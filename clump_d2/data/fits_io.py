@@ -14,6 +14,9 @@ following ``nan_fill`` (``"median"``: the median of the band's finite pixels, i.
 sky; ``"zero"``; ``"min"``: the band's finite minimum) *before* any stretch, so they never
 poison a percentile or an asinh. A band with more than ``max_nonfinite_fraction`` non-finite
 pixels (or none finite) is an error naming the file: such an image is not a galaxy picture.
+The size of an image HDU is read from its header (``NAXISn``) and checked
+(:func:`clump_d2.data.image_io.check_image_size`: ``max_pixels`` per plane, ``INPUT.MAX_PIXELS``,
+and the smallest side) before its data are read.
 Every failure raises ``ValueError``/``FileNotFoundError`` naming the file.
 """
 from __future__ import annotations
@@ -30,6 +33,7 @@ from astropy.io import fits
 # The suffix list and the FITS test live in image_io (the one home of image formats); they
 # stay importable from here for the callers that read FITS.
 from .image_io import BAND_PLACEHOLDER, FITS_SUFFIXES, is_fits  # noqa: F401
+from .image_io import DEFAULT_MAX_PIXELS, check_image_size
 from .stretch import stretch_bands
 
 logger = logging.getLogger(__name__)
@@ -37,15 +41,24 @@ logger = logging.getLogger(__name__)
 NAN_FILL_RULES = ("median", "zero", "min")
 
 
+def _axes(h) -> Tuple[int, ...]:
+    """An image HDU's shape as its header declares it (numpy order), without reading data;
+    () for a header-only or non-image HDU."""
+    if not getattr(h, "is_image", False):
+        return ()
+    n = int(h.header.get("NAXIS", 0))
+    return tuple(int(h.header.get(f"NAXIS{k}", 0)) for k in range(n, 0, -1))
+
+
 def _image_hdu(hdul: fits.HDUList, path: Path, hdu: int):
     if hdu >= 0:
         if hdu >= len(hdul):
             raise ValueError(f"FITS file {path} has {len(hdul)} HDUs, HDU {hdu} requested")
-        if hdul[hdu].data is None or hdul[hdu].data.ndim < 2:
+        if len(_axes(hdul[hdu])) < 2:
             raise ValueError(f"FITS file {path}: HDU {hdu} holds no image data")
         return hdul[hdu]
     for h in hdul:
-        if getattr(h, "is_image", False) and h.data is not None and h.data.ndim >= 2:
+        if len(_axes(h)) >= 2:
             return h
     raise ValueError(f"FITS file {path} holds no image data (no HDU with a 2-D/3-D array)")
 
@@ -57,14 +70,20 @@ def read_fits_header(path: str | os.PathLike, hdu: int = -1) -> Tuple[fits.Heade
     return header, data.shape
 
 
-def read_fits_image(path: str | os.PathLike, hdu: int = -1) -> Tuple[np.ndarray, fits.Header]:
-    """(float32 array, header) of one FITS image HDU; errors name the file."""
+def read_fits_image(path: str | os.PathLike, hdu: int = -1,
+                    max_pixels: int = DEFAULT_MAX_PIXELS) -> Tuple[np.ndarray, fits.Header]:
+    """(float32 array, header) of one FITS image HDU; errors name the file. Its declared size
+    is checked first (:func:`~clump_d2.data.image_io.check_image_size`, ``max_pixels`` per
+    plane): the data of a refused HDU are never read."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"FITS file {path} not found")
     try:
         with fits.open(path, memmap=False) as hdul:
             h = _image_hdu(hdul, path, hdu)
+            shape = _axes(h)
+            check_image_size(path, shape[-1], shape[-2], max_pixels,
+                             planes=int(np.prod(shape[:-2], dtype=np.int64)))
             return np.asarray(h.data, dtype=np.float32), h.header.copy()
     except ValueError as e:
         if str(path) in str(e):
@@ -84,7 +103,8 @@ def cube_band_names(header: fits.Header, n_planes: int) -> List[str]:
 
 
 def read_band_files(file_name: str, bands: Sequence[str],
-                    band_files: Optional[Dict[str, str]] = None, hdu: int = -1
+                    band_files: Optional[Dict[str, str]] = None, hdu: int = -1,
+                    max_pixels: int = DEFAULT_MAX_PIXELS
                     ) -> Tuple[List[np.ndarray], List, List[str]]:
     """(2-D planes, headers, paths) of one FITS file per band, in ``bands`` order: the paths
     from ``band_files`` or the ``{band}`` template ``file_name``.
@@ -101,7 +121,7 @@ def read_band_files(file_name: str, bands: Sequence[str],
             path = band_files[band]
         else:
             path = file_name.format(band=band)
-        data, header = read_fits_image(path, hdu)
+        data, header = read_fits_image(path, hdu, max_pixels)
         if data.ndim != 2:
             raise ValueError(f"FITS file {path} (band {band}) is {data.ndim}-D; a per-band "
                              "file must hold one 2-D image")
@@ -113,7 +133,8 @@ def read_band_files(file_name: str, bands: Sequence[str],
 
 def read_fits_bands(file_name: str | os.PathLike, bands: Sequence[str],
                     band_files: Optional[Dict[str, str]] = None,
-                    cube_bands: Sequence[str] = (), hdu: int = -1) -> np.ndarray:
+                    cube_bands: Sequence[str] = (), hdu: int = -1,
+                    max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """The requested bands, in the requested order, as a (C, H, W) float32 array.
 
     Args:
@@ -122,23 +143,25 @@ def read_fits_bands(file_name: str | os.PathLike, bands: Sequence[str],
         band_files: explicit per-band paths (overrides ``file_name``).
         cube_bands: names of a cube's planes in order (overrides header keywords).
         hdu: HDU index, or -1 for the first HDU with image data.
+        max_pixels: most pixels per plane (``INPUT.MAX_PIXELS``), checked before reading.
 
     Raises:
         ValueError: naming the file, for missing bands, wrong dimensionality, bands of
-            different shapes, or a file without image data.
+            different shapes, a file without image data, or a size out of bounds
+            (:class:`~clump_d2.data.image_io.ImageSizeError`).
     """
     file_name = os.fspath(file_name)
     if band_files or BAND_PLACEHOLDER in file_name:
         if not bands:
             raise ValueError(f"{file_name}: per-band FITS files need the band list "
                              "(INPUT.FITS.BANDS)")
-        planes, _, paths = read_band_files(file_name, bands, band_files, hdu)
+        planes, _, paths = read_band_files(file_name, bands, band_files, hdu, max_pixels)
         shapes = {p.shape for p in planes}
         if len(shapes) > 1:
             raise ValueError("band images differ in shape: "
                              + ", ".join(f"{p}: {a.shape}" for p, a in zip(paths, planes)))
         return np.stack(planes)
-    data, header = read_fits_image(file_name, hdu)
+    data, header = read_fits_image(file_name, hdu, max_pixels)
     if data.ndim == 2:
         data = data[None]
     if data.ndim != 3:
@@ -200,6 +223,9 @@ class FitsReadOptions:
     max_nonfinite_fraction: float = 0.5
     output_scale: float = 255.0
     expected_channels: Optional[int] = None  # len(MODEL.PIXEL_MEAN): checked on every image
+    # INPUT.MAX_PIXELS: carried here because these options reach every reader of the network
+    # (mapper, injection), which apply it to PNG/JPEG as well.
+    max_pixels: int = DEFAULT_MAX_PIXELS
 
     @classmethod
     def from_config(cls, cfg) -> "FitsReadOptions":
@@ -208,7 +234,8 @@ class FitsReadOptions:
                    stretch=f.STRETCH, percentiles=tuple(f.PERCENTILES), asinh_a=f.ASINH_A,
                    lupton_q=f.LUPTON_Q, lupton_stretch=f.LUPTON_STRETCH, nan_fill=f.NAN_FILL,
                    max_nonfinite_fraction=f.MAX_NONFINITE_FRACTION,
-                   output_scale=f.OUTPUT_SCALE, expected_channels=len(cfg.MODEL.PIXEL_MEAN))
+                   output_scale=f.OUTPUT_SCALE, expected_channels=len(cfg.MODEL.PIXEL_MEAN),
+                   max_pixels=int(cfg.INPUT.MAX_PIXELS))
 
 
 def read_fits_for_network(file_name: str | os.PathLike, options: FitsReadOptions,
@@ -220,7 +247,8 @@ def read_fits_for_network(file_name: str | os.PathLike, options: FitsReadOptions
             channel count (``len(MODEL.PIXEL_MEAN)``).
     """
     bands = read_fits_bands(file_name, options.bands, band_files=band_files,
-                            cube_bands=options.cube_bands, hdu=options.hdu)
+                            cube_bands=options.cube_bands, hdu=options.hdu,
+                            max_pixels=options.max_pixels)
     if options.expected_channels is not None and bands.shape[0] != options.expected_channels:
         raise ValueError(f"{file_name}: {bands.shape[0]} band(s) read but the model takes "
                          f"{options.expected_channels} channels (len(MODEL.PIXEL_MEAN)); set "

@@ -126,14 +126,16 @@ def read_image_file(file_name: str, *, image_format: str = "RGB",
     FITS (:func:`clump_d2.data.image_io.reads_as_fits`): float32 bands of ``fits_options``
     (default ``FitsReadOptions()``); otherwise :func:`~clump_d2.data.image_io.
     read_display_image` in ``image_format`` channel order (uint8, or float32 in 0..255 for a
-    16-bit grey image).
+    16-bit grey image). Both refuse an image over ``fits_options.max_pixels``
+    (``INPUT.MAX_PIXELS``) before decoding it.
     """
     file_name = str(file_name)
     if reads_as_fits(file_name, band_files):
         image = read_fits_for_network(file_name, fits_options or FitsReadOptions(),
                                       band_files=band_files)
     else:
-        image = read_display_image(file_name, image_format)
+        image = read_display_image(file_name, image_format,
+                                   (fits_options or FitsReadOptions()).max_pixels)
     if crop:
         image = crop_image(image, crop, file_name)
     return image

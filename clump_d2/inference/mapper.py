@@ -2,7 +2,10 @@
 
 A survey always holds a few broken files. The mapper catches the failure of each galaxy
 and returns a record carrying the reason (``"error"``), so one bad image neither stops the
-data-loader workers nor disappears from the catalogue. Batches come from
+data-loader workers nor disappears from the catalogue. A FITS image whose WCS cannot give sky
+positions (:func:`clump_d2.inference.sky.wcs_problem`) is searched as usual but loses its
+sky route: the record gets the reason, naming the file, as its sky problem (status
+``bad_sky``, no RA/Dec), never a crash of the run. Batches come from
 :func:`clump_d2.data.build.build_batched_test_loader` (``sequential=True``: in input order).
 """
 from __future__ import annotations
@@ -14,6 +17,10 @@ from astropy.io import fits
 
 from clump_d2.data.image_io import band_file, is_fits
 from clump_d2.data.mapper import ClumpDatasetMapper
+
+from .catalogue import SKY_PROBLEM_KEY
+from .inputs import SKY_KEYS
+from .sky import wcs_problem
 
 logger = logging.getLogger(__name__)
 
@@ -59,8 +66,20 @@ class InferenceMapper:
         try:
             out = self.base(record)  # first: its errors name the file
             header = fits_wcs_header(record, self.reference_band, self.hdu)
-            if header is not None:
-                out["wcs_header"] = header
+            problem = wcs_problem(header) if header is not None else None
+            if problem is None:
+                if header is not None:
+                    out["wcs_header"] = header
+                return out
+            # Searched, but without RA/Dec: neither this WCS nor a table position (which the
+            # image's own WCS was to override) can be trusted for it.
+            path = band_file(record["file_name"], record.get("band_files"), self.reference_band)
+            reason = f"{path}: {problem}"
+            logger.warning("galaxy %s: no RA/Dec: %s", record.get("galaxy_id"), reason)
+            for key in SKY_KEYS:
+                out.pop(key, None)
+            earlier = out.get(SKY_PROBLEM_KEY)
+            out[SKY_PROBLEM_KEY] = f"{earlier}; {reason}" if earlier else reason
             return out
         except Exception as e:  # any failure of one galaxy: carried as its status, logged
             reason = f"{type(e).__name__}: {e}"

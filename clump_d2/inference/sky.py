@@ -5,7 +5,10 @@ Both routes end in astropy's ``WCS.all_pix2world`` through
 continuous ``(x, y)`` is the astropy 0-based pixel ``(x - 0.5, y - 0.5)``):
 
 * **WCS** (FITS images with a celestial WCS): the header's own WCS (distortion terms
-  included), shifted by the corner of the crop the model saw.
+  included), shifted by the corner of the crop the model saw. A WCS that cannot give sky
+  positions (wcslib refuses it, its pixel-scale matrix is singular, or its reference pixel
+  has no sky position: :func:`wcs_problem`) gives none: the catalogue's mapper lists the
+  galaxy as ``bad_sky`` naming the file, searched as usual, without RA/Dec.
 * **Centre + pixel scale** (cutouts centred on a catalogued position, e.g. SDSS colour JPEGs):
   the gnomonic TAN WCS of :func:`clump_d2.data.sky.tangent_wcs` about the RA/Dec of the
   reference pixel (by default the centre of the image, ``(W / 2, H / 2)`` in continuous
@@ -26,7 +29,8 @@ from astropy.wcs import WCS, FITSFixedWarning
 
 from clump_d2.data.sky import pixel_offsets_to_standard, pixel_to_sky, tangent_wcs
 
-__all__ = ["CentreScaleSky", "WcsSky", "build_sky_transform", "pixel_offsets_to_standard"]
+__all__ = ["CentreScaleSky", "WcsSky", "build_sky_transform", "pixel_offsets_to_standard",
+           "wcs_problem"]
 
 
 @dataclass(frozen=True)
@@ -95,6 +99,33 @@ class WcsSky:
     def __call__(self, x, y) -> Tuple[np.ndarray, np.ndarray]:
         return pixel_to_sky(self.wcs, np.asarray(x, np.float64) + self.offset[0],
                             np.asarray(y, np.float64) + self.offset[1])
+
+
+def wcs_problem(header) -> Optional[str]:
+    """Why a FITS header's celestial WCS cannot turn pixels into sky positions, or None (also
+    None without a celestial WCS: the record's centre + pixel scale, if any, apply).
+
+    Refused: a WCS wcslib cannot set up (unknown projection, ill-conditioned parameters, a
+    zero ``CDELT``), one whose pixel-scale matrix is singular (every pixel on one line of the
+    sky), and one without a finite sky position at its own reference pixel.
+    """
+    try:
+        sky = WcsSky.from_header(header)
+        if sky is None:
+            return None
+        det = float(np.linalg.det(sky.wcs.pixel_scale_matrix))
+        if not np.isfinite(det) or det == 0.0:
+            return (f"singular WCS: its pixel-scale matrix {sky.wcs.pixel_scale_matrix.tolist()} "
+                    "has determinant 0")
+        x, y = (float(v) - 0.5 for v in sky.wcs.wcs.crpix)  # 1-based FITS -> continuous
+        ra, dec = sky([x], [y])
+        if not (np.isfinite(ra).all() and np.isfinite(dec).all()):
+            return "the WCS gives no sky position at its own reference pixel"
+    except Exception as e:  # noqa: BLE001  (wcslib and header parsing raise many types)
+        lines = [line.strip() for line in str(e).splitlines()
+                 if line.strip() and not line.startswith("ERROR ")]
+        return f"invalid WCS ({type(e).__name__}: {' '.join(lines) or e})"
+    return None
 
 
 def _finite(value) -> bool:

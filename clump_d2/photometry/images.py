@@ -19,7 +19,8 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from clump_d2.data.fits_io import cube_band_names, read_band_files, read_fits_image
-from clump_d2.data.image_io import BAND_PLACEHOLDER, is_fits, read_display_image
+from clump_d2.data.image_io import (BAND_PLACEHOLDER, DEFAULT_MAX_PIXELS, is_fits,
+                                    read_display_image)
 from clump_d2.data.stretch import DisplayStretch
 from clump_d2.photometry.apertures import zero_point_from_header
 from clump_d2.photometry.flags import DISPLAY_CHANNELS
@@ -71,7 +72,8 @@ def load_photometry_image(file_name: str | os.PathLike, bands: Sequence[str] = (
                           band_files: Optional[Dict[str, str]] = None,
                           cube_bands: Sequence[str] = (), hdu: int = -1,
                           display_q: float = 10.0,
-                          display_channels: Sequence[str] = ()) -> PhotometryImage:
+                          display_channels: Sequence[str] = (),
+                          max_pixels: int = DEFAULT_MAX_PIXELS) -> PhotometryImage:
     """Read one image for photometry (see module docstring).
 
     Args:
@@ -83,6 +85,7 @@ def load_photometry_image(file_name: str | os.PathLike, bands: Sequence[str] = (
         display_q: Lupton softening undone for PNG/JPEG.
         display_channels: PNG/JPEG channels to keep, a subset of ``R``, ``G``, ``B`` (empty:
             all three).
+        max_pixels: most pixels per plane (``INPUT.MAX_PIXELS``), checked before decoding.
 
     Raises:
         ValueError / FileNotFoundError: naming the file.
@@ -94,7 +97,7 @@ def load_photometry_image(file_name: str | os.PathLike, bands: Sequence[str] = (
             bands = list(band_files) if band_files else []
         if not bands:
             raise ValueError(f"{name}: per-band FITS files need the band list")
-        planes, headers, paths = read_band_files(name, bands, band_files, hdu)
+        planes, headers, paths = read_band_files(name, bands, band_files, hdu, max_pixels)
         for band, path, data in zip(bands, paths, planes):
             if data.shape != planes[0].shape:
                 raise ValueError(f"FITS file {path} (band {band}) is {data.shape}, the other "
@@ -103,7 +106,7 @@ def load_photometry_image(file_name: str | os.PathLike, bands: Sequence[str] = (
         return PhotometryImage(np.stack(planes).astype(np.float64), bands, "fits", zps, units,
                                name)
     if is_fits(name):
-        data, header = read_fits_image(name, hdu)
+        data, header = read_fits_image(name, hdu, max_pixels)
         if data.ndim == 2:
             data = data[None]
             names = list(cube_bands) or (list(bands) if len(bands) == 1 else
@@ -130,7 +133,7 @@ def load_photometry_image(file_name: str | os.PathLike, bands: Sequence[str] = (
         raise FileNotFoundError(f"image {name} not found")
     try:
         # The network's reader: a 16-bit PNG scaled to 0..255 (float), not clipped at 255.
-        rgb = read_display_image(name, "RGB")
+        rgb = read_display_image(name, "RGB", max_pixels)
     except Exception as e:  # PIL raises several types for unreadable files
         raise ValueError(f"cannot read image {name}: {type(e).__name__}: {e}") from e
     channels = list(display_channels or ())

@@ -106,18 +106,19 @@ def load_linear(file_name: str, crop: Optional[Sequence[int]] = None, q: float =
 
     PNG/JPEG: RGB, linearised with :class:`DisplayStretch` (``q``). FITS: the bands of
     ``fits_options`` (:class:`~clump_d2.data.fits_io.FitsReadOptions`), NaN/inf filled, in
-    flux units. ``crop = [x0, y0, w, h]`` is cut before anything else.
+    flux units. ``crop = [x0, y0, w, h]`` is cut before anything else. Both refuse an image
+    over ``fits_options.max_pixels`` (``INPUT.MAX_PIXELS``) before decoding it.
     """
+    o = fits_options or FitsReadOptions()
     if reads_as_fits(file_name, band_files):
-        o = fits_options or FitsReadOptions()
         bands = read_fits_bands(file_name, o.bands, band_files=band_files,
-                                cube_bands=o.cube_bands, hdu=o.hdu)
+                                cube_bands=o.cube_bands, hdu=o.hdu, max_pixels=o.max_pixels)
         bands, _ = fill_nonfinite(bands, o.nan_fill, o.max_nonfinite_fraction,
                                   name=os.fspath(file_name))
         linear, kind = np.ascontiguousarray(bands.transpose(1, 2, 0), dtype=np.float64), "fits"
     else:
         # The network's reader: a 16-bit PNG scaled to 0..255 (float), not clipped at 255.
-        rgb = read_display_image(file_name, "RGB")
+        rgb = read_display_image(file_name, "RGB", o.max_pixels)
         # Dither seeded by the file name, so a rerun gives the same numbers.
         seed = int.from_bytes(os.fspath(file_name).encode()[-8:].rjust(8, b"\0"), "little")
         linear = DisplayStretch(q).linearise(rgb, np.random.default_rng(seed))

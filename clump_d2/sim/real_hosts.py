@@ -24,6 +24,12 @@ ignores them the same way (``TEST.CLUMP_EVAL``: crowd annotations are ignore reg
 
 **Negatives.** ``empty_fraction`` of the versions get no clump: real hosts with only their own
 knots (ignored) are the negatives.
+
+**Reading.** Hosts are read by the package's one display reader
+(:func:`clump_d2.data.image_io.read_display_image`): a 16-bit host is scaled to the 8-bit range
+(not clipped), and a host whose declared size is over ``max_pixels``, smaller than the crop,
+truncated or undecodable is skipped, named in the log and in the split's ``skipped_hosts``.
+Two files giving one host id (``4000.png`` and ``4000.jpg``) are an error naming both.
 """
 from __future__ import annotations
 
@@ -41,7 +47,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from clump_d2.baselines.classical import ClassicalParams, find_clumps
-from clump_d2.data.image_io import COLOUR_SUFFIXES
+from clump_d2.data.image_io import (COLOUR_SUFFIXES, DEFAULT_MAX_PIXELS, read_display_image,
+                                    unique_image_ids)
 from clump_d2.data.datasets.builtin import check_split_name
 from clump_d2.data.psf import SDSS_SEEING_FWHM_PX_RANGE, estimate_psf_fwhm
 from clump_d2.data.stretch import DisplayStretch
@@ -79,6 +86,7 @@ class RealHostParams:
     q: float = 10.0  # softening of the display stretch that is inverted
     ref_channel: int = 1  # channel of the flux fraction (G = SDSS r)
     seed: int = 0
+    max_pixels: int = DEFAULT_MAX_PIXELS  # larger host images are skipped before decoding
 
 
 def _relative_colours(realism: SdssRealism) -> Dict[str, Tuple[Tuple[float, float],
@@ -106,11 +114,6 @@ def host_images(folder: str | os.PathLike) -> List[Path]:
     if not files:
         raise FileNotFoundError(f"no JPEG/PNG images under {folder}")
     return files
-
-
-def host_id(path: Path, root: Path) -> str:
-    """A host's id: its path under the root without suffix (``spiral/588017``)."""
-    return path.relative_to(root).with_suffix("").as_posix()
 
 
 def split_hosts(ids: Sequence[str], fractions: Dict[str, float], seed: int = 0
@@ -189,8 +192,16 @@ class PreparedHost:
 
 
 def prepare_host(path: Path, hid: str, params: RealHostParams) -> PreparedHost:
-    """Read, crop, linearise and measure one host (PSF, segment, its own knots)."""
-    full = np.asarray(Image.open(path).convert("RGB"))
+    """Read, crop, linearise and measure one host (PSF, segment, its own knots).
+
+    Raises:
+        ValueError: naming the file, for an image the reader refuses (over
+            ``params.max_pixels``, truncated, floating point), or :class:`HostTooSmall`.
+        OSError: for a file Pillow cannot decode.
+    """
+    full = read_display_image(path, "RGB", params.max_pixels)
+    if full.dtype != np.uint8:  # a 16-bit host, scaled to 0..255: its nearest 8-bit version
+        full = np.clip(np.rint(full), 0, 255).astype(np.uint8)
     rgb, origin = _crop(full, params.crop_size)
     rng = _host_rng(params.seed, hid, 0)
     psf = estimate_psf_fwhm(full if params.psf_full_image else rgb, min_snr=params.psf_min_snr)
@@ -268,7 +279,8 @@ def make_real_host_dataset(host_dir: str | os.PathLike, out_dir: str | os.PathLi
     fractions = fractions or {"train": 0.7, "val": 0.1, "test": 0.2}
     root, out_dir = Path(host_dir), Path(out_dir)
     files = host_images(root)[:limit]
-    by_id = {host_id(p, root): p for p in files}
+    # A host's id: its path under the root without suffix (spiral/588017), one file per id.
+    by_id = unique_image_ids(files, root)
     for name in (host_lists if host_lists is not None else fractions):
         check_split_name(name)  # a file name under out_dir: "../../x" must not leave it
     splits = (splits_from_lists(list(by_id), host_lists) if host_lists is not None
@@ -284,7 +296,7 @@ def make_real_host_dataset(host_dir: str | os.PathLike, out_dir: str | os.PathLi
             path = by_id[hid]
             try:
                 prep = prepare_host(path, hid, params)
-            except (OSError, HostTooSmall) as e:  # unreadable or too small: skipped, named
+            except (OSError, ValueError) as e:  # unreadable, too large or small: skipped, named
                 logger.warning("host %s (%s) skipped: %s", hid, path, e)
                 skipped.append({"host_id": hid, "file": str(path), "reason": str(e)})
                 continue

@@ -214,3 +214,34 @@ def test_catalog_join_keeps_19_digit_ids_beside_a_blank(tmp_path):
     assert [im["galaxy_id"] for im in coco.images] == ids
     assert report.as_dict()["counts"]["clumps"]["dropped"] == {"unknown_galaxy": 1}
     assert len(coco.annotations) == 2
+
+
+def test_oversized_tiny_and_black_row_images_are_counted_drops(tmp_path, caplog):
+    """A 115-byte PNG declaring 12000 x 12000, a 1 x 1 PNG and a PNG whose pixel data stop
+    after 20 of 64 rows are ``undecodable_image`` drops, the log naming file and reason; the
+    bomb is refused from its header, never decoded."""
+    from image_helpers import write_png
+
+    from clump_d2.convert.images import image_problem
+
+    folder = tmp_path / "png"
+    folder.mkdir()
+    rgb = np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8)
+    Image.fromarray(rgb).save(folder / "1.png")
+    write_png(folder / "2.png", 12000, 12000, rows=1)
+    write_png(folder / "3.png", 1, 1)
+    write_png(folder / "4.png", 64, 64, rows=20)
+    assert image_problem(folder / "2.png").startswith(
+        f"{folder / '2.png'}: 12000 x 12000 = 144.0 Mpx > INPUT.MAX_PIXELS = 1048576")
+    path = tmp_path / "t.csv"
+    pd.DataFrame([[s, s, 1, 10, 20, 10, 20] for s in (1, 2, 3, 4)],
+                 columns=COLUMNS).to_csv(path, index=False)
+    with caplog.at_level(logging.WARNING):
+        coco, report = convert_consensus_table(path, image_dir=folder)
+    c = report.as_dict()["counts"]
+    assert c["images"]["dropped"] == {"undecodable_image": 3} and c["images"]["kept"] == 1
+    assert [im["id"] for im in coco.images] == [1]
+    assert "12000 x 12000 = 144.0 Mpx > INPUT.MAX_PIXELS" in caplog.text
+    assert f"{folder / '3.png'}: 1 x 1 px is smaller than 16 px" in caplog.text
+    assert f"{folder / '4.png'}: truncated PNG: its pixel data ends after row 20 of 64" in \
+        caplog.text

@@ -165,3 +165,36 @@ def test_per_band_flux_fractions_from_a_synthetic_table(tmp_path):
                          band_flux_column=None)
     coco, _ = convert_catalog(tmp_path / "cl.csv", tmp_path / "gal.csv", images, off)
     assert not any(k.startswith("flux_frac_") for k in coco.annotations[0])
+
+
+def test_galaxy_rows_with_unsafe_or_oversized_images_are_counted_drops(tmp_path, caplog):
+    """A galaxy-table row whose image path leaves the images folder is an ``unsafe_file_name``
+    drop naming table, row and name (it stopped the conversion, naming no row), and one whose
+    image declares 12000 x 12000 px an ``unreadable_image`` drop; the other rows convert."""
+    import logging
+
+    from image_helpers import write_png
+
+    images = tmp_path / "img"
+    images.mkdir()
+    Image.new("RGB", (50, 50)).save(images / "a.png")
+    Image.new("RGB", (50, 50)).save(tmp_path / "outside.png")  # beside, not inside, img/
+    write_png(images / "bomb.png", 12000, 12000, rows=1)
+    pd.DataFrame({"id": ["a", "b", "c", "c"], "clump_ra": [10.0] * 4,
+                  "clump_dec": [0.0] * 4}).to_csv(tmp_path / "cl.csv", index=False)
+    pd.DataFrame({"survey_id": ["a", "b", "c"], "RA": [10.0] * 3, "DEC": [0.0] * 3,
+                  "PETROR90_R": [10.0] * 3,
+                  "file": ["a.png", "../outside.png", "bomb.png"]}).to_csv(tmp_path / "gal.csv",
+                                                                           index=False)
+    options = CatalogOptions(image_column="file", flux_column=None)
+    with caplog.at_level(logging.WARNING):
+        coco, report = convert_catalog(tmp_path / "cl.csv", tmp_path / "gal.csv", images,
+                                       options)
+    c = report.as_dict()["counts"]
+    assert c["galaxies"]["kept"] == 1
+    assert c["galaxies"]["dropped"] == {"unsafe_file_name": 1, "unreadable_image": 1}
+    assert c["clumps"]["dropped"] == {"unsafe_file_name": 1, "unreadable_image": 2}
+    assert [im["file_name"] for im in coco.images] == ["a.png"]
+    assert (f"{tmp_path / 'gal.csv'}: row 2 (galaxy b), column 'file': image name "
+            f"'../outside.png' leaves the images folder {images}") in caplog.text
+    assert "12000 x 12000 = 144.0 Mpx > INPUT.MAX_PIXELS" in caplog.text

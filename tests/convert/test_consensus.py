@@ -112,7 +112,7 @@ def test_missing_images_are_dropped_with_their_boxes(tmp_path):
     path = _table(tmp_path, [_row(1, 50, 50), _row(2, 60, 60), _row(2, 80, 80)])
     images = tmp_path / "png"
     images.mkdir()
-    Image.new("RGB", (4, 4)).save(images / "10.png")
+    Image.new("RGB", (16, 16)).save(images / "10.png")  # the smallest side the reader takes
     coco, report = convert_consensus_table(path, image_dir=images)
     c = report.as_dict()["counts"]
     assert c["images"]["dropped"] == {"missing_image": 1}

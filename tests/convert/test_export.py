@@ -108,7 +108,7 @@ def test_subjects_without_psf_or_image_are_counted(synthetic_export, tmp_path):
     assert c["marks"]["kept"] == 0 and c["marks"]["dropped"]["subject_dropped"] > 900
     images = tmp_path / "imgs"
     images.mkdir()
-    Image.new("RGB", (4, 4)).save(images / "40000001.png")
+    Image.new("RGB", (16, 16)).save(images / "40000001.png")  # the smallest side it takes
     coco, report = convert_export(export, subject_options=SubjectOptions(
         default_psf_fwhm_px=6.0), image_dir=images)
     c = report.as_dict()["counts"]

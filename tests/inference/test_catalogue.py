@@ -180,6 +180,34 @@ def test_a_model_failure_fails_only_that_galaxy(tiny_synthetic, inference_cfg, o
     assert len(status) == 6
 
 
+def test_a_failure_after_the_model_fails_only_that_galaxy_naming_its_file(
+        tiny_synthetic, inference_cfg, oracle, coco_truth, tmp_path, monkeypatch):
+    """Whatever breaks while one galaxy's rows are made (here its sky transform) gives that
+    galaxy ``failed: <file>: ...``; the other galaxies and the run go on."""
+    from clump_d2.inference import predict
+
+    json_file, coco = _val(tiny_synthetic)
+    culprit = str(coco["images"][2]["id"])
+    real = predict.build_sky_transform
+
+    def breaks_on_culprit(record, *args, **kwargs):
+        if record["galaxy_id"] == culprit:
+            raise ValueError("no sky for this one")
+        return real(record, *args, **kwargs)
+
+    monkeypatch.setattr(predict, "build_sky_transform", breaks_on_culprit)
+    result = run_catalogue(inference_cfg(*FAST), load_records(json_file),
+                           tmp_path / "c.parquet", model=oracle(coco_truth(json_file)),
+                           model_tag="oracle", progress=False)
+    assert result.complete
+    galaxies = read_table(tmp_path / "c_galaxies.parquet")
+    status = dict(zip(galaxies["galaxy_id"], galaxies["galaxy_status"]))
+    file_name = tiny_synthetic / "images" / coco["images"][2]["file_name"]
+    assert status[culprit] == f"failed: {file_name}: ValueError: no sky for this one"
+    assert all(s in ("ok", "no_clumps") for g, s in status.items() if g != culprit)
+    assert len(status) == 6 and result.summary["failed"] == 1
+
+
 class Interrupt(Exception):
     pass
 

@@ -14,6 +14,7 @@ from clump_d2.inference.sky import (
     WcsSky,
     build_sky_transform,
     pixel_offsets_to_standard,
+    wcs_problem,
 )
 
 
@@ -134,3 +135,25 @@ def test_round_trip_through_catalog_converter_and_inference(tmp_path):
     other = tangent_wcs(ra0, dec0, scale, width, height, north_up=True, east_left=True,
                         rotation_deg=37.0)
     assert np.abs(np.stack(sky_to_pixel(other, ra, dec), 1) - pix).max() > 5.0
+
+
+def test_wcs_problem_names_what_cannot_give_sky_positions():
+    """A WCS wcslib refuses (unknown projection, ill-conditioned, CDELT 0) or whose pixel
+    matrix is singular is a problem; a good one, or none at all, is not."""
+    good = tan_wcs(150.0, 2.0, 32.0, 32.0, [[-1e-4, 0.0], [0.0, 1e-4]]).to_header()
+    assert wcs_problem(good) is None and wcs_problem(good.tostring()) is None
+    assert wcs_problem(fits.Header({"NAXIS": 2})) is None  # no celestial WCS: other routes
+
+    def changed(**cards):
+        header = good.copy()
+        header.update(cards)
+        return wcs_problem(header)
+
+    assert changed(CTYPE1="RA---XYZ").startswith("invalid WCS (InconsistentAxisTypesError: ")
+    assert "XYZ" in changed(CTYPE1="RA---XYZ")
+    assert changed(CRVAL2=200.0).startswith("invalid WCS (InvalidTransformError: ")
+    assert changed(CDELT1=0.0) == ("invalid WCS (SingularMatrixError: Linear transformation "
+                                   "matrix is singular. PCi_ja matrix is singular.)")
+    # a rank-1 matrix wcslib accepts: every pixel would map to one line of the sky
+    assert changed(PC1_1=1e-4, PC1_2=1e-4, PC2_1=1e-4, PC2_2=1e-4).startswith(
+        "singular WCS: its pixel-scale matrix")

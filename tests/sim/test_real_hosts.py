@@ -185,3 +185,79 @@ def test_split_names_and_numbers_are_checked_before_anything_is_written(tmp_path
         make_real_host_dataset(tmp_path / "hosts", out, {"../x": 1.0})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hosts"]
 
+
+def test_hostile_hosts_are_skipped_named_and_counted(hosts, tmp_path, caplog):
+    """Decompression bombs (12000 x 12000 in 115 bytes; 20000 x 20000, over Pillow's own
+    limit, which stopped the whole build), a host whose pixel data stop after 20 rows, and a
+    1 x 1 image: each skipped, named in the log and in the split's ``skipped_hosts``; the good
+    hosts are written."""
+    import logging
+    import shutil
+
+    from image_helpers import write_png
+
+    folder = tmp_path / "hosts"
+    shutil.copytree(hosts, folder)
+    write_png(folder / "bad" / "bomb.png", 12000, 12000, rows=1)
+    write_png(folder / "bad" / "bomb20k.png", 20000, 20000, rows=1)
+    write_png(folder / "bad" / "half.png", SIZE, SIZE, rows=20)
+    write_png(folder / "bad" / "dot.png", 1, 1)
+    with caplog.at_level(logging.INFO):
+        written = make_real_host_dataset(folder, tmp_path / "out", {"train": 1.0},
+                                         RealHostParams(crop_size=80, versions_per_host=1),
+                                         show_progress=False)
+    coco = json.loads(written["train"].read_text())
+    assert sorted({im["host_id"] for im in coco["images"]}) == sorted(
+        f"{p.parent.name}/{p.stem}" for p in hosts.rglob("*.jpg"))
+    skipped = {s["host_id"]: s for s in coco["info"]["skipped_hosts"]}
+    assert sorted(skipped) == ["bad/bomb", "bad/bomb20k", "bad/dot", "bad/half"]
+    assert "12000 x 12000 = 144.0 Mpx > INPUT.MAX_PIXELS" in skipped["bad/bomb"]["reason"]
+    assert "decompression-bomb limit" in skipped["bad/bomb20k"]["reason"]
+    assert "truncated PNG: its pixel data ends after row 20 of 96" in skipped["bad/half"]["reason"]
+    assert "1 x 1 px is smaller than 16 px" in skipped["bad/dot"]["reason"]
+    for hid, entry in skipped.items():
+        assert entry["file"] == str(folder / f"{hid}.png")
+        assert f"host {hid} ({folder / hid}.png) skipped" in caplog.text
+    assert "train: 10 hosts (4 skipped), 6 images" in caplog.text
+
+
+def test_16bit_host_is_scaled_not_clipped(tmp_path):
+    """A 16-bit grey host is read as the network reads it (scaled to 0..255), so its crop
+    equals that of its own 8-bit version; read as 8 bits it was clipped to a white square."""
+    yy, xx = np.mgrid[0:120, 0:120] + 0.5
+    grey16 = np.round(60000 * np.exp(-np.hypot(xx - 60, yy - 60) / 12.0) + 2000).astype(
+        np.uint16)
+    (tmp_path / "h").mkdir()
+    Image.fromarray(grey16).save(tmp_path / "h" / "16.png")
+    grey8 = np.round(grey16 * (255 / 65535)).astype(np.uint8)
+    Image.fromarray(np.repeat(grey8[..., None], 3, 2)).save(tmp_path / "h" / "8.png")
+    params = RealHostParams(crop_size=80)
+    deep = prepare_host(tmp_path / "h" / "16.png", "h/16", params)
+    flat = prepare_host(tmp_path / "h" / "8.png", "h/8", params)
+    assert deep.rgb.dtype == np.uint8 and deep.rgb.shape == (80, 80, 3)
+    assert np.abs(deep.rgb.astype(int) - flat.rgb.astype(int)).max() <= 1
+    assert deep.rgb.max() == round(int(grey16.max()) * 255 / 65535) == 228  # the peak kept...
+    assert np.median(deep.rgb) < 60  # ...and the host not a saturated blob
+
+
+def test_tool_two_files_of_one_host_name_both_and_max_pixels_flag(tmp_path, load_tool):
+    """``4000.png`` and ``4000.jpg`` in one folder are an error naming both (the check the
+    catalogue's folder input makes); ``--max-pixels`` bounds the hosts the tool reads."""
+    from image_helpers import write_png
+
+    tool = load_tool("make_real_hosts")
+    write_png(tmp_path / "dup" / "spiral" / "4000.png", 210, 210)
+    write_png(tmp_path / "dup" / "spiral" / "4000.jpg", 210, 210)
+    with pytest.raises(ValueError) as e:
+        tool.main(["--hosts", str(tmp_path / "dup"), "--out", str(tmp_path / "o1")])
+    msg = str(e.value)
+    assert str(tmp_path / "dup" / "spiral" / "4000.png") in msg
+    assert str(tmp_path / "dup" / "spiral" / "4000.jpg") in msg and "galaxy id 'spiral/4000'" in msg
+    assert not (tmp_path / "o1").exists()
+
+    write_png(tmp_path / "one" / "4001.png", 210, 210)
+    written = tool.main(["--hosts", str(tmp_path / "one"), "--out", str(tmp_path / "o2"),
+                         "--fractions", "train=1", "--max-pixels", "44099"])
+    info = json.loads(Path(written["train"]).read_text())["info"]
+    assert info["params"]["max_pixels"] == 44099
+    assert "210 x 210 = 0.0 Mpx > INPUT.MAX_PIXELS = 44099" in info["skipped_hosts"][0]["reason"]
