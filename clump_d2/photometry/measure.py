@@ -39,6 +39,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import pandas as pd
 
+from clump_d2.data.image_io import DEFAULT_MAX_PIXELS
 from clump_d2.data.tables import read_table
 from clump_d2.photometry.apertures import (
     ApertureOptions,
@@ -83,6 +84,7 @@ class PhotometryOptions:
     bands: Tuple[str, ...] = ()  # FITS bands to measure (empty: every plane of a cube)
     cube_bands: Tuple[str, ...] = ()
     hdu: int = -1
+    max_pixels: int = DEFAULT_MAX_PIXELS  # INPUT.MAX_PIXELS: larger images are not read
 
     @classmethod
     def from_config(cls, cfg) -> "PhotometryOptions":
@@ -95,7 +97,7 @@ class PhotometryOptions:
             drop_outside_host=p.DROP_OUTSIDE_HOST, giant_band=p.GIANT_BAND,
             giant_thresholds_pct=tuple(p.GIANT_THRESHOLDS_PCT), display_q=p.DISPLAY_Q,
             bands=tuple(cfg.INPUT.FITS.BANDS), cube_bands=tuple(cfg.INPUT.FITS.CUBE_BANDS),
-            hdu=cfg.INPUT.FITS.HDU)
+            hdu=cfg.INPUT.FITS.HDU, max_pixels=int(cfg.INPUT.MAX_PIXELS))
 
 
 def host_segment_of(image: PhotometryImage, fwhm_px: float,
@@ -312,7 +314,7 @@ def measure_clumps(table: pd.DataFrame, options: Optional[PhotometryOptions] = N
             else:
                 image = load_photometry_image(
                     record["file_name"], o.bands, record.get("band_files"), o.cube_bands,
-                    o.hdu, o.display_q)
+                    o.hdu, o.display_q, max_pixels=o.max_pixels)
             part = measure_image(image, xy[idx], fwhm[idx], centre, o)
         except (ValueError, FileNotFoundError, OSError) as e:
             if on_error == "raise":

@@ -613,7 +613,8 @@ def calibrated_flag_pct(dataset_dicts: Sequence[Dict], rule: IgnoreRule, recall:
 def record_photometry_image(record: Dict, options: PhotometryOptions) -> PhotometryImage:
     """The record's image for photometry, cut to its ``crop`` (the frame of its boxes)."""
     image = load_photometry_image(record["file_name"], options.bands, record.get("band_files"),
-                                  options.cube_bands, options.hdu, options.display_q)
+                                  options.cube_bands, options.hdu, options.display_q,
+                                  max_pixels=options.max_pixels)
     crop = record.get("crop")
     if crop:
         x0, y0, w, h = (int(v) for v in crop)
