@@ -35,6 +35,8 @@ positive_float = _number(float, lambda v: v > 0, "a number > 0")
 non_negative_float = _number(float, lambda v: v >= 0, "a number >= 0")
 #: in [0, 1] (score thresholds, fractions that may be 0 or 1).
 unit_float = _number(float, lambda v: 0 <= v <= 1, "a number in [0, 1]")
+#: in (0, 1] (a crop or share that cannot be empty).
+fraction = _number(float, lambda v: 0 < v <= 1, "a number in (0, 1]")
 #: in (0, 1) (a held-out fraction: both parts non-empty).
 open_fraction = _number(float, lambda v: 0 < v < 1, "a number in (0, 1)")
 #: >= 1 (counts, sizes in px).

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from clump_d2.cli import positive_int
 from clump_d2.studies.backbone_speed import speed_table
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "ClumpScout"
@@ -17,8 +18,9 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "ClumpScout"
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--repeats", type=int, default=7, help="timed runs; the fastest counts")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--repeats", type=positive_int, default=7,
+                        help="timed runs; the fastest counts")
+    parser.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads")
     parser.add_argument("--configs", default=str(CONFIGS), help="folder of the backbone configs")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import clump_d2  # noqa: F401  (compat layer before detectron2)
 import clump_d2.modeling  # noqa: F401  (registers the Zoobot backbones)
+from clump_d2.cli import positive_int
 from clump_d2.studies.benchmark import (PHOTOMETRY_MODES, BenchmarkOptions, catalogue_scaling,
                                        run_benchmark, user_path_benchmark, user_path_table,
                                        write_results, write_scaling_table)
@@ -47,16 +48,16 @@ def parse_args(argv=None):
                    help="also run torchvision fasterrcnn_resnet50_fpn at 800 px, alternately")
     p.add_argument("--quick", action="store_true",
                    help="tiny counts (a smoke run; figures are not meaningful)")
-    p.add_argument("--num-images", type=int, default=32)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--runs", type=int, default=5)
-    p.add_argument("--train-iters", type=int, default=6)
-    p.add_argument("--train-batch", type=int, default=4)
-    p.add_argument("--paper-min-size", type=int, default=800)
-    p.add_argument("--gemm-size", type=int, default=2048)
-    p.add_argument("--catalogue-scaling", type=int, nargs="+", default=[], metavar="N",
+    p.add_argument("--num-images", type=positive_int, default=32)
+    p.add_argument("--batch-size", type=positive_int, default=8)
+    p.add_argument("--runs", type=positive_int, default=5)
+    p.add_argument("--train-iters", type=positive_int, default=6)
+    p.add_argument("--train-batch", type=positive_int, default=4)
+    p.add_argument("--paper-min-size", type=positive_int, default=800)
+    p.add_argument("--gemm-size", type=positive_int, default=2048)
+    p.add_argument("--catalogue-scaling", type=positive_int, nargs="+", default=[], metavar="N",
                    help="also time tools/predict_catalog.py on catalogues of N galaxies each")
-    p.add_argument("--pool-size", type=int, default=200,
+    p.add_argument("--pool-size", type=positive_int, default=200,
                    help="distinct synthetic images the scaling catalogues cycle through")
     p.add_argument("--catalogue-photometry", choices=("both", *PHOTOMETRY_MODES),
                    default="both", help="catalogue scaling with photometry off and on "

@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 
 import clump_d2  # noqa: F401
+from clump_d2.cli import positive_int
 from clump_d2.data.tables import markdown_table
 from clump_d2.studies.realism import (REALISM_PRESETS, real_crops, realism_figure,
                                       simulated_crops)
@@ -33,11 +34,12 @@ def main(argv=None):
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--real", required=True,
                     help="folder of real JPEG/PNG cutouts, or a glob pattern (quote it)")
-    ap.add_argument("--limit", type=int, default=None, help="at most this many real images")
+    ap.add_argument("--limit", type=positive_int, default=None,
+                    help="at most this many real images")
     ap.add_argument("--preset", choices=sorted(REALISM_PRESETS), default="sdss",
                     help="simulation preset compared")
     ap.add_argument("--out", default="docs/figures/real_vs_sim.png")
-    ap.add_argument("--num-sim", type=int, default=48)
+    ap.add_argument("--num-sim", type=positive_int, default=48)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     real = real_crops(args.real, limit=args.limit,

@@ -28,6 +28,7 @@ import sys
 from pathlib import Path
 
 import clump_d2  # noqa: F401  (compat layer before detectron2)
+from clump_d2.cli import non_negative_float, positive_float, positive_int, unit_float
 from clump_d2.convert.aggregation import AggregationParams, SubjectOptions, convert_export
 from clump_d2.convert.catalog import CatalogOptions, convert_catalog
 from clump_d2.convert.coco_writer import read_coco
@@ -89,8 +90,13 @@ def _pairs(values, what, default_key="all"):
 
 
 def _size(text):
+    """``"400x300"`` -> (400, 300), ``"200"`` -> (200, 200); sides >= 1."""
     w, _, h = text.lower().partition("x")
-    return int(w), int(h or w)
+    return positive_int(w), positive_int(h or w)
+
+
+#: Catalogue options that are sizes or scales (> 0); the others (rotation_deg) any number.
+_POSITIVE = {"pixel_scale_factor", "pixel_scale", "psf_fwhm_arcsec"}
 
 
 def build_parser():
@@ -139,16 +145,18 @@ def build_parser():
     e.add_argument("--file-key", default="file_name")
     e.add_argument("--file-template", default="{subject_id}.png")
     e.add_argument("--psf-key", default="psf_fwhm_px")
-    e.add_argument("--default-psf-fwhm-px", type=float)
+    e.add_argument("--default-psf-fwhm-px", type=positive_float)
     e.add_argument("--image-size", type=_size, default=(400, 400), metavar="WxH")
-    e.add_argument("--crop", type=float, nargs=4, metavar=("X0", "Y0", "W", "H"))
-    e.add_argument("--min-classifications", type=int, default=1)
+    e.add_argument("--crop", type=non_negative_float, nargs=4, metavar=("X0", "Y0", "W", "H"))
+    e.add_argument("--min-classifications", type=positive_int, default=1)
     d = AggregationParams()
-    e.add_argument("--cluster-radius-fwhm", type=float, default=d.cluster_radius_fwhm)
-    e.add_argument("--min-volunteer-fraction", type=float, default=d.min_volunteer_fraction)
-    e.add_argument("--min-volunteers", type=int, default=d.min_volunteers)
-    e.add_argument("--odd-tool-fraction", type=float, default=d.odd_tool_fraction)
-    e.add_argument("--bulge-radius-fwhm", type=float, default=d.bulge_radius_fwhm)
+    e.add_argument("--cluster-radius-fwhm", type=positive_float, default=d.cluster_radius_fwhm)
+    e.add_argument("--min-volunteer-fraction", type=unit_float,
+                   default=d.min_volunteer_fraction)
+    e.add_argument("--min-volunteers", type=positive_int, default=d.min_volunteers)
+    e.add_argument("--odd-tool-fraction", type=unit_float, default=d.odd_tool_fraction)
+    e.add_argument("--bulge-radius-fwhm", type=non_negative_float,
+                   default=d.bulge_radius_fwhm)
 
     k = sub.add_parser("catalog", help="sky catalogue (RA/Dec) + galaxy table -> pixel boxes")
     common(k)
@@ -162,7 +170,8 @@ def build_parser():
     for name, value in vars(o).items():
         if name in ("keep_columns", "east_left", "north_up"):
             continue
-        kind = float if name in floats else str
+        kind = ((positive_float if name in _POSITIVE else float) if name in floats
+                else str)
         k.add_argument("--" + name.replace("_", "-"), type=kind, default=value,
                        help=f"(default: {value})")
     k.add_argument("--keep-columns", nargs="*", default=[])

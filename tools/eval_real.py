@@ -26,6 +26,8 @@ import clump_d2.data  # noqa: F401  (registers the datasets)
 from detectron2.data import DatasetCatalog
 
 from clump_d2.baselines import ClassicalParams
+from clump_d2.cli import (non_negative_int, open_fraction, positive_float, positive_int,
+                          unit_float)
 from clump_d2.convert.gzh_s82 import DEFAULT_SEED, prepare_gzh_s82
 from clump_d2.sim.synthetic import SIM_PRESETS, simulate_sdss
 from clump_d2.studies.detectability import dataset_census, summarise_census, write_census
@@ -50,13 +52,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gzh", required=True, help="the gzh_s82_clumps folder")
     p.add_argument("--out", default="datasets/gzh_s82c", help="dataset folder")
     p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="split seed")
-    p.add_argument("--train-fraction", type=float, default=0.5,
+    p.add_argument("--train-fraction", type=open_fraction, default=0.5,
                    help="fraction of galaxies for fine-tuning (the rest is the test split)")
-    p.add_argument("--galaxies", type=int, default=None, help="first N galaxies only")
+    p.add_argument("--galaxies", type=positive_int, default=None,
+                   help="first N galaxies only")
     s = sub.add_parser("simulate", help="write the calibrated SDSS-preset simulation")
     s.add_argument("--out", default="datasets/sdsssim")
-    s.add_argument("--num-train", type=int, default=600)
-    s.add_argument("--num-val", type=int, default=150)
+    s.add_argument("--num-train", type=positive_int, default=600)
+    s.add_argument("--num-val", type=non_negative_int, default=150)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--preset", choices=SIM_PRESETS, default="clumpscout",
                    help="label population: Clump Scout's (>= ~3%% of the host) or the "
@@ -67,21 +70,21 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--output-dir", default="output/realdata/eval")
     q = sub.add_parser("paper", help="the paper's definition (u-band flux fraction limits, "
                        "off-centre), both folds pooled, + the giant-flag target -> table")
-    q.add_argument("--limits", type=float, nargs="+", default=list(PAPER_FLUX_LIMITS),
+    q.add_argument("--limits", type=positive_float, nargs="+", default=list(PAPER_FLUX_LIMITS),
                    help="u-band flux-fraction limits, one table block each")
     q.add_argument("--flag-pct", type=float, nargs="+", default=[3.0, 1.2],
                    help="giant-flag thresholds (%% of the host, display B channel) of the "
                         "target; 1.2 = 3 %% less the ~0.4 dex by which display ratios read low")
-    q.add_argument("--flag-recall", type=float, default=0.9,
+    q.add_argument("--flag-recall", type=unit_float, default=0.9,
                    help="one more giant flag, its threshold chosen per fold on the tuning "
                         "split: the largest that flags this fraction of its catalogue "
                         "clumps at or above the limit (0 = none)")
-    q.add_argument("--giant-select-purity", type=float, default=0.8,
+    q.add_argument("--giant-select-purity", type=unit_float, default=0.8,
                    help="also count the target for a giant catalogue with its own score "
                         "threshold, chosen on the tuning split: the lowest at which this "
                         "fraction of the flagged detections lie on a catalogued clump (0 = "
                         "none)")
-    q.add_argument("--giant-ceiling-purity", type=float, default=0.8,
+    q.add_argument("--giant-ceiling-purity", type=unit_float, default=0.8,
                    help="also the target's ceiling: the best score and flag thresholds chosen "
                         "on the test fold itself with at least this flagged purity, an upper "
                         "bound on any threshold choice (0 = none)")

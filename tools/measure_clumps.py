@@ -18,6 +18,7 @@ import logging
 import sys
 
 import clump_d2  # noqa: F401  (fills detectron2 0.6's gaps before detectron2 is used)
+from clump_d2.cli import non_negative_float
 from clump_d2.config import add_clump_config
 from clump_d2.photometry.measure import PhotometryOptions, measure_table_file
 from clump_d2.studies.photometry_check import run_photometry_check
@@ -49,7 +50,7 @@ def main(argv=None) -> int:
                    help="folder of relative image paths (default: the table's folder)")
     m.add_argument("--bands", default=None,
                    help="FITS bands, comma-separated (default INPUT.FITS.BANDS; '' = all planes)")
-    m.add_argument("--psf-fwhm-px", type=float, default=0.0,
+    m.add_argument("--psf-fwhm-px", type=non_negative_float, default=0.0,
                    help="PSF FWHM (px) for rows without psf_fwhm_px")
     m.add_argument("--strict", action="store_true",
                    help="stop at the first unreadable image instead of a status per row")

@@ -18,6 +18,7 @@ import argparse
 from typing import Dict, List, Optional
 
 import clump_d2  # noqa: F401  (fills detectron2 0.6's gaps before detectron2 is used)
+from clump_d2.cli import non_negative_int, positive_float, positive_int
 from clump_d2.engine import add_model_argument, apply_model_argument
 from clump_d2.inference.inputs import CatalogueColumns
 from clump_d2.inference.launch import launch_inference
@@ -58,12 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dec-column", default=None, help="catalogue: Dec (deg) of the centre")
     parser.add_argument("--pixel-scale-column", default=None,
                         help="catalogue: pixel scale (arcsec/px, times --pixel-scale-factor)")
-    parser.add_argument("--pixel-scale-factor", type=float, default=1.0,
+    parser.add_argument("--pixel-scale-factor", type=positive_float, default=1.0,
                         help="multiplies the pixel-scale column (Galaxy Zoo: 0.02 x PETROR90_R)")
     parser.add_argument("--psf-column", default=None, help="catalogue: PSF FWHM in pixels")
     parser.add_argument("--overwrite", action="store_true",
                         help="discard the shards of an earlier run instead of resuming it")
-    parser.add_argument("--max-shards", type=int, default=None,
+    parser.add_argument("--max-shards", type=positive_int, default=None,
                         help="stop after this many shards per process (resume later)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--no-photometry", action="store_true",
@@ -74,11 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
                              "to this .png/.jpg")
     parser.add_argument("--verbose", action="store_true",
                         help="debug logging (tracebacks of unreadable images)")
-    parser.add_argument("--num-gpus", type=int, default=0, help="GPUs per machine")
-    parser.add_argument("--num-workers", type=int, default=1,
+    parser.add_argument("--num-gpus", type=non_negative_int, default=0, help="GPUs per machine")
+    parser.add_argument("--num-workers", type=positive_int, default=1,
                         help="CPU processes per machine when --num-gpus is 0 (gloo)")
-    parser.add_argument("--num-machines", type=int, default=1, help="total machines")
-    parser.add_argument("--machine-rank", type=int, default=0, help="this machine's rank")
+    parser.add_argument("--num-machines", type=positive_int, default=1, help="total machines")
+    parser.add_argument("--machine-rank", type=non_negative_int, default=0,
+                        help="this machine's rank")
     parser.add_argument("--dist-url", default="auto",
                         help="tcp://host:port of the main machine ('auto': a free local port)")
     parser.add_argument("opts", default=None, nargs=argparse.REMAINDER,

@@ -16,6 +16,8 @@ import argparse
 import logging
 
 import clump_d2  # noqa: F401  (compat shims before detectron2)
+from clump_d2.cli import (fraction, non_negative_float, non_negative_int, open_fraction,
+                          positive_float, positive_int)
 from clump_d2.pretrain.probe import format_table, run_probe
 from clump_d2.pretrain.train import PretrainConfig, pretrain
 
@@ -28,25 +30,30 @@ def parse_args(argv=None):
         s.add_argument("--data", required=True, help="folder with one image sub-folder per class")
         s.add_argument("--out", required=True, help="output directory")
         s.add_argument("--arch", default="tf_efficientnet_lite0", help="timm architecture")
-        s.add_argument("--size", type=int, default=96, help="input side (px) after the crop")
-        s.add_argument("--crop", type=float, default=0.5, help="central crop, fraction of side")
-        s.add_argument("--holdout-fraction", type=float, default=0.3,
+        s.add_argument("--size", type=positive_int, default=96,
+                       help="input side (px) after the crop")
+        s.add_argument("--crop", type=fraction, default=0.5,
+                       help="central crop, fraction of side")
+        s.add_argument("--holdout-fraction", type=open_fraction, default=0.3,
                        help="galaxies per class held out of pretraining, for the probe")
         s.add_argument("--seed", type=int, default=0)
-        s.add_argument("--threads", type=int, default=1, help="torch threads (0: torch default)")
+        s.add_argument("--threads", type=non_negative_int, default=1,
+                       help="torch threads (0: torch default)")
     t = sub.choices["train"]
     t.add_argument("--init", default="random",
                    help="random | imagenet:efficientnet_lite0 | any MODEL.ZOOBOT.WEIGHTS source")
-    t.add_argument("--epochs", type=int, default=15)
-    t.add_argument("--batch-size", type=int, default=32)
-    t.add_argument("--lr", type=float, default=2e-3)
-    t.add_argument("--weight-decay", type=float, default=1e-4)
-    t.add_argument("--sup-weight", type=float, default=1.0, help="supervised loss weight")
-    t.add_argument("--ssl-weight", type=float, default=0.04, help="VICReg loss weight")
+    t.add_argument("--epochs", type=positive_int, default=15)
+    t.add_argument("--batch-size", type=positive_int, default=32)
+    t.add_argument("--lr", type=positive_float, default=2e-3)
+    t.add_argument("--weight-decay", type=non_negative_float, default=1e-4)
+    t.add_argument("--sup-weight", type=non_negative_float, default=1.0,
+                   help="supervised loss weight")
+    t.add_argument("--ssl-weight", type=non_negative_float, default=0.04,
+                   help="VICReg loss weight")
     q = sub.choices["probe"]
     q.add_argument("--encoders", nargs="+", required=True,
                    help="random, imagenet:efficientnet_lite0 and/or pretrained directories")
-    q.add_argument("--folds", type=int, default=5)
+    q.add_argument("--folds", type=positive_int, default=5)
     return p.parse_args(argv)
 
 

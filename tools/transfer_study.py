@@ -21,6 +21,7 @@ import clump_d2.modeling  # noqa: F401  (registers the backbones and heads)
 import torch
 from detectron2.utils.logger import setup_logger
 
+from clump_d2.cli import positive_int
 from clump_d2.studies.transfer import BACKBONES, BASE_CONFIG, TransferSpec, run_study
 
 
@@ -30,10 +31,10 @@ def parse_args(argv=None):
     p.add_argument("--output-dir", default="output/transfer")
     p.add_argument("--config-file", default=BASE_CONFIG)
     p.add_argument("--backbones", nargs="+", default=list(BACKBONES), choices=list(BACKBONES))
-    p.add_argument("--sizes", nargs="+", type=int, default=[100, 300, 880],
+    p.add_argument("--sizes", nargs="+", type=positive_int, default=[100, 300, 880],
                    help="numbers of training host galaxies (nested subsets)")
     p.add_argument("--seed", type=int, default=0, help="seed of the host subsets")
-    p.add_argument("--max-iter", type=int, default=None,
+    p.add_argument("--max-iter", type=positive_int, default=None,
                    help="SOLVER.MAX_ITER of every run (LR steps at 2/3 and 7/8 of it)")
     p.add_argument("--train-dataset", default="gz2hosts_train")
     p.add_argument("--val-dataset", default="gz2hosts_val")
@@ -44,7 +45,7 @@ def parse_args(argv=None):
     p.add_argument("--test-limit", action="append", default=[], metavar="LABEL=N",
                    help="evaluate only N images of a test, evenly spaced in image-id order "
                         "(repeatable)")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads")
     p.add_argument("--copy-table", default="",
                    help="also copy transfer.md here after every run")
     p.add_argument("--copy-figure", default="",

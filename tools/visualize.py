@@ -14,6 +14,7 @@ import os
 from typing import Dict, List, Optional
 
 import clump_d2  # noqa: F401  (fills detectron2 0.6's gaps before detectron2 is used)
+from clump_d2.cli import positive_float, positive_int
 from clump_d2.engine.defaults import (add_model_argument, apply_model_argument, build_config,
                                       prepare_datasets)
 from clump_d2.inference.launch import setup_inference_logging
@@ -34,11 +35,12 @@ def build_parser() -> argparse.ArgumentParser:
                              "catalogue .parquet/.csv/.fits")
     parser.add_argument("--select", default="worst-missed", choices=SELECTIONS,
                         help="which galaxies to draw")
-    parser.add_argument("--num", type=int, default=16, help="how many galaxies")
+    parser.add_argument("--num", type=positive_int, default=16, help="how many galaxies")
     parser.add_argument("--ids", default="", help="comma-separated image ids (--select ids)")
     parser.add_argument("--seed", type=int, default=0, help="seed of --select random")
-    parser.add_argument("--scale", type=float, default=2.0, help="zoom of each image")
-    parser.add_argument("--columns", type=int, default=None, help="contact sheet columns")
+    parser.add_argument("--scale", type=positive_float, default=2.0, help="zoom of each image")
+    parser.add_argument("--columns", type=positive_int, default=None,
+                        help="contact sheet columns")
     parser.add_argument("--output-dir", default="", help="default: OUTPUT_DIR/vis/<dataset>")
     parser.add_argument("opts", default=None, nargs=argparse.REMAINDER,
                         help="config overrides as KEY VALUE pairs, e.g. MODEL.WEIGHTS x.pth")
