@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from clump_d2.data.image_io import COLOUR_SUFFIXES
+from clump_d2.data.image_io import COLOUR_SUFFIXES, check_image_size
 
 logger = logging.getLogger(__name__)
 
@@ -108,8 +108,14 @@ def select(images: Sequence[GalaxyImage], galaxies: Sequence[str]) -> List[Galax
 
 def load_image(path: str, size: int, crop: float) -> np.ndarray:
     """One image as ``(3, size, size)`` uint8 RGB: the central ``crop`` fraction of its side,
-    resized with antialiasing (the galaxy sits at the centre of a Galaxy Zoo cut-out)."""
+    resized with antialiasing (the galaxy sits at the centre of a Galaxy Zoo cut-out).
+
+    Raises:
+        ImageSizeError: naming the file, for a declared size over the default
+            ``INPUT.MAX_PIXELS`` or under 16 px a side (checked before decoding).
+    """
     with Image.open(path) as im:
+        check_image_size(path, *im.size)  # from the header: a bomb is never decoded
         im = im.convert("RGB")
         w, h = im.size
         side = max(1, int(round(min(w, h) * crop)))

@@ -38,6 +38,19 @@ def test_folder_and_split(image_folder, tmp_path):
     assert centre[2] > 1.5 * centre[0]
 
 
+def test_declared_size_is_bounded_before_decoding(tmp_path):
+    """A 115-byte PNG declaring 12000 x 12000 px is refused from its header, naming it."""
+    from image_helpers import write_png
+
+    from clump_d2.data.image_io import ImageSizeError
+    from clump_d2.pretrain.images import load_image
+
+    bomb = write_png(tmp_path / "bomb.png", 12000, 12000, rows=1)
+    with pytest.raises(ImageSizeError, match=r"bomb\.png: 12000 x 12000 = 144\.0 Mpx > "
+                                             r"INPUT\.MAX_PIXELS"):
+        load_image(str(bomb), 32, 1.0)
+
+
 def test_duplicate_galaxy_rejected(image_folder, tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
