@@ -156,7 +156,7 @@ def recover_dataset(dataset_dir: str | os.PathLike) -> None:
         swapped = entries is not None and _token(live) == entries.get("token")
         if entries is not None and not swapped:
             _roll_back_images(dataset_dir, entries)
-        _finish_journal(dataset_dir)
+    _finish_journal(dataset_dir)  # also backups left by a kill after the journal was deleted
     if old.exists():
         shutil.rmtree(old)
     if staging.exists():

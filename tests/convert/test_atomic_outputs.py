@@ -364,3 +364,29 @@ def test_full_disk_names_the_file_being_written(tmp_path, monkeypatch):
     assert e.value.errno == errno.ENOSPC and str(e.value) == (
         f"[Errno {errno.ENOSPC}] cannot write {target}: No space left on device")
     assert target.read_text() == "old" and os.listdir(target.parent) == ["all.json"]
+
+
+@pytest.mark.parametrize("swapped", [False, True])
+def test_image_journal_is_undone_or_finished_by_the_annotation_token(tmp_path, swapped):
+    """The repair's two outcomes: annotations without the journal's token (the swap never
+    happened): replaced images back, new ones removed; with it: placement kept. Either way no
+    journal or backup is left (nor a backup a kill left after the journal was deleted)."""
+    ds = tmp_path / "ds"
+    (ds / "images").mkdir(parents=True)
+    (ds / ".images.replaced").mkdir()
+    (ds / "annotations").mkdir()
+    (ds / "images" / "a.png").write_text("new a")
+    (ds / ".images.replaced" / "a.png").write_text("old a")
+    (ds / "images" / "b.png").write_text("new b")
+    (ds / "images" / "c.png").write_text("untouched c")
+    (ds / ".images.journal.json").write_text(json.dumps(
+        {"token": "t1", "placed": [["a.png", True], ["b.png", False]]}))
+    (ds / "annotations" / ".conversion").write_text("t1" if swapped else "t0")
+    recover_dataset(ds)
+    assert sorted(p.name for p in ds.iterdir()) == ["annotations", "images"]
+    images = {p.name: p.read_text() for p in (ds / "images").iterdir()}
+    assert images == ({"a.png": "new a", "b.png": "new b", "c.png": "untouched c"} if swapped
+                      else {"a.png": "old a", "c.png": "untouched c"})
+    (ds / ".images.replaced").mkdir()
+    recover_dataset(ds)
+    assert sorted(p.name for p in ds.iterdir()) == ["annotations", "images"]
