@@ -273,6 +273,11 @@ def _add_photometry_config(cfg: CN) -> None:
     cfg.PHOTOMETRY.GIANT_BAND = ""  # band of the giant flags ("": the bluest; RGB: "B")
     cfg.PHOTOMETRY.GIANT_THRESHOLDS_PCT = (3.0, 8.0)  # is_giant_<pct>pct: clump/host flux >= pct
     cfg.PHOTOMETRY.DISPLAY_Q = 10.0  # Lupton Q undone to linearise PNG/JPEG (display photometry)
+    # PNG/JPEG only: (a, b[, c]) of log10 flux_ratio_B = a + b log10 f_u + c log10(B/R ratio),
+    # inverted so that is_giant_<p>pct = predicted u-band fraction flux_ratio_u_est >= p %;
+    # default fitted on the 24 GZH S82 galaxies (tools/measure_clumps.py calibrate-giant);
+    # (): flags on the raw display B ratio. FITS input always keeps its true photometry.
+    cfg.PHOTOMETRY.DISPLAY_GIANT_CALIBRATION = (-0.071, 1.254, 0.0)
 
 
 # --- renamed keys ----------------------------------------------------------------------------

@@ -36,6 +36,7 @@ from clump_d2.studies.realdata import (
     PAPER_FLUX_LIMITS,
     GiantTarget,
     Method,
+    calibrated_u_flags,
     evaluate_methods,
     evaluate_paper_definition,
     pool_folds,
@@ -72,9 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
                        "off-centre), both folds pooled, + the giant-flag target -> table")
     q.add_argument("--limits", type=positive_float, nargs="+", default=list(PAPER_FLUX_LIMITS),
                    help="u-band flux-fraction limits, one table block each")
-    q.add_argument("--flag-pct", type=float, nargs="+", default=[3.0, 1.2],
+    q.add_argument("--flag-pct", type=flag_spec, nargs="+", default=[3.0, 1.2],
                    help="giant-flag thresholds (%% of the host, display B channel) of the "
-                        "target; 1.2 = 3 %% less the ~0.4 dex by which display ratios read low")
+                        "target; 1.2 = 3 %% less the ~0.4 dex by which display ratios read "
+                        "low; 'calibrated' (or 'calibrated:P'): the catalogue's own flag, "
+                        "u-band fraction predicted by PHOTOMETRY.DISPLAY_GIANT_CALIBRATION "
+                        ">= 3 %% (P %%)")
     q.add_argument("--flag-recall", type=unit_float, default=0.9,
                    help="one more giant flag, its threshold chosen per fold on the tuning "
                         "split: the largest that flags this fraction of its catalogue "
@@ -123,6 +127,14 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--dataset", default="gzh_s82c_all", help="registered dataset")
     d.add_argument("--output-dir", default="output/realdata/detectability")
     return parser
+
+
+def flag_spec(text: str):
+    """``--flag-pct`` item: a per cent (float), or ``calibrated[:P]`` -> ("calibrated", P)."""
+    name, _, pct = text.partition(":")
+    if name == "calibrated":
+        return ("calibrated", positive_float(pct) if pct else 3.0)
+    return positive_float(text)
 
 
 def build_methods(args, parser):
@@ -186,7 +198,10 @@ def main(argv=None):
         print(open(f"{args.output_dir}/real_eval_folds.md").read())
     elif args.command == "paper":
         methods = build_methods(args, parser)
-        target = GiantTarget(flag_pcts=tuple(args.flag_pct), photometry=PhotometryOptions(),
+        calibrated = [f[1] for f in args.flag_pct if isinstance(f, tuple)]
+        target = GiantTarget(flag_pcts=tuple(f for f in args.flag_pct if not isinstance(f, tuple)),
+                             photometry=PhotometryOptions(),
+                             named_flags=calibrated_u_flags(calibrated),
                              calibrate_recall=args.flag_recall or None,
                              select_purity=args.giant_select_purity or None,
                              as_catalogue=not args.giant_raw,

@@ -7,6 +7,10 @@
         --band-columns u=u_file,g=g_file,r=r_file --bands u,g,r PHOTOMETRY.GIANT_BAND u
     # display photometry of the GZH S82 catalogue clumps vs the catalogue's flux ratios:
     python tools/measure_clumps.py check-gzh --gzh ../shared/realdata/gzh_s82_clumps
+    # fit the u-band calibration of the PNG/JPEG giant flags on the same clumps, cross-validate
+    # it by galaxy, write the table (PHOTOMETRY.DISPLAY_GIANT_CALIBRATION's default):
+    python tools/measure_clumps.py calibrate-giant --gzh ../shared/realdata/gzh_s82_clumps \
+        --output docs/giant_calibration.md
 
 Positions are Detectron2's continuous pixel coordinates; the image column holds a path (PNG,
 JPEG, FITS, or a FITS ``{band}`` template). Trailing ``KEY VALUE`` pairs set config keys
@@ -21,6 +25,7 @@ import clump_d2  # noqa: F401  (fills detectron2 0.6's gaps before detectron2 is
 from clump_d2.cli import non_negative_float
 from clump_d2.config import add_clump_config
 from clump_d2.photometry.measure import PhotometryOptions, measure_table_file
+from clump_d2.studies.giant_calibration import run_giant_calibration
 from clump_d2.studies.photometry_check import run_photometry_check
 from detectron2.config import get_cfg
 
@@ -59,11 +64,25 @@ def main(argv=None) -> int:
     c.add_argument("--dataset-dir", default=None,
                    help="a prepared gzh_s82c folder (default: prepared in a temporary folder)")
     c.add_argument("--output", default=None, help="per-clump rows (.csv/.parquet/.fits)")
-    for q in (m, c):
+    g = sub.add_parser("calibrate-giant",
+                       help="fit and cross-validate the u-band calibration of display giant "
+                            "flags on the GZH S82 catalogue clumps")
+    g.add_argument("--gzh", default="../shared/realdata/gzh_s82_clumps")
+    g.add_argument("--output", default=None,
+                   help="markdown report (e.g. docs/giant_calibration.md)")
+    g.add_argument("--clumps-output", default=None,
+                   help="per-clump rows (.csv/.parquet/.fits): display photometry and truth")
+    for q in (m, c, g):
         q.add_argument("--config-file", default="", help="YAML config (PHOTOMETRY.* keys)")
         q.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.command == "calibrate-giant":
+        args.bands = None
+        words = ["python", "tools/measure_clumps.py", *(argv if argv is not None else sys.argv[1:])]
+        run_giant_calibration(args.gzh, args.output, build_options(args), args.clumps_output,
+                              command=" ".join(words))
+        return 0
     if args.command == "check-gzh":
         args.bands = None
         run_photometry_check(args.gzh, args.dataset_dir, build_options(args), args.output)

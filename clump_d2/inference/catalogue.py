@@ -85,7 +85,12 @@ COLUMNS = [
     ("in_host", "bool", "the clump centre lies on the host galaxy's segment"),
     ("phot_flag_nan", "bool", "a NaN/inf pixel inside the aperture: this clump's fluxes NaN"),
     ("phot_flag_partial", "bool", "the aperture crosses the image edge (flux from the part in)"),
-    ("giant_band", "string", "band of the is_giant flags (e.g. u; 'B (display)' for RGB)"),
+    ("giant_band", "string", "band of the is_giant flags (e.g. u; 'u (calibrated from display)' "
+     "for PNG/JPEG with PHOTOMETRY.DISPLAY_GIANT_CALIBRATION, else 'B (display)')"),
+    ("flux_ratio_u_est", "float64", "PNG/JPEG: the u-band clump/host fraction predicted from "
+     "the display B ratio (PHOTOMETRY.DISPLAY_GIANT_CALIBRATION, fitted on real catalogued "
+     "clumps; scatter ~0.2-0.3 dex, docs/photometry.md); the is_giant flags cut it. NaN for "
+     "FITS input (true photometry), without a calibration, or for a ratio <= 0"),
     ("host_r50_px", "float64", "host half-light radius, px: half of the host segment's light "
      "on its detection image lies within it (at least the PSF FWHM, as in the injections); "
      "NaN when not measured or no host"),
@@ -109,7 +114,8 @@ BAND_COLUMNS = [
     ("host_flux_<b>", "flux_unit", "flux of the host galaxy's segment"),
     ("flux_ratio_<b>", "", "clump / host flux (a fraction, not per cent)"),
     ("colour_<a>_<b>", "mag", "mag_<a> - mag_<b> of neighbouring bands (zero points known)"),
-    ("is_giant_<p>pct", "", "flux_ratio in giant_band >= p per cent (False when not measured)"),
+    ("is_giant_<p>pct", "", "flux_ratio in giant_band >= p per cent (calibrated PNG/JPEG: "
+     "flux_ratio_u_est >= p per cent; False when not measured)"),
 ]
 _FLOAT_PREFIXES = ("flux_", "flux_err_", "flux_psf_", "mag_", "mag_err_", "host_flux_",
                    "flux_ratio_", "colour_")

@@ -5,7 +5,9 @@ the host's u-band light (their ``is_clump_3pct`` / ``is_clump_8pct``). The band 
 configurable (``PHOTOMETRY.GIANT_BAND``); by default it is the bluest band of the image (u for
 SDSS ugriz, g for gri). For RGB display images the channels are named ``R``, ``G``, ``B`` and
 the bluest is ``B`` (SDSS gri composites: B = g); the ``giant_band`` column then says
-``"B (display)"``. A NaN ratio (NaN pixels, no host) gives False.
+``"B (display)"``, unless the display ratios are calibrated to the u band
+(:mod:`clump_d2.photometry.calibration`, the default). A NaN ratio (NaN pixels, no host)
+gives False.
 """
 from __future__ import annotations
 

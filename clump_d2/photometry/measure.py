@@ -22,8 +22,13 @@ Columns (``<b>`` for each band; display images have bands ``R``, ``G``, ``B``):
 ``in_host``              the position lies on the host's segment
 ``phot_flag_nan``        a NaN/inf pixel inside the aperture (fluxes NaN)
 ``phot_flag_partial``    the aperture crosses the image edge
-``giant_band``           band of the flags (``"B (display)"`` for RGB channels)
-``is_giant_<p>pct``      ``flux_ratio`` in ``giant_band`` >= p %
+``giant_band``           band of the flags (``"B (display)"`` for RGB channels; with the
+                         display calibration ``"u (calibrated from display)"``)
+``flux_ratio_u_est``     display input with ``display_giant_calibration``: the u-band
+                         clump/host fraction predicted from the display ratios
+                         (:mod:`clump_d2.photometry.calibration`); absent otherwise
+``is_giant_<p>pct``      ``flux_ratio`` in ``giant_band`` >= p % (calibrated display input:
+                         ``flux_ratio_u_est`` >= p %)
 ``status``               ``ok``, or why not: ``nan_in_aperture``, ``partial_aperture``,
                          ``no_host``, ``outside_host``, ``bad_position``, ``no_psf``,
                          ``error: <message naming the file>``
@@ -49,6 +54,12 @@ from clump_d2.photometry.apertures import (
     flux_ratios,
     forced_photometry,
     host_fluxes,
+)
+from clump_d2.photometry.calibration import (
+    CALIBRATED_BAND_LABEL,
+    DEFAULT_DISPLAY_GIANT_CALIBRATION,
+    U_ESTIMATE_COLUMN,
+    DisplayGiantCalibration,
 )
 from clump_d2.photometry.flags import (
     DEFAULT_THRESHOLDS_PCT,
@@ -81,6 +92,8 @@ class PhotometryOptions:
     giant_band: str = ""
     giant_thresholds_pct: Tuple[float, ...] = DEFAULT_THRESHOLDS_PCT
     display_q: float = 10.0
+    # PNG/JPEG only: (a, b[, c]) of the u-band calibration of the giant flags; (): raw B flags
+    display_giant_calibration: Tuple[float, ...] = DEFAULT_DISPLAY_GIANT_CALIBRATION
     bands: Tuple[str, ...] = ()  # FITS bands to measure (empty: every plane of a cube)
     cube_bands: Tuple[str, ...] = ()
     hdu: int = -1
@@ -96,8 +109,18 @@ class PhotometryOptions:
             host_deblend_contrast=p.HOST_DEBLEND_CONTRAST, detection_band=p.DETECTION_BAND,
             drop_outside_host=p.DROP_OUTSIDE_HOST, giant_band=p.GIANT_BAND,
             giant_thresholds_pct=tuple(p.GIANT_THRESHOLDS_PCT), display_q=p.DISPLAY_Q,
+            display_giant_calibration=tuple(p.DISPLAY_GIANT_CALIBRATION),
             bands=tuple(cfg.INPUT.FITS.BANDS), cube_bands=tuple(cfg.INPUT.FITS.CUBE_BANDS),
             hdu=cfg.INPUT.FITS.HDU, max_pixels=int(cfg.INPUT.MAX_PIXELS))
+
+
+def display_calibration(options: PhotometryOptions, band_names: Sequence[str]
+                        ) -> Optional[DisplayGiantCalibration]:
+    """The u-band calibration of display flags, or None: none configured, ``giant_band`` set
+    explicitly (the user asked for raw ratios in that band), or no ``B``/``R`` channel."""
+    if options.giant_band or not {"B", "R"} <= set(band_names):
+        return None
+    return DisplayGiantCalibration.from_sequence(options.display_giant_calibration)
 
 
 def host_segment_of(image: PhotometryImage, fwhm_px: float,
@@ -171,8 +194,17 @@ def measure_image(image: PhotometryImage, xy: np.ndarray, fwhm_px, centre=None,
     cols["phot_flag_nan"] = phot.nan_flag
     cols["phot_flag_partial"] = phot.partial_flag
     band = giant_band(names, o.giant_band, image.display)
-    cols["giant_band"] = [giant_band_label(band, image.display)] * n
-    cols.update(giant_flags(ratios[names.index(band)], o.giant_thresholds_pct))
+    calibration = display_calibration(o, names) if image.display else None
+    if calibration is not None:
+        # Display ratios read ~0.4 dex below the paper's u-band fractions: flag the u-band
+        # fraction predicted from them, so that the flags mean what the paper means.
+        u_est = calibration.predict(ratios[names.index("B")], ratios[names.index("R")])
+        cols[U_ESTIMATE_COLUMN] = u_est
+        cols["giant_band"] = [CALIBRATED_BAND_LABEL] * n
+        cols.update(giant_flags(u_est, o.giant_thresholds_pct))
+    else:
+        cols["giant_band"] = [giant_band_label(band, image.display)] * n
+        cols.update(giant_flags(ratios[names.index(band)], o.giant_thresholds_pct))
     status = np.full(n, "ok", dtype=object)
     status[~in_host & o.drop_outside_host] = "outside_host"
     if not segment.found:

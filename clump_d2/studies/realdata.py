@@ -54,6 +54,7 @@ from clump_d2.evaluation.metrics import (
 from clump_d2.modeling.runtime import wrap_for_inference
 from clump_d2.photometry import PhotometryImage, PhotometryOptions, load_photometry_image
 from clump_d2.photometry import measure_image
+from clump_d2.photometry.calibration import CALIBRATED_BAND_LABEL, DisplayGiantCalibration
 from clump_d2.structures import BOX_HALF_SIDE_PER_FWHM, BOX_SIDE_PER_FWHM
 
 logger = logging.getLogger(__name__)
@@ -565,6 +566,28 @@ def _pct_key(pct: float) -> str:
     return f"{float(pct):g}".replace(".", "p")
 
 
+#: Key prefix of the catalogue's calibrated u-band giant flags among a target's named flags.
+U_CALIBRATED_PREFIX = "ucal"
+
+
+def calibrated_u_flags(pcts: Sequence[float], options: Optional[PhotometryOptions] = None
+                       ) -> Dict[str, float]:
+    """Named flags (:attr:`GiantTarget.named_flags`, keys ``ucal<p>``) that are the
+    catalogue's own giant flags on PNG/JPEG input: ``is_giant_<p>pct`` = the u-band fraction
+    predicted by ``PHOTOMETRY.DISPLAY_GIANT_CALIBRATION`` (``options``'; default the shipped
+    one) >= p %, which without a colour term is display B ratio >= a fixed per cent.
+
+    Raises:
+        ValueError: no calibration, or one with a colour term (not a cut on the B ratio).
+    """
+    options = options or PhotometryOptions()
+    cal = DisplayGiantCalibration.from_sequence(options.display_giant_calibration)
+    if cal is None:
+        raise ValueError("no PHOTOMETRY.DISPLAY_GIANT_CALIBRATION to count calibrated flags with")
+    return {f"{U_CALIBRATED_PREFIX}{_pct_key(p)}": 100.0 * cal.display_threshold(p)
+            for p in pcts}
+
+
 def giant_band_ratios(record: Dict, centres: np.ndarray, box_side_px: np.ndarray,
                       options: PhotometryOptions) -> np.ndarray:
     """Clump/host flux ratio in the photometry's giant band at ``centres`` (N x 2, the
@@ -578,7 +601,10 @@ def giant_band_ratios(record: Dict, centres: np.ndarray, box_side_px: np.ndarray
     centre = (float(record.get("centre_x", record["width"] / 2)),
               float(record.get("centre_y", record["height"] / 2)))
     phot = measure_image(image, centres, fwhm, centre, options)
-    band = str(phot["giant_band"].iloc[0]).split(" ")[0]
+    label = str(phot["giant_band"].iloc[0])
+    # A calibrated display flag names its u-band estimate; the target's flags are cuts on the
+    # ratio the estimate is made from, the display B (calibrated_u_flags converts).
+    band = "B" if label == CALIBRATED_BAND_LABEL else label.split(" ")[0]
     return phot[f"flux_ratio_{band}"].to_numpy(np.float64)
 
 
@@ -866,6 +892,10 @@ def _flag_label(key: str) -> str:
                 f"{_flag_label(key[:-len(SELECTED_SUFFIX)])}")
     if key == CALIBRATED_FLAG:
         return "flag chosen on the other fold, per fold"
+    if key.startswith(U_CALIBRATED_PREFIX):
+        pct = key[len(U_CALIBRATED_PREFIX):].replace("p", ".")
+        return (f"the catalogue's calibrated flag, predicted u-band fraction >= {pct} % "
+                "(PHOTOMETRY.DISPLAY_GIANT_CALIBRATION)")
     if key == JOINT_KEY:
         return "giant catalogue: score and flag chosen together on the other fold"
     if key == CEILING_KEY:

@@ -56,10 +56,12 @@ def test_png_catalogue_photometry_on_off_and_drop_outside_host(tiny_synthetic, t
     assert (cat_on.loc[cat_on["clump_id"] == 0, "phot_status"] == "").all()  # galaxy rows
     assert (clumps["photometry_kind"] == "display").all()
     assert (clumps["flux_unit"] == "display intensity (relative)").all()
-    assert (clumps["giant_band"] == "B (display)").all()
+    # PNG: flags on the u-band fraction predicted from the display B ratio (the shipped
+    # calibration; tests/inference/test_catalogue_calibrated_flags.py checks the values)
+    assert (clumps["giant_band"] == "u (calibrated from display)").all()
     ok = clumps[clumps["phot_status"] == "ok"]
     assert len(ok) > 0 and np.isfinite(ok[["flux_R", "flux_G", "flux_B"]].to_numpy()).all()
-    ratio = clumps["flux_ratio_B"].fillna(-1.0)
+    ratio = clumps["flux_ratio_u_est"].fillna(-1.0)
     assert (clumps["is_giant_3pct"] == (ratio >= 0.03)).all()
     assert (clumps["is_giant_8pct"] == (ratio >= 0.08)).all()
     assert (clumps["is_giant_8pct"] <= clumps["is_giant_3pct"]).all()

@@ -10,6 +10,10 @@ import clump_d2  # noqa: F401
 from clump_d2.data.stretch import DisplayStretch
 from clump_d2.photometry import PhotometryOptions, load_photometry_image, measure_clumps
 from clump_d2.photometry.apertures import gaussian_psf, zero_point_from_header
+from clump_d2.photometry.calibration import (
+    DEFAULT_DISPLAY_GIANT_CALIBRATION,
+    DisplayGiantCalibration,
+)
 from clump_d2.photometry.flags import bluest_band, flag_name, giant_flags
 from clump_d2.photometry.io import write_table
 from clump_d2.photometry.measure import photometry_units
@@ -169,7 +173,15 @@ def test_display_photometry_of_png(tmp_path):
                           "file_name": ["g.png"]})
     out = measure_clumps(table, image_root=tmp_path)
     assert out["photometry_kind"].iloc[0] == "display"
-    assert out["giant_band"].iloc[0] == "B (display)"
+    # flags on the u-band fraction predicted from B (the shipped calibration) ...
+    assert out["giant_band"].iloc[0] == "u (calibrated from display)"
+    cal = DisplayGiantCalibration(*DEFAULT_DISPLAY_GIANT_CALIBRATION)
+    assert out["flux_ratio_u_est"].iloc[0] == pytest.approx(
+        cal.predict(out["flux_ratio_B"].to_numpy())[0])
+    # ... or, without a calibration, on the raw B ratio
+    raw = measure_clumps(table, PhotometryOptions(display_giant_calibration=()),
+                         image_root=tmp_path)
+    assert raw["giant_band"].iloc[0] == "B (display)" and "flux_ratio_u_est" not in raw
     assert out["flux_G"].iloc[0] == pytest.approx(1.0, rel=0.1)
     assert out["flux_B"].iloc[0] / out["flux_R"].iloc[0] == pytest.approx(1.3 / 0.8, rel=0.1)
     with pytest.raises(ValueError, match="g.png"):
