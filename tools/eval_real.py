@@ -10,6 +10,9 @@
     python tools/eval_real.py evaluate --output-dir output/realdata/eval \
         --model sim_only=output/realdata/sim_sdss/model_final.pth \
         --model finetuned=output/realdata/finetune/model_final.pth
+    # the same galaxies at single-epoch SDSS depth (evaluate/paper/pool: --dataset gzh_s82_1e)
+    python tools/eval_real.py degrade --gzh ../shared/realdata/gzh_s82_clumps \
+        --single-epoch ../shared/realdata/gz2_sdss_1400/jpegs --out datasets/gzh_s82_1e
     # 4. the paper's definition (u-band flux fraction >= 3 % / 1 %, off-centre; fainter and
     #    central catalogue clumps are ignore regions), both folds, + the giant-flag target
     python tools/eval_real.py paper --output-dir output/realdata/paper \
@@ -29,6 +32,7 @@ from clump_d2.baselines import ClassicalParams
 from clump_d2.cli import (non_negative_int, open_fraction, positive_float, positive_int,
                           unit_float)
 from clump_d2.convert.gzh_s82 import DEFAULT_SEED, prepare_gzh_s82
+from clump_d2.convert.gzh_s82_degrade import DEFAULT_SNR_MIN, make_degraded_dataset
 from clump_d2.sim.synthetic import SIM_PRESETS, simulate_sdss
 from clump_d2.studies.detectability import dataset_census, summarise_census, write_census
 from clump_d2.photometry import PhotometryOptions
@@ -57,6 +61,30 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fraction of galaxies for fine-tuning (the rest is the test split)")
     p.add_argument("--galaxies", type=positive_int, default=None,
                    help="first N galaxies only")
+    g = sub.add_parser("degrade", help="the GZH S82 galaxies degraded to single-epoch SDSS "
+                       "depth and seeing (calibrated on single-epoch images) -> the splits of "
+                       "prepare, clumps below the S/N limit as ignore regions")
+    g.add_argument("--gzh", required=True, help="the gzh_s82_clumps folder")
+    g.add_argument("--single-epoch", default=None, metavar="DIR",
+                   help="single-epoch SDSS JPEGs to calibrate on (e.g. "
+                        "../shared/realdata/gz2_sdss_1400/jpegs)")
+    g.add_argument("--calibration", default=None, metavar="JSON",
+                   help="reuse the calibration.json of an earlier run instead")
+    g.add_argument("--single-epoch-limit", type=positive_int, default=None, metavar="N",
+                   help="calibrate on a seeded random N of the single-epoch images")
+    g.add_argument("--out", default="datasets/gzh_s82_1e", help="dataset folder")
+    g.add_argument("--realisations", type=positive_int, default=3,
+                   help="noise draws per galaxy (at most 100)")
+    g.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seeds every noise draw")
+    g.add_argument("--galaxies", nargs="+", default=None, metavar="ID",
+                   help="galaxy ids (survey_id) to write; folds stay those of all galaxies")
+    g.add_argument("--snr-min", type=positive_float, default=DEFAULT_SNR_MIN,
+                   help="clumps below this S/N in the degraded image are ignore regions")
+    g.add_argument("--depth-factor", type=positive_float, default=None,
+                   help="fix the depth factor (point-source noise / the coadd's) instead "
+                        "of calibrating it (e.g. 6.3: 2 mag shallower)")
+    g.add_argument("--seeing-arcsec", type=positive_float, default=None,
+                   help="fix the single-epoch seeing FWHM instead of calibrating it")
     s = sub.add_parser("simulate", help="write the calibrated SDSS-preset simulation")
     s.add_argument("--out", default="datasets/sdsssim")
     s.add_argument("--num-train", type=positive_int, default=600)
@@ -178,6 +206,14 @@ def main(argv=None):
         f = args.train_fraction
         paths = prepare_gzh_s82(args.gzh, args.out, {"train": f, "test": 1 - f}, args.seed,
                                 galaxies=args.galaxies)
+        print("\n".join(f"{k}: {v}" for k, v in paths.items()))
+    elif args.command == "degrade":
+        if not (args.single_epoch or args.calibration):
+            parser.error("degrade needs --single-epoch DIR or --calibration JSON")
+        paths = make_degraded_dataset(
+            args.gzh, args.out, args.single_epoch, args.calibration, args.single_epoch_limit,
+            args.depth_factor, args.seeing_arcsec, args.realisations, args.seed, args.galaxies,
+            args.snr_min)
         print("\n".join(f"{k}: {v}" for k, v in paths.items()))
     elif args.command == "simulate":
         paths = simulate_sdss(args.out, args.num_train, args.num_val, args.seed,

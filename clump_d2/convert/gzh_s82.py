@@ -139,21 +139,13 @@ def to_crop_frame(coco: Dict, crop_size: int = CROP_SIZE) -> Dict:
     return out
 
 
-def prepare_gzh_s82(gzh_dir: str | os.PathLike, out_dir: str | os.PathLike,
-                    fractions: Optional[Dict[str, float]] = None, seed: int = DEFAULT_SEED,
-                    galaxies: Optional[int] = None) -> Dict[str, Path]:
-    """Convert ``gzh_s82_clumps`` to ``out_dir`` (splits ``all``, ``train``, ``test``, and
-    the halves ``train_a``, ``train_b``, ``test_a``, ``test_b`` of the last two).
+def catalogue_coco(gzh_dir: str | os.PathLike, galaxies: Optional[int] = None):
+    """The catalogue's clumps on the galaxies' central crops, as :func:`prepare_gzh_s82`
+    writes them before splitting: (crop-frame COCO dict, the converter's report).
 
     Args:
-        gzh_dir: the ``gzh_s82_clumps`` folder (read only; images are symlinked).
-        out_dir: dataset folder, e.g. ``datasets/gzh_s82c`` -> ``gzh_s82c_train``, ...
-        fractions: split fractions (default train 0.5 / test 0.5).
-        seed: split seed (default 0).
+        gzh_dir: the ``gzh_s82_clumps`` folder.
         galaxies: keep only the first N galaxies by id (tests use a tiny subset).
-
-    Returns:
-        {split: json path}.
     """
     paths = gzh_paths(gzh_dir)
     coco_builder, report = convert_catalog(paths["clumps"], paths["galaxies"], paths["images"])
@@ -170,23 +162,52 @@ def prepare_gzh_s82(gzh_dir: str | os.PathLike, out_dir: str | os.PathLike,
         keep = {im["id"] for im in sorted(coco["images"], key=lambda im: im["id"])[:galaxies]}
         coco["images"] = [im for im in coco["images"] if im["id"] in keep]
         coco["annotations"] = [a for a in coco["annotations"] if a["image_id"] in keep]
-    coco = to_crop_frame(coco)
-    out_dir = Path(out_dir)
-    unit = {"all": (coco, report)}  # every split written at once: all of them, or none
+    return to_crop_frame(coco), report
+
+
+def fold_splits(coco: Dict, fractions: Optional[Dict[str, float]] = None,
+                seed: int = DEFAULT_SEED) -> Dict[str, tuple]:
+    """The folds of :func:`prepare_gzh_s82`: ``{split: (coco, report)}`` for ``train``,
+    ``test`` (by galaxy, :func:`split_coco`) and their halves ``<split>_a`` / ``<split>_b``."""
+    out = {}
     splits, split_report = split_coco(coco, fractions or DEFAULT_SPLIT, seed=seed)
     split_report.info["derived_from"] = "all"
-    for name, sub in list(splits.items()):
-        unit[name] = (sub, split_report)
+    for name, sub in splits.items():
+        out[name] = (sub, split_report)
         # Halves of each split (``<split>_a``, ``<split>_b``), for thresholds cross-fitted
         # on galaxies a fine-tuned model has not seen (see :class:`Method`).
         halves, halves_report = split_coco(sub, {"a": 0.5, "b": 0.5}, seed=seed)
         halves_report.info["derived_from"] = name
         for half, hsub in halves.items():
-            unit[f"{name}_{half}"] = (hsub, halves_report)
-            splits[f"{name}_{half}"] = hsub
+            out[f"{name}_{half}"] = (hsub, halves_report)
+    return out
+
+
+def prepare_gzh_s82(gzh_dir: str | os.PathLike, out_dir: str | os.PathLike,
+                    fractions: Optional[Dict[str, float]] = None, seed: int = DEFAULT_SEED,
+                    galaxies: Optional[int] = None) -> Dict[str, Path]:
+    """Convert ``gzh_s82_clumps`` to ``out_dir`` (splits ``all``, ``train``, ``test``, and
+    the halves ``train_a``, ``train_b``, ``test_a``, ``test_b`` of the last two).
+
+    Args:
+        gzh_dir: the ``gzh_s82_clumps`` folder (read only; images are symlinked).
+        out_dir: dataset folder, e.g. ``datasets/gzh_s82c`` -> ``gzh_s82c_train``, ...
+        fractions: split fractions (default train 0.5 / test 0.5).
+        seed: split seed (default 0).
+        galaxies: keep only the first N galaxies by id (tests use a tiny subset).
+
+    Returns:
+        {split: json path}.
+    """
+    coco, report = catalogue_coco(gzh_dir, galaxies)
+    out_dir = Path(out_dir)
+    unit = {"all": (coco, report)}  # every split written at once: all of them, or none
+    unit.update(fold_splits(coco, fractions, seed))
     # images placed with the annotations, as one unit (a kill in between is undone)
-    written = write_dataset(out_dir, unit, images_from=paths["images"], link="symlink")
-    for name, sub in splits.items():
-        logger.info("%s: %d galaxies, %d clumps", name, len(sub["images"]),
-                    len(sub["annotations"]))
+    written = write_dataset(out_dir, unit, images_from=gzh_paths(gzh_dir)["images"],
+                            link="symlink")
+    for name, (sub, _) in unit.items():
+        if name != "all":
+            logger.info("%s: %d galaxies, %d clumps", name, len(sub["images"]),
+                        len(sub["annotations"]))
     return written
