@@ -25,7 +25,9 @@ PY=${PYTHON:-.venv/bin/python}
 SET=${SET:-gz2hosts1pc}
 SET_ARGS=${SET_ARGS---clump-frac 0.01 0.15 --psf-full-image}
 CFG=${CFG:-configs/RealData/sdss_realhosts_lite0.yaml}
-MODEL=${MODEL:-output/realdata/sdss_realhosts_lite0/model_final.pth}
+# The shipped model (clump_d2/model_zoo/sdss_lite0, docs/model_zoo.md) by default: nothing to
+# train. MODEL=output/realdata/sdss_realhosts_lite0/model_final.pth trains CFG there first.
+MODEL=${MODEL:-zoo:sdss_lite0}
 TRAIN_OPTS=${TRAIN_OPTS:-}
 E=${E:-output/sdss_domain}
 # The S82 fine-tunes of MODEL: FTR/on_{train,test} (one per fold) and FTR/{train,test}_{a,b}
@@ -51,7 +53,10 @@ FTB=${FTB:-output/realdata/finetune_sdss_lite0_bright}
         --num-train 36 --num-val 0 --seed 1
 
 # shellcheck disable=SC2086
-[ -f "$MODEL" ] || $PY tools/train_net.py --config-file $CFG $TRAIN_OPTS
+case $MODEL in
+    zoo:*) ;;  # shipped: verified against its model card when loaded
+    *) [ -f "$MODEL" ] || $PY tools/train_net.py --config-file $CFG $TRAIN_OPTS ;;
+esac
 
 # Operating points, chosen on the validation hosts only. (1) Each detector's F1-best score on
 # the validation dataset, and both at theirs on the test hosts (the 420 held-out galaxies, 3

@@ -145,7 +145,7 @@ def test_injection_config_from_config_is_the_evaluators_operating_point():
     cfg = build_config("configs/quickstart.yaml", ["TEST.CLUMP_EVAL.MATCH", "distance",
                                                    "TEST.CLUMP_EVAL.DISTANCE_FACTOR", "1.5"])
     icfg = InjectionConfig.from_config(cfg, trials=7)
-    assert icfg.score_thresh == pytest.approx(0.6) and icfg.trials == 7
+    assert icfg.score_thresh == pytest.approx(0.75) and icfg.trials == 7
     assert icfg.match == MatchCriterion("distance", distance_factor=1.5)
 
 
