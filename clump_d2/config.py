@@ -90,6 +90,14 @@ def _add_data_config(cfg: CN) -> None:
     cfg.TEST.DIHEDRAL_TTA = CN()
     cfg.TEST.DIHEDRAL_TTA.ENABLED = False
     cfg.TEST.DIHEDRAL_TTA.MERGE_IOU = 0.4
+    # Views voting: 8 (all flips and rotations), 4 (the four rotations) or 2 (upright and
+    # upside down): fewer views cost less (docs/speed.md measures what they keep).
+    cfg.TEST.DIHEDRAL_TTA.VIEWS = 8
+    # Inference runs the backbone (encoder + FPN) as a frozen TorchScript graph optimised for
+    # inference (BatchNorm folded into the convolutions, oneDNN layouts on the CPU), traced once
+    # per input shape (clump_d2/modeling/runtime.py). Same detections up to float rounding;
+    # measured faster on the CPU (docs/speed.md). Off: the eager backbone.
+    cfg.TEST.TRACED_BACKBONE = False
 
     cfg.DATASETS.SYNTHETIC = CN()
     # Generate the registered clumpsim_* datasets on first use if their files are missing.

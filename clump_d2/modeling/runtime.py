@@ -11,11 +11,14 @@ keys, so the same YAML runs on a laptop and on a GPU:
   casts to float32 under autocast, so box coordinates keep full precision.
 * training uses Detectron2's own ``SOLVER.AMP.ENABLED`` (its ``AMPTrainer``), which needs
   CUDA; :func:`clump_d2.engine.resolve_device` turns it off with a warning on the CPU.
+* ``TEST.TRACED_BACKBONE``: at inference the backbone runs as a frozen TorchScript graph
+  (:func:`trace_backbone_for_inference`), a CPU speed setting.
 """
 from __future__ import annotations
 
 import contextlib
 import logging
+from typing import Dict
 
 import torch
 from detectron2.structures import Boxes
@@ -86,18 +89,77 @@ def _float32_outputs(output):
     return output
 
 
+def _traced_graph(backbone: nn.Module, forward, x: torch.Tensor):
+    """``forward`` (the backbone's own, eager) traced on ``x``, frozen and optimised for
+    inference: BatchNorm folded into convolutions, constants inlined."""
+
+    class _Eager(nn.Module):  # the backbone's parameters, called through its eager forward
+        def __init__(self):
+            super().__init__()
+            self.backbone = backbone
+
+        def forward(self, image):
+            return forward(image)
+
+    # Tracing records autograd-free ops only, but not inside inference mode; the input is an
+    # inference tensor when the caller is in inference mode, hence the clone outside it.
+    with torch.inference_mode(False), torch.no_grad():
+        example = x.clone()
+        traced = torch.jit.trace(_Eager().eval(), example, strict=False, check_trace=False)
+        return torch.jit.optimize_for_inference(torch.jit.freeze(traced))
+
+
+def trace_backbone_for_inference(model: nn.Module) -> nn.Module:
+    """Run ``model.backbone`` as a frozen, inference-optimised TorchScript graph, traced on
+    first use for each input shape (a catalogue's batches have one or two shapes). The
+    backbone module, its parameters and the model's ``state_dict`` are unchanged: only its
+    ``forward`` is replaced, and it falls back to the eager one in training mode or when
+    gradients are on. Returns ``model``."""
+    backbone = model.backbone
+    if getattr(backbone, "_clump_d2_traced", False):
+        return model
+    eager = backbone.forward
+    graphs: Dict = {}
+    weights_seen = [None]
+
+    def weights_state():
+        # Freezing bakes the weights in: a periodic evaluation during training must not reuse
+        # a graph of older weights. Every in-place update bumps a tensor's _version.
+        return tuple((p.data_ptr(), p._version) for p in backbone.parameters())
+
+    def forward(x):
+        if backbone.training or torch.is_grad_enabled():
+            return eager(x)
+        state = weights_state()
+        if state != weights_seen[0]:
+            graphs.clear()
+            weights_seen[0] = state
+        key = (tuple(x.shape), x.dtype, x.device, x.is_contiguous())
+        if key not in graphs:
+            logger.info("tracing the backbone for inputs of shape %s", tuple(x.shape))
+            graphs[key] = _traced_graph(backbone, eager, x)
+        return graphs[key](x)
+
+    backbone.forward = forward
+    backbone._clump_d2_traced = True
+    return model
+
+
 def wrap_for_inference(model: nn.Module, cfg) -> nn.Module:
     """Wrapped in :class:`AutocastInference` if ``TEST.AMP.ENABLED`` and in
     :class:`~clump_d2.modeling.tta.DihedralTTA` if ``TEST.DIHEDRAL_TTA.ENABLED`` (else the
     model as it is)."""
+    if cfg.TEST.TRACED_BACKBONE:
+        trace_backbone_for_inference(model)
     if cfg.TEST.AMP.ENABLED:
         logger.info("inference under torch.autocast(%s, %s)", cfg.MODEL.DEVICE,
                     cfg.TEST.AMP.DTYPE)
         model = AutocastInference(model, cfg)
     if cfg.TEST.DIHEDRAL_TTA.ENABLED:
-        logger.info("inference with 8-view test-time augmentation (merge IoU %.2f)",
-                    cfg.TEST.DIHEDRAL_TTA.MERGE_IOU)
+        logger.info("inference with %d-view test-time augmentation (merge IoU %.2f)",
+                    cfg.TEST.DIHEDRAL_TTA.VIEWS, cfg.TEST.DIHEDRAL_TTA.MERGE_IOU)
         model = DihedralTTA(model, merge_iou=cfg.TEST.DIHEDRAL_TTA.MERGE_IOU,
+                            views=cfg.TEST.DIHEDRAL_TTA.VIEWS,
                             max_detections=cfg.TEST.DETECTIONS_PER_IMAGE)
     return model
 

@@ -1,4 +1,5 @@
-"""Test-time augmentation over the 8 flips and 90-degree rotations of a cutout.
+"""Test-time augmentation over the 8 flips and 90-degree rotations of a cutout (or a
+subgroup of them: ``TEST.DIHEDRAL_TTA.VIEWS`` 4 or 2, for speed).
 
 A galaxy cutout has no preferred orientation (the training mapper already draws all 8), so
 the detector's answer should not depend on it. :class:`DihedralTTA` runs the wrapped model
@@ -24,6 +25,18 @@ from torchvision.ops import box_iou
 
 #: (number of 90-degree counter-clockwise rotations, horizontal flip first?) of each view.
 VIEWS: Tuple[Tuple[int, bool], ...] = tuple((k, f) for f in (False, True) for k in range(4))
+#: Fewer views (``TEST.DIHEDRAL_TTA.VIEWS``): subgroups of the 8, so that the voting stays
+#: symmetric: 4 = the rotations by 0/90/180/270 degrees, 2 = upright and upside down, 1 = none.
+SUBGROUPS: Dict[int, Tuple[Tuple[int, bool], ...]] = {
+    8: VIEWS, 4: tuple((k, False) for k in range(4)), 2: ((0, False), (2, False)),
+    1: ((0, False),)}
+
+
+def dihedral_views(n: int) -> Tuple[Tuple[int, bool], ...]:
+    """The ``n`` views of :data:`SUBGROUPS` (n in 1, 2, 4, 8)."""
+    if n not in SUBGROUPS:
+        raise ValueError(f"TEST.DIHEDRAL_TTA.VIEWS is {n}; use one of {sorted(SUBGROUPS)}")
+    return SUBGROUPS[n]
 
 
 def view_image(image: torch.Tensor, rotations: int, flip: bool) -> torch.Tensor:
@@ -108,17 +121,18 @@ class DihedralTTA(nn.Module):
     ``{"instances": Instances}`` in the input's output frame, like the model's."""
 
     def __init__(self, model: nn.Module, merge_iou: float = 0.4,
-                 max_detections: int = 100):
+                 max_detections: int = 100, views: int = 8):
         super().__init__()
         self.model = model
         self.merge_iou = float(merge_iou)
         self.max_detections = int(max_detections)
+        self.views = dihedral_views(int(views))
 
     def forward(self, batched_inputs: Sequence[Dict]) -> List[Dict]:
         sizes = [_output_size(inp) for inp in batched_inputs]
         views = []
         for inp, (height, width) in zip(batched_inputs, sizes):
-            for rotations, flip in VIEWS:
+            for rotations, flip in self.views:
                 vh, vw = view_size(height, width, rotations)
                 views.append(dict(inp, image=view_image(inp["image"], rotations, flip),
                                   height=vh, width=vw))
@@ -126,15 +140,15 @@ class DihedralTTA(nn.Module):
         merged = []
         for i, (height, width) in enumerate(sizes):
             boxes, scores, classes, view_ids = [], [], [], []
-            for v, (rotations, flip) in enumerate(VIEWS):
-                inst = outputs[i * len(VIEWS) + v]["instances"].to("cpu")
+            for v, (rotations, flip) in enumerate(self.views):
+                inst = outputs[i * len(self.views) + v]["instances"].to("cpu")
                 boxes.append(boxes_to_input(inst.pred_boxes.tensor.float(), height, width,
                                             rotations, flip))
                 scores.append(inst.scores.float())
                 classes.append(inst.pred_classes)
                 view_ids.append(torch.full((len(inst),), v, dtype=torch.long))
             b, s, c = merge_views(torch.cat(boxes), torch.cat(scores), torch.cat(classes),
-                                  torch.cat(view_ids), len(VIEWS), self.merge_iou)
+                                  torch.cat(view_ids), len(self.views), self.merge_iou)
             keep = slice(0, self.max_detections)
             result = Instances((height, width))
             result.pred_boxes = Boxes(b[keep])

@@ -106,3 +106,54 @@ def test_config_key_wraps_inference_and_export_unwraps(tiny_model_opts, tmp_path
         out = wrapped([{"image": image, "height": 64, "width": 64}])[0]["instances"]
     assert out.image_size == (64, 64) and len(out) <= cfg.TEST.DETECTIONS_PER_IMAGE
     assert torch.all(out.scores[:-1] >= out.scores[1:])
+
+
+@pytest.mark.parametrize("views", [4, 2])
+def test_fewer_views_vote_over_a_subgroup(views):
+    """VIEWS 4 / 2: the rotations only (a subgroup, so every view maps back exactly), one
+    batch of that many views, and a one-view artefact down-weighted by that many."""
+    image = torch.zeros(3, 40, 30)
+    image[:, 25, 6] = 10.0
+    model = _BrightestPixelDetector(only_upright_artefact=True)
+    tta = DihedralTTA(model, merge_iou=0.4, views=views)
+    out = tta([{"image": image, "_upright": image, "height": 40, "width": 30}])[0]["instances"]
+    assert model.calls == 1 and len(out) == 2
+    assert torch.allclose(out.pred_boxes.tensor[0], torch.tensor([4.5, 23.5, 8.5, 27.5]))
+    assert out.scores[0] == pytest.approx(0.8)
+    assert out.scores[1] == pytest.approx(0.9 / views)
+    with pytest.raises(ValueError, match="VIEWS is 3"):
+        DihedralTTA(model, views=3)
+
+
+def test_traced_backbone_gives_the_eager_detections_and_follows_new_weights(tiny_model_opts,
+                                                                           tmp_path):
+    """TEST.TRACED_BACKBONE: the same detections as the eager backbone (float rounding), the
+    model's state_dict unchanged, and a graph traced before a weight update is not reused."""
+    from detectron2.modeling import build_model
+
+    from clump_d2.engine import build_config
+    from clump_d2.modeling.runtime import trace_backbone_for_inference
+
+    cfg = build_config("configs/quickstart.yaml", tiny_model_opts(tmp_path))
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    x = torch.rand(2, 3, 64, 64) * 255
+    keys = list(model.state_dict())
+    with torch.inference_mode():
+        eager = model.backbone(x)
+    trace_backbone_for_inference(model)
+    with torch.inference_mode():
+        traced = model.backbone(x)
+    assert list(model.state_dict()) == keys
+    assert set(traced) == set(eager)
+    for k in eager:
+        assert torch.allclose(traced[k], eager[k], rtol=1e-4, atol=1e-3), k
+    with torch.no_grad():  # e.g. an optimizer step between two periodic evaluations
+        next(model.backbone.parameters()).mul_(0.5)
+    with torch.inference_mode():
+        after = model.backbone(x)
+    with torch.inference_mode():  # the class's own (eager) forward, on the new weights
+        reference = type(model.backbone).forward(model.backbone, x)
+    for k in eager:
+        assert torch.allclose(after[k], reference[k], rtol=1e-4, atol=1e-3), k
+    assert not torch.allclose(after["p2"], traced["p2"])
