@@ -10,6 +10,11 @@
         --out datasets/gz2hosts --pretrain-holdout 0.3 --val 100
     # or split by fractions of the hosts
     python tools/make_real_hosts.py --hosts DIR --out datasets/myhosts --fractions train=0.7 val=0.1 test=0.2
+    # self-training: the train hosts' knots that a model and the classical finder agree on
+    # become labels (tools/self_train.py label writes the file; docs/sdss_domain.md)
+    python tools/make_real_hosts.py --hosts ../shared/realdata/gz2_sdss_1400/jpegs \
+        --out datasets/gz2hosts1pc_st --pretrain-holdout 0.3 --val 100 \
+        --clump-frac 0.01 0.15 --psf-full-image --pseudo-labels PSEUDO_LABELS.json
 
 Registers as ``<out folder name>_<split>``. Logic: :mod:`clump_d2.sim.real_hosts`.
 """
@@ -25,7 +30,8 @@ from clump_d2.cli import (non_negative_int, open_fraction, positive_float, posit
                           split_fraction)
 from clump_d2.data.files import read_json
 from clump_d2.pretrain.images import list_image_folder, split_by_galaxy, write_split
-from clump_d2.sim.real_hosts import RealHostParams, make_real_host_dataset
+from clump_d2.sim.real_hosts import (PseudoLabelError, RealHostParams, load_pseudo_labels,
+                                     make_real_host_dataset)
 
 
 def main(argv=None):
@@ -61,6 +67,11 @@ def main(argv=None):
                         help="host images declaring more pixels (width x height) are skipped, "
                              "named, before decoding (default %(default)s, the default of "
                              "INPUT.MAX_PIXELS)")
+    parser.add_argument("--pseudo-labels", default="", metavar="FILE",
+                        help="self-training: a file of tools/self_train.py label; the train "
+                             "hosts' knots it marks positive become clump labels (source "
+                             "pseudo_label), the others stay ignore regions; refused if it "
+                             "names a val/test host or was made with other host settings")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit", type=positive_int, default=None,
                         help="first N hosts only")
@@ -85,11 +96,24 @@ def main(argv=None):
         split = read_json(args.split_json, "--split-json")  # errors name file, line, column
     if split is not None:
         lists = host_lists(split, args.val, args.seed)
-    written = make_real_host_dataset(args.hosts, args.out, fractions, params,
-                                     limit=args.limit, host_lists=lists)
+    labels, meta = None, {}
+    if args.pseudo_labels:
+        try:
+            labels = load_pseudo_labels(args.pseudo_labels)
+        except (FileNotFoundError, PseudoLabelError) as e:
+            parser.error(f"--pseudo-labels: {e}")
+        meta["pseudo_labels"] = labels.record()  # split.json says which labels it learnt
+    # A file for val/test hosts or other host settings is refused before any write; one
+    # whose knot a host lacks (other images) stops before that split's JSON is written.
+    try:
+        written = make_real_host_dataset(args.hosts, args.out, fractions, params,
+                                         limit=args.limit, host_lists=lists,
+                                         pseudo_labels=labels)
+    except PseudoLabelError as e:
+        parser.error(f"--pseudo-labels: {e}")
     if args.pretrain_holdout is not None:  # after the dataset, which replaces its folder
         written["split"] = write_split(split, args.out, holdout_fraction=args.pretrain_holdout,
-                                       seed=args.seed)
+                                       seed=args.seed, **meta)
     if lists is not None:  # the hosts of each split, e.g. for inject_recover --ids-from
         written["hosts"] = str(Path(args.out) / HOST_LISTS_FILE)
         Path(written["hosts"]).write_text(json.dumps(lists, indent=1))

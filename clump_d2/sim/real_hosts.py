@@ -22,6 +22,14 @@ injections keep ``sep_fwhm`` away from them. Training with ``IgnoreRegionRPN`` /
 ``IgnoreRegionROIHeads`` neither rewards nor punishes detections there, and the evaluator
 ignores them the same way (``TEST.CLUMP_EVAL``: crowd annotations are ignore regions).
 
+**Pseudo-labels** (self-training, :mod:`clump_d2.studies.self_training`). A pseudo-label file
+(:func:`load_pseudo_labels`) marks some of a host's knots ``positive`` (a detector and the
+classical finder agree on them): in every version of that host they become ``clump`` labels
+(``source: "pseudo_label"``) instead of ignore regions, the other knots stay ignore regions,
+and injected clumps still avoid every knot, so they are the same as without the file. Only
+hosts of the ``train`` split may appear in the file: validation and test hosts stay as they
+are, and a file naming one is refused (:class:`PseudoLabelError`).
+
 **Negatives.** ``empty_fraction`` of the versions get no clump: real hosts with only their own
 knots (ignored) are the negatives.
 
@@ -33,6 +41,7 @@ Two files giving one host id (``4000.png`` and ``4000.jpg``) are an error naming
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -47,6 +56,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from clump_d2.baselines.classical import ClassicalParams, find_clumps
+from clump_d2.data.files import read_json
 from clump_d2.data.image_io import (COLOUR_SUFFIXES, DEFAULT_MAX_PIXELS, read_display_image,
                                     unique_image_ids)
 from clump_d2.data.datasets.builtin import check_split_name
@@ -60,6 +70,8 @@ logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = COLOUR_SUFFIXES  # host images: colour cut-outs (data.image_io)
 SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
+#: Category id of a pseudo-labelled knot: a real clump of the ordinary kind.
+_CLUMP_ID = next(c["id"] for c in CATEGORIES if c["name"] == "clump")
 
 
 @dataclass
@@ -219,16 +231,19 @@ def prepare_host(path: Path, hid: str, params: RealHostParams) -> PreparedHost:
 
 
 def inject_version(prep: PreparedHost, version: int, params: RealHostParams,
-                   colours=None) -> Tuple[np.ndarray, List[Dict]]:
+                   colours=None, extra_avoid: Sequence[Tuple[float, float]] = ()
+                   ) -> Tuple[np.ndarray, List[Dict]]:
     """One injected version of a host: (RGB uint8 image, clump dicts with x, y, category,
-    flux_frac and per-channel flux factors). No clump with probability ``empty_fraction``."""
+    flux_frac and per-channel flux factors). No clump with probability ``empty_fraction``.
+    Clumps avoid the host's knots and the positions ``extra_avoid`` (e.g. network-only
+    pseudo-labels, which are labels of their own)."""
     rng = _host_rng(params.seed, prep.hid, 1 + version)
     colours = colours or _relative_colours(SdssRealism())
     if rng.uniform() < params.empty_fraction:
         return prep.rgb.copy(), []
     probs = np.asarray(params.clump_count_probs, float)
     n = 1 + int(rng.choice(len(probs), p=probs / probs.sum()))
-    avoid = [tuple(p) for p in prep.knots]
+    avoid = [tuple(p) for p in prep.knots] + [tuple(p) for p in extra_avoid]
     pos = choose_positions(rng, n, prep.host["centre"], prep.host["r50"], prep.fwhm,
                            prep.linear.shape[:2], avoid, params.radius_r50, params.bulge_fwhm,
                            params.sep_fwhm)
@@ -251,12 +266,170 @@ def inject_version(prep: PreparedHost, version: int, params: RealHostParams,
     return DisplayStretch(params.q).display(injected), clumps
 
 
+# --- pseudo-labels (self-training) -------------------------------------------------------------
+
+#: Format tag of a pseudo-label file (written by :mod:`clump_d2.studies.self_training`).
+PSEUDO_LABEL_FORMAT = "clump_d2 pseudo-labels v1"
+#: The :class:`RealHostParams` fields that decide a host's crop, PSF and knots
+#: (:func:`prepare_host`): a pseudo-label file fits a dataset only where they agree.
+PREPARE_FIELDS = ("crop_size", "psf_full_image", "psf_min_snr", "psf_fallback_px", "q", "seed",
+                  "ignore_snr")
+#: The only split whose hosts may carry pseudo-labels.
+PSEUDO_LABEL_SPLIT = "train"
+#: How far (px) a file's knot may lie from the host's knot it names: the same computation gives
+#: the same float, so anything more is another image or other host parameters.
+KNOT_TOLERANCE_PX = 0.01
+LABELS = ("positive", "ignore")
+KINDS = ("knot", "detection")
+
+
+class PseudoLabelError(ValueError):
+    """A pseudo-label file that is malformed, made for other hosts or host parameters, or that
+    names hosts of a split which must stay untouched (validation, test)."""
+
+
+def prepare_params(params: RealHostParams) -> Dict:
+    """The :data:`PREPARE_FIELDS` of ``params`` as JSON values (tuples as lists)."""
+    return json.loads(json.dumps({k: getattr(params, k) for k in PREPARE_FIELDS}))
+
+
+@dataclass
+class PseudoLabels:
+    """A pseudo-label file as read by :func:`load_pseudo_labels`."""
+
+    path: str
+    sha256: str
+    parameters: Dict  # the labelling rule's settings, the detector, ``host_params``
+    counts: Dict
+    hosts: Dict[str, List[Dict]]  # host id -> entries {x, y, score, snr, label, kind, reason}
+    host_info: Dict[str, Dict] = field(default_factory=dict)  # host id -> {psf_fwhm_px, ...}
+
+    def positives(self, hid: str) -> List[Dict]:
+        """The entries of host ``hid`` labelled ``positive`` (none for a host not in the file)."""
+        return [e for e in self.hosts.get(hid, []) if e["label"] == "positive"]
+
+    def record(self) -> Dict:
+        """What a dataset records of the file: its path, sha256, counts and parameters."""
+        return {"file": self.path, "sha256": self.sha256, "counts": self.counts,
+                "parameters": self.parameters}
+
+
+def load_pseudo_labels(path: str | os.PathLike) -> PseudoLabels:
+    """Read and check a pseudo-label file (format :data:`PSEUDO_LABEL_FORMAT`).
+
+    Raises:
+        FileNotFoundError: naming the file.
+        PseudoLabelError: invalid JSON (file, line, column), another format, or an entry
+            without finite ``x``/``y`` or with an unknown ``label`` / ``kind`` (naming the host).
+    """
+    path = Path(path)
+    try:
+        data = read_json(path, "pseudo-label file")
+    except ValueError as e:
+        raise PseudoLabelError(str(e)) from e
+    if not isinstance(data, dict) or data.get("format") != PSEUDO_LABEL_FORMAT:
+        raise PseudoLabelError(f"{path}: not a pseudo-label file (no \"format\": "
+                               f"\"{PSEUDO_LABEL_FORMAT}\"; made by tools/self_train.py label)")
+    hosts = data.get("hosts")
+    if not isinstance(hosts, dict):
+        raise PseudoLabelError(f"{path}: \"hosts\" is not an object of host id -> entries")
+    for hid, entries in hosts.items():
+        for e in entries if isinstance(entries, list) else [None]:
+            ok = (isinstance(e, dict) and e.get("label") in LABELS and e.get("kind") in KINDS
+                  and all(isinstance(e.get(k), (int, float)) and math.isfinite(e[k])
+                          for k in ("x", "y")))
+            if not ok:
+                raise PseudoLabelError(f"{path}: host {hid}: bad entry {e!r} (needs finite x, y, "
+                                       f"label in {LABELS}, kind in {KINDS})")
+    return PseudoLabels(os.fspath(path), hashlib.sha256(path.read_bytes()).hexdigest(),
+                        data.get("parameters", {}), data.get("counts", {}), hosts,
+                        data.get("host_info", {}))
+
+
+def check_pseudo_labels(labels: PseudoLabels, splits: Dict[str, Sequence[str]],
+                        params: RealHostParams) -> None:
+    """Refuse a pseudo-label file that does not fit this dataset.
+
+    Raises:
+        PseudoLabelError: the file names hosts of a split other than
+            :data:`PSEUDO_LABEL_SPLIT` (named, so that validation and test hosts never learn
+            from labels); its host parameters differ from ``params`` in a
+            :data:`PREPARE_FIELDS` field (its knots would not be this dataset's); or none of
+            its hosts is a train host.
+    """
+    for split, hids in splits.items():
+        if split == PSEUDO_LABEL_SPLIT:
+            continue
+        bad = sorted(set(hids) & set(labels.hosts))
+        if bad:
+            shown = ", ".join(bad[:10]) + (f" and {len(bad) - 10} more" if len(bad) > 10 else "")
+            raise PseudoLabelError(
+                f"{labels.path} labels {len(bad)} host(s) of split {split!r}: {shown}. Only "
+                f"{PSEUDO_LABEL_SPLIT!r} hosts may get pseudo-labels, so that validation and "
+                "held-out tests stay untouched: label only the train hosts (tools/self_train.py "
+                "label --ids-from <dataset>/hosts.json:train)")
+    theirs = labels.parameters.get("host_params")
+    if not isinstance(theirs, dict):
+        raise PseudoLabelError(f"{labels.path}: no parameters.host_params (the host "
+                               "parameters the knots were found with)")
+    ours = prepare_params(params)
+    diff = [f"{k}: file {theirs.get(k)!r}, dataset {v!r}" for k, v in ours.items()
+            if theirs.get(k) != v]
+    if diff:
+        raise PseudoLabelError(f"{labels.path}: made with other host parameters than this "
+                               f"dataset ({'; '.join(diff)}): its knots are not this dataset's; "
+                               "label the hosts with the dataset's settings")
+    train = set(splits.get(PSEUDO_LABEL_SPLIT, ()))
+    n_in = len(train & set(labels.hosts))
+    if labels.hosts and not n_in:
+        raise PseudoLabelError(f"{labels.path}: none of its {len(labels.hosts)} hosts is a "
+                               f"{PSEUDO_LABEL_SPLIT!r} host of this dataset (other images?)")
+    if n_in < len(labels.hosts):
+        logger.warning("%s: %d of its %d hosts are in no split of this dataset (ignored)",
+                       labels.path, len(labels.hosts) - n_in, len(labels.hosts))
+
+
+def _host_pseudo_labels(prep: PreparedHost, labels: PseudoLabels, path: str
+                        ) -> Tuple[Dict[int, Dict], List[Dict]]:
+    """A host's positives: ({index into ``prep.knots``: entry}, network-only entries)."""
+    info = labels.host_info.get(prep.hid, {})
+    if "psf_fwhm_px" in info and abs(float(info["psf_fwhm_px"]) - prep.fwhm) > 1e-6:
+        raise PseudoLabelError(f"{path}: host {prep.hid}: PSF FWHM {info['psf_fwhm_px']} px in the "
+                               f"file, {prep.fwhm} px here (another image?)")
+    knots, extra = {}, []
+    for e in labels.positives(prep.hid):
+        if e["kind"] == "detection":
+            extra.append(e)
+            continue
+        d = (np.hypot(prep.knots[:, 0] - e["x"], prep.knots[:, 1] - e["y"]) if len(prep.knots)
+             else np.array([np.inf]))
+        k = int(np.argmin(d))
+        if d[k] > KNOT_TOLERANCE_PX:
+            raise PseudoLabelError(f"{path}: host {prep.hid}: the knot at ({e['x']}, {e['y']}) is "
+                                   f"none of the host's knots (nearest {d[k]:.3g} px away): the "
+                                   "file was made from other images or host parameters")
+        knots[k] = e
+    return knots, extra
+
+
+def _pseudo_annotation(e: Dict, fwhm: float, size: int) -> Optional[Dict]:
+    """A positive pseudo-label as a COCO annotation (without ids): a ``clump`` label."""
+    box = clump_box_xywh_in_frame(float(e["x"]), float(e["y"]), fwhm, size, size)
+    if box is None:
+        return None
+    return {"bbox": box, "area": box[2] * box[3], "iscrowd": 0, "category_id": _CLUMP_ID,
+            "source": "pseudo_label", "pseudo_label_reason": e.get("reason", ""),
+            "score": e.get("score"), "snr": e.get("snr"), "x": float(e["x"]),
+            "y": float(e["y"]), "psf_fwhm_px": fwhm}
+
+
 def make_real_host_dataset(host_dir: str | os.PathLike, out_dir: str | os.PathLike,
                            fractions: Optional[Dict[str, float]] = None,
                            params: Optional[RealHostParams] = None,
                            limit: Optional[int] = None,
                            show_progress: bool = True,
-                           host_lists: Optional[Dict[str, Sequence[str]]] = None
+                           host_lists: Optional[Dict[str, Sequence[str]]] = None,
+                           pseudo_labels: "str | os.PathLike | PseudoLabels | None" = None
                            ) -> Dict[str, Path]:
     """Write ``out_dir/images/<split>/*.png`` and ``out_dir/annotations/<split>.json`` (COCO,
     registered as ``<folder name>_<split>``) of injected real hosts; returns {split: json}.
@@ -269,6 +442,12 @@ def make_real_host_dataset(host_dir: str | os.PathLike, out_dir: str | os.PathLi
         params: injection settings (default :class:`RealHostParams`).
         limit: use only the first ``limit`` hosts in sorted order (small runs, tests).
         host_lists: {split: galaxy names} instead of ``fractions`` (:func:`splits_from_lists`).
+        pseudo_labels: a pseudo-label file (or one read by :func:`load_pseudo_labels`): the
+            knots it marks ``positive`` on train hosts become ``clump`` labels with ``source:
+            "pseudo_label"`` in every version of the host (its network-only positives too,
+            which injections then avoid); checked by :func:`check_pseudo_labels` before
+            anything is written. Each split's ``info.pseudo_labels`` records the file's path,
+            sha256, counts and parameters, and the labels this split got.
 
     Every image record carries ``host_id``, ``host_class`` (its sub-folder), ``version``,
     ``psf_fwhm_px``, ``psf_source``, ``centre_x/centre_y``, ``r50_px``, the original file and
@@ -285,10 +464,15 @@ def make_real_host_dataset(host_dir: str | os.PathLike, out_dir: str | os.PathLi
         check_split_name(name)  # a file name under out_dir: "../../x" must not leave it
     splits = (splits_from_lists(list(by_id), host_lists) if host_lists is not None
               else split_hosts(list(by_id), fractions, params.seed))
+    if pseudo_labels is not None and not isinstance(pseudo_labels, PseudoLabels):
+        pseudo_labels = load_pseudo_labels(pseudo_labels)
+    if pseudo_labels is not None:  # refused before any file is written
+        check_pseudo_labels(pseudo_labels, splits, params)
     colours = _relative_colours(SdssRealism())
     written = {}
     for split, hids in splits.items():
         images, annotations, skipped = [], [], []
+        n_pseudo = 0
         (out_dir / "images" / split).mkdir(parents=True, exist_ok=True)
         code = SPLIT_CODES.get(split, 9)
         bar = tqdm(hids, desc=f"real hosts {split}", unit="host", disable=not show_progress)
@@ -300,8 +484,12 @@ def make_real_host_dataset(host_dir: str | os.PathLike, out_dir: str | os.PathLi
                 logger.warning("host %s (%s) skipped: %s", hid, path, e)
                 skipped.append({"host_id": hid, "file": str(path), "reason": str(e)})
                 continue
+            pos_knots, pos_extra = ({}, []) if (pseudo_labels is None
+                                                or split != PSEUDO_LABEL_SPLIT) \
+                else _host_pseudo_labels(prep, pseudo_labels, pseudo_labels.path)
             for version in range(params.versions_per_host):
-                rgb, clumps = inject_version(prep, version, params, colours)
+                rgb, clumps = inject_version(prep, version, params, colours,
+                                             [(e["x"], e["y"]) for e in pos_extra])
                 image_id = code * 10_000_000 + k * 100 + version + 1
                 file_name = f"{split}/{hid.replace('/', '__')}_v{version}.png"
                 Image.fromarray(rgb).save(out_dir / "images" / file_name)
@@ -325,7 +513,14 @@ def make_real_host_dataset(host_dir: str | os.PathLike, out_dir: str | os.PathLi
                         "category_id": 2 if c["odd"] else 1, "flux_frac": c["flux_frac"],
                         "distance_r50": c["distance_r50"], "x": c["x"], "y": c["y"],
                         "psf_fwhm_px": prep.fwhm})
-                for (x, y), snr in zip(prep.knots, prep.knot_snr):
+                for i, ((x, y), snr) in enumerate(zip(prep.knots, prep.knot_snr)):
+                    if i in pos_knots:  # agreed by the detector and the finder: a real clump
+                        ann = _pseudo_annotation(pos_knots[i], prep.fwhm, params.crop_size)
+                        if ann is not None:
+                            annotations.append({"id": len(annotations) + 1,
+                                                "image_id": image_id, **ann})
+                            n_pseudo += 1
+                        continue
                     box = clump_box_xywh_in_frame(float(x), float(y), prep.fwhm,
                                                   params.crop_size, params.crop_size)
                     if box is None:
@@ -335,18 +530,27 @@ def make_real_host_dataset(host_dir: str | os.PathLike, out_dir: str | os.PathLi
                         "area": box[2] * box[3], "iscrowd": 1, "category_id": 1,
                         "ignore_reason": "host_knot", "snr": float(snr),
                         "x": float(x), "y": float(y), "psf_fwhm_px": prep.fwhm})
+                for e in pos_extra:  # network-only positives, if the file has any
+                    ann = _pseudo_annotation(e, prep.fwhm, params.crop_size)
+                    if ann is not None:
+                        annotations.append({"id": len(annotations) + 1, "image_id": image_id,
+                                            **ann})
+                        n_pseudo += 1
         coco = {"info": {"description": "simulated clumps injected into real host galaxies",
                          "hosts": str(root), "split": split, "generator": __name__,
                          "params": asdict(params), "skipped_hosts": skipped},
                 "images": images, "annotations": annotations, "categories": CATEGORIES}
+        if pseudo_labels is not None:
+            coco["info"]["pseudo_labels"] = {**pseudo_labels.record(),
+                                             "labels_in_split": n_pseudo}
         json_path = out_dir / "annotations" / f"{split}.json"
         json_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = json_path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(coco))
         tmp.replace(json_path)
         n_clumps = sum(not a["iscrowd"] for a in annotations)
-        logger.info("%s: %d hosts (%d skipped), %d images, %d clumps, %d ignore regions -> %s",
-                    split, len(hids), len(skipped), len(images), n_clumps,
-                    len(annotations) - n_clumps, json_path)
+        logger.info("%s: %d hosts (%d skipped), %d images, %d clumps (%d pseudo-labels), "
+                    "%d ignore regions -> %s", split, len(hids), len(skipped), len(images),
+                    n_clumps, n_pseudo, len(annotations) - n_clumps, json_path)
         written[split] = json_path
     return written
