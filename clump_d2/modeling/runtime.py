@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import warnings
 from typing import Dict
 
 import torch
@@ -103,7 +104,11 @@ def _traced_graph(backbone: nn.Module, forward, x: torch.Tensor):
 
     # Tracing records autograd-free ops only, but not inside inference mode; the input is an
     # inference tensor when the caller is in inference mode, hence the clone outside it.
-    with torch.inference_mode(False), torch.no_grad():
+    with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+        # TorchScript's deprecation notices, and tracer notes on shape checks that hold for
+        # the traced shape (a new shape gets its own graph), say nothing a user can act on.
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
         example = x.clone()
         traced = torch.jit.trace(_Eager().eval(), example, strict=False, check_trace=False)
         return torch.jit.optimize_for_inference(torch.jit.freeze(traced))
