@@ -65,12 +65,12 @@ esac
 # operating point is the lowest score at which it makes no more false detections per galaxy
 # than the baseline at the baseline's point (issue 16's target), written into the config.
 # (3) The injection table on the held-out hosts at those points, with the whole trade-off.
+# shellcheck source=scripts/inject_hosts.sh
+. scripts/inject_hosts.sh
 inject() {  # hosts key in hosts.json, output dir, then arguments
     local key=$1 out=$2; shift 2
-    $PY tools/inject_recover.py --images "$HOSTS/*/*.jpg" \
-        --ids-from datasets/$SET/hosts.json:$key --crop-size 200 --psf-from-image \
-        --group-by parent --flux-fractions 0.01 0.03 0.1 --trials 1 --sweep --as-catalogue \
-        --baseline --config-file $CFG --weights $MODEL --output-dir "$out" "$@"
+    inject_hosts datasets/$SET/hosts.json "$key" "$out" --sweep --baseline \
+        --config-file $CFG --weights $MODEL "$@"
 }
 # (Step 1 without the config's test-time augmentation: 1,560 images, 8x cheaper.)
 [ -f $E/hosts_eval/real_eval.json ] ||

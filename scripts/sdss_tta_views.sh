@@ -18,12 +18,11 @@ MODEL=${MODEL:-sdss_lite0}
 SET=${SET:-gz2hosts1pc}
 BASE_T=${BASE_T:-0.31}  # the baseline's F1-best point on the validation hosts (sdss_eval.sh)
 E=${E:-output/sdss_domain/views}
+# shellcheck source=scripts/inject_hosts.sh
+. scripts/inject_hosts.sh
 inject() {  # hosts key, output dir, then arguments
     local key=$1 out=$2; shift 2
-    $PY tools/inject_recover.py --images "$HOSTS/*/*.jpg" \
-        --ids-from datasets/$SET/hosts.json:$key --crop-size 200 --psf-from-image \
-        --group-by parent --flux-fractions 0.01 0.03 0.1 --trials 1 \
-        --radius-edges 0.3 0.7 1.2 2.0 --as-catalogue --model "$MODEL" --output-dir "$out" "$@"
+    inject_hosts datasets/$SET/hosts.json "$key" "$out" --model "$MODEL" "$@"
 }
 RUNS=()
 for V in 8 4 2 1; do

@@ -87,12 +87,12 @@ W=$OUT/model_final.pth
 
 # 4. Operating points on the validation hosts, then the held-out injection table, exactly as
 # scripts/sdss_eval.sh (its inject() and threshold choice) does for the recommended model.
+# shellcheck source=scripts/inject_hosts.sh
+. scripts/inject_hosts.sh
 inject() {  # hosts key in hosts.json, output dir, then arguments
     local key=$1 out=$2; shift 2
-    $PY tools/inject_recover.py --images "$HOSTS/*/*.jpg" \
-        --ids-from datasets/$ST/hosts.json:$key --crop-size 200 --psf-from-image \
-        --group-by parent --flux-fractions 0.01 0.03 0.1 --trials 1 --sweep --as-catalogue \
-        --baseline --config-file $CFG --weights $W --output-dir "$out" "$@"
+    inject_hosts datasets/$ST/hosts.json "$key" "$out" --sweep --baseline \
+        --config-file $CFG --weights $W "$@"
 }
 # (Without the config's test-time augmentation, as sdss_eval.sh's step 1.)
 [ -f $R/hosts_eval/real_eval.json ] ||
