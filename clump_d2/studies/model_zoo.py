@@ -337,7 +337,10 @@ def export_weights(checkpoint: str | os.PathLike, dest: str | os.PathLike,
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(dest.name + ".tmp")
-    save_file(state, str(tmp), metadata={"source": Path(checkpoint).name, "dtype": dtype})
+    # One metadata entry: the format keeps metadata in a hash map, so two entries can be
+    # written in either order, and the same weights would get another sha256 each time.
+    save_file(state, str(tmp), metadata={"clump_d2": json.dumps(
+        {"source": Path(checkpoint).name, "dtype": dtype}, sort_keys=True)})
     os.replace(tmp, dest)
     return {"file": dest.name, "dtype": dtype, "bytes": dest.stat().st_size,
             "tensors": len(state), "sha256": model_zoo.sha256_file(dest)}

@@ -261,3 +261,12 @@ def test_package_carries_the_heldout_selection_function(tiny_recipe, tiny_checkp
     assert build_config("zoo:tiny", ["MODEL.DEVICE", "cpu"]).INFERENCE.SELECTION_FUNCTION == ""
     with pytest.raises(FileNotFoundError, match="no selection function"):
         resolve_selection_function("zoo:tiny")
+
+
+def test_exported_weights_are_the_same_bytes_every_time(tiny_checkpoint, tmp_path):
+    """Packaging the same checkpoint twice gives the same file (and sha256), so a re-packaged
+    entry does not change in git when its weights did not."""
+    first = zoo_study.export_weights(tiny_checkpoint, tmp_path / "a.safetensors")
+    second = zoo_study.export_weights(tiny_checkpoint, tmp_path / "b.safetensors")
+    assert first["sha256"] == second["sha256"]
+    assert (tmp_path / "a.safetensors").read_bytes() == (tmp_path / "b.safetensors").read_bytes()
