@@ -494,7 +494,7 @@ def draw_catalogue_galaxy(record: Dict, rows, class_names: Sequence[str], scale:
 
 def catalogue_contact_sheet(records: Sequence[Dict], catalogue, output, *,
                             class_names: Sequence[str] = ("clump", "odd_clump"),
-                            scale: float = 1.0, columns: Optional[int] = None,
+                            scale: float = 2.0, columns: Optional[int] = None,
                             max_galaxies: int = 64) -> Path:
     """A contact sheet of a clump catalogue: the first ``max_galaxies`` galaxies of
     ``records`` (the catalogue's input, in order) that have a readable image, each drawn with

@@ -210,8 +210,8 @@ def test_catalogue_by_model_name_with_contact_sheet(tiny_recipe, tiny_checkpoint
     cat = pd.read_csv(out)
     assert cat["galaxy_id"].nunique() == 6 and (cat["clump_id"] > 0).sum() > 0
     image = np.asarray(Image.open(sheet))
-    # 6 panels of 96 px images under an 18 px caption, 3 columns x 2 rows with 6 px padding
-    assert image.shape == (2 * (96 + 18) + 3 * 6, 3 * 96 + 4 * 6, 3)
+    # 6 panels of 96 px images drawn at scale 2 under an 18 px caption, 3 x 2, 6 px padding
+    assert image.shape == (2 * (2 * 96 + 18) + 3 * 6, 3 * 2 * 96 + 4 * 6, 3)  # scale 2
     with pytest.raises(SystemExit, match="not both"):
         tool.main(["--model", "tiny", "--config-file", "x.yaml", "--input", "y"])
 
