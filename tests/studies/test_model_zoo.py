@@ -56,19 +56,22 @@ def tiny_checkpoint(tiny_recipe, initial_weights, tmp_path):
 
 def test_package_ships_float16_that_loads_by_name_everywhere(tiny_recipe, tiny_checkpoint):
     recipe, zoo = tiny_recipe
-    folder = zoo_study.package("tiny", tiny_checkpoint, _figures(), _figures(),
+    folder = zoo_study.package("tiny", tiny_checkpoint, _figures(), _figures(r3=0.953),
                                dest_root=str(zoo), training={"seconds": 125.0,
                                                              "machine": "test machine"})
     card = json.loads((folder / "card.json").read_text())
     assert card["weights"]["dtype"] == "float16"
+    # the card's figures are the shipped (float16) weights'; float32's are kept beside them
+    assert card["heldout"]["figures"]["recovered"]["0.03"]["fraction"] == 0.953
+    assert card["precision"]["fp32_figures"]["recovered"]["0.03"]["fraction"] == 0.95
     assert card["weights"]["sha256"] == model_zoo.sha256_file(folder / "model.safetensors")
-    assert card["precision"]["largest_change_fp16_vs_fp32"] == 0.0
+    assert card["precision"]["largest_change_fp16_vs_fp32"] == pytest.approx(0.003)
     assert card["training"]["datasets"]["tinysim_train"]["images"] == 12
     assert len(card["training"]["datasets"]["tinysim_train"]["sha256"]) == 64
     assert model_zoo.list_models().count("tiny") == 1
     assert "zoo:tiny" in (folder / "config.yaml").read_text()
     text = (folder / "MODEL_CARD.md").read_text()
-    assert "0.950 (19/20)" in text and "training time: 2 min" in text
+    assert "0.953 (19/20)" in text and "training time: 2 min" in text
 
     # --model tiny == --config-file zoo:tiny: the entry's own config and its weights
     cfg = build_config("zoo:tiny", ["MODEL.DEVICE", "cpu"])
@@ -91,6 +94,7 @@ def test_figures_that_move_ship_float32(tiny_recipe, tiny_checkpoint):
     folder = zoo_study.package("tiny", tiny_checkpoint, _figures(), moved, dest_root=str(zoo))
     card = json.loads((folder / "card.json").read_text())
     assert card["weights"]["dtype"] == "float32"
+    assert card["heldout"]["figures"]["recovered"]["0.03"]["fraction"] == 0.95
     assert card["precision"]["largest_change_fp16_vs_fp32"] == pytest.approx(0.01)
     tensors = zoo_study.read_model_state(folder / "model.safetensors")
     assert all(t.dtype != torch.float16 for t in tensors.values())
