@@ -158,9 +158,9 @@ def _file_identity(path: Optional[str]) -> Optional[Dict]:
     """Path, size and modification time of a file (None for no path; size None if absent)."""
     if not path:
         return None
-    if model_zoo.is_zoo_name(path):  # a shipped model: its card's checksum names its weights
-        entry = model_zoo.get_entry(path)
-        return {"zoo": entry.name, "sha256": entry.sha256}
+    zoo = model_zoo.zoo_identity(path)  # a shipped model: its card's checksum names it
+    if zoo is not None:
+        return zoo
     stat = Path(path).stat() if Path(path).is_file() else None
     return {"path": os.path.abspath(path), "size": stat.st_size if stat else None,
             "mtime": stat.st_mtime if stat else None}

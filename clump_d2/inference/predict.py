@@ -42,6 +42,7 @@ from detectron2.data import MetadataCatalog
 from detectron2.utils import comm
 from tqdm import tqdm
 
+from clump_d2 import model_zoo
 from clump_d2.data.build import build_batched_test_loader
 from clump_d2.data.files import naming_path
 from clump_d2.engine.defaults import build_config
@@ -363,6 +364,9 @@ def shard_path(shard_dir: Path, index: int) -> Path:
 
 
 def _weights_identity(weights: str) -> Dict:
+    zoo = model_zoo.zoo_identity(weights)  # a zoo model: the sha256 its card names
+    if zoo is not None:
+        return zoo
     if weights and os.path.isfile(weights):
         st = os.stat(weights)
         return {"path": os.path.abspath(weights), "size": st.st_size, "mtime": int(st.st_mtime)}

@@ -28,6 +28,7 @@ from .registry import (
     list_models,
     resolve_weights,
     sha256_file,
+    zoo_identity,
     zoo_root,
 )
 
@@ -43,5 +44,6 @@ __all__ = [
     "list_models",
     "resolve_weights",
     "sha256_file",
+    "zoo_identity",
     "zoo_root",
 ]

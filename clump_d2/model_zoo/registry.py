@@ -167,6 +167,15 @@ def resolve_weights(spec: str) -> str:
     return str(verify_weights(get_entry(spec)))
 
 
+def zoo_identity(spec: str) -> Optional[Dict[str, str]]:
+    """What a run's weights were when they are a zoo name: ``{"zoo": name, "sha256": the
+    card's}`` (so resuming with re-packaged weights is noticed); None for anything else."""
+    if not is_zoo_name(spec):
+        return None
+    entry = get_entry(spec)
+    return {"zoo": entry.name, "sha256": entry.sha256}
+
+
 def config_file(name: str) -> str:
     """Path of the entry's complete config (what ``--model <name>`` runs with)."""
     entry = get_entry(name)

@@ -121,6 +121,13 @@ def test_names_and_paths(tiny_recipe, tiny_checkpoint, tmp_path, monkeypatch):
     assert model_zoo.is_zoo_name("zoo:tiny") and model_zoo.is_zoo_name("tiny")
     assert not model_zoo.is_zoo_name("nothing_of_that_name")
     assert model_zoo.resolve_weights("some/file.pth") == "some/file.pth"
+    # what a catalogue's manifest and batch evaluation record: the card's checksum, so that
+    # resuming with re-packaged weights under the same name is noticed
+    from clump_d2.inference.predict import _weights_identity
+
+    sha = model_zoo.get_entry("tiny").sha256
+    assert _weights_identity("zoo:tiny") == {"zoo": "tiny", "sha256": sha}
+    assert model_zoo.zoo_identity("some/file.pth") is None
     monkeypatch.chdir(tmp_path)
     Path("tiny").write_text("a file called tiny")  # an existing path always means the path
     assert not model_zoo.is_zoo_name("tiny") and model_zoo.resolve_weights("tiny") == "tiny"
