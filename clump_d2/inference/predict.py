@@ -694,6 +694,7 @@ def catalogue_main(job: CatalogueJob) -> Optional[Dict]:
     if job.contact_sheet and result.complete and comm.is_main_process():
         sheet = catalogue_contact_sheet(result.records, result.paths["catalogue"],
                                         job.contact_sheet,
-                                        class_names=dataset_class_names(cfg))
+                                        class_names=dataset_class_names(cfg),
+                                        max_pixels=int(cfg.INPUT.MAX_PIXELS))
         result.summary["contact_sheet"] = str(sheet)
     return result.summary if comm.is_main_process() else None

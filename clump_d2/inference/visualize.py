@@ -42,7 +42,7 @@ from matplotlib.patches import Rectangle
 from PIL import Image, ImageDraw
 
 from clump_d2.data.fits_io import FitsReadOptions, read_fits_for_network
-from clump_d2.data.image_io import read_display_image, reads_as_fits
+from clump_d2.data.image_io import DEFAULT_MAX_PIXELS, read_display_image, reads_as_fits
 from clump_d2.data.mapper import crop_image
 from clump_d2.engine import build_model_for_inference, predict_on_dataset
 from clump_d2.evaluation.matching import MatchCriterion, as_boxes
@@ -120,8 +120,9 @@ def _to_rgb_uint8(image: np.ndarray) -> np.ndarray:
 
 
 def display_image(record: Dict, bands: Sequence[str] = ("g", "r", "i"),
-                  stretch: str = "lupton") -> np.ndarray:
-    """The record's image as RGB uint8 for display (cut to its ``crop`` if any).
+                  stretch: str = "lupton", max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """The record's image as RGB uint8 for display (cut to its ``crop`` if any); an image
+    declaring more than ``max_pixels`` (``INPUT.MAX_PIXELS``) is refused before decoding.
 
     PNG/JPEG are read as RGB. FITS bands (as ``clump_d2.data.fits_io`` reads them, in
     ``bands`` order, bluest first) go through ``stretch`` (``clump_d2.data.stretch``) and are
@@ -131,11 +132,12 @@ def display_image(record: Dict, bands: Sequence[str] = ("g", "r", "i"),
     band_files = record.get("band_files")
     if reads_as_fits(file_name, band_files):
         options = FitsReadOptions(bands=tuple(bands), stretch=stretch, output_scale=255.0,
-                                  expected_channels=None)
+                                  expected_channels=None, max_pixels=int(max_pixels))
         image = read_fits_for_network(file_name, options, band_files=band_files)
         image = image[:, :, ::-1]  # g, r, i -> shown as B, G, R
     else:
-        image = read_display_image(file_name, "RGB")  # 16-bit: scaled as the network sees it
+        # 16-bit: scaled as the network sees it
+        image = read_display_image(file_name, "RGB", int(max_pixels))
     if record.get("crop"):
         image = crop_image(image, record["crop"], file_name)
     return _to_rgb_uint8(image)
@@ -444,7 +446,9 @@ def visualize_dataset(cfg, dataset_name: str, output_dir, *, predictions: str = 
     panels, files = [], []
     for k, record in enumerate(chosen):
         pred = found.get(str(record["image_id"]), GalaxyPredictions.empty())
-        panel = draw_galaxy(record, pred, class_names, criterion, scale, metadata=meta,
+        panel = draw_galaxy(record, pred, class_names, criterion, scale,
+                            image=display_image(record, max_pixels=cfg.INPUT.MAX_PIXELS),
+                            metadata=meta,
                             rule=rule)
         path = output_dir / f"{k:03d}_{_safe_name(panel.galaxy_id)}.png"
         Image.fromarray(panel.image).save(path)
@@ -464,11 +468,12 @@ CATALOGUE_COLOUR = MATCHED_COLOUR
 
 
 def draw_catalogue_galaxy(record: Dict, rows, class_names: Sequence[str], scale: float = 1.0,
-                          giant_flag: Optional[str] = None, metadata=None) -> np.ndarray:
+                          giant_flag: Optional[str] = None, metadata=None,
+                          max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """One galaxy of a clump catalogue (``rows``: its catalogue rows, a DataFrame) drawn on
     its image: detections green, those flagged giant blue and labelled ``giant``; captioned
     with the galaxy id, its clump count and status. Returns the panel (H, W, 3) uint8."""
-    image = display_image(record)
+    image = display_image(record, max_pixels=max_pixels)
     metadata = metadata if metadata is not None else MetadataCatalog.get("__clump_d2_vis__")
     clumps = rows[rows["clump_id"] > 0]
     flag = giant_column(list(rows.columns), giant_flag)
@@ -495,7 +500,8 @@ def draw_catalogue_galaxy(record: Dict, rows, class_names: Sequence[str], scale:
 def catalogue_contact_sheet(records: Sequence[Dict], catalogue, output, *,
                             class_names: Sequence[str] = ("clump", "odd_clump"),
                             scale: float = 2.0, columns: Optional[int] = None,
-                            max_galaxies: int = 64) -> Path:
+                            max_galaxies: int = 64,
+                            max_pixels: int = DEFAULT_MAX_PIXELS) -> Path:
     """A contact sheet of a clump catalogue: the first ``max_galaxies`` galaxies of
     ``records`` (the catalogue's input, in order) that have a readable image, each drawn with
     :func:`draw_catalogue_galaxy`; written to ``output`` (``.png`` / ``.jpg``)."""
@@ -509,7 +515,8 @@ def catalogue_contact_sheet(records: Sequence[Dict], catalogue, output, *,
         if rows is None or str(rows["galaxy_status"].iloc[0]).startswith("unreadable"):
             continue
         try:
-            panels.append(draw_catalogue_galaxy(record, rows, class_names, scale))
+            panels.append(draw_catalogue_galaxy(record, rows, class_names, scale,
+                                                max_pixels=max_pixels))
         except (OSError, ValueError) as e:  # a picture is not worth stopping for; say why
             logger.warning("contact sheet: %s not drawn (%s)", record.get("file_name"), e)
     output = Path(output)

@@ -56,7 +56,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from clump_d2.baselines.classical import ClassicalParams, find_clumps
-from clump_d2.data.files import read_json
+from clump_d2.data.files import naming_path, read_json
 from clump_d2.data.image_io import (COLOUR_SUFFIXES, DEFAULT_MAX_PIXELS, read_display_image,
                                     unique_image_ids)
 from clump_d2.data.datasets.builtin import check_split_name
@@ -546,8 +546,9 @@ def make_real_host_dataset(host_dir: str | os.PathLike, out_dir: str | os.PathLi
         json_path = out_dir / "annotations" / f"{split}.json"
         json_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = json_path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(coco))
-        tmp.replace(json_path)
+        with naming_path(json_path):  # a full disk names the file, not just ENOSPC
+            tmp.write_text(json.dumps(coco))
+            tmp.replace(json_path)
         n_clumps = sum(not a["iscrowd"] for a in annotations)
         logger.info("%s: %d hosts (%d skipped), %d images, %d clumps (%d pseudo-labels), "
                     "%d ignore regions -> %s", split, len(hids), len(skipped), len(images),

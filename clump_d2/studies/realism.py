@@ -8,10 +8,9 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
-from PIL import Image
 
 from clump_d2.convert.gzh_s82 import CROP_SIZE
-from clump_d2.data.image_io import COLOUR_SUFFIXES
+from clump_d2.data.image_io import COLOUR_SUFFIXES, read_display_image
 from clump_d2.sim.statistics import cutout_statistics, radial_profile
 from clump_d2.sim.synthetic import SyntheticParams, galaxy_rng, render_galaxy
 
@@ -36,7 +35,8 @@ def real_crops(image_dir: str | os.PathLike, crop_size: int = CROP_SIZE,
         raise FileNotFoundError(f"no JPEG/PNG images in {image_dir}")
     out = []
     for f in files:
-        a = np.asarray(Image.open(f).convert("RGB"))
+        # the one display reader: bounded pixels before decoding, 16-bit scaled (not clipped)
+        a = np.clip(np.rint(read_display_image(f, "RGB")), 0, 255).astype(np.uint8)
         y0, x0 = (a.shape[0] - crop_size) // 2, (a.shape[1] - crop_size) // 2
         out.append(a[y0:y0 + crop_size, x0:x0 + crop_size])
     return out

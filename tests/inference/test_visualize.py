@@ -274,3 +274,17 @@ def test_ignore_regions_and_detections_on_them_are_neither(tiny_synthetic, tmp_p
     # without the detection on the knot: still no false one, no miss
     pred2 = GalaxyPredictions(boxes[1:], np.full(n - 1, 0.9), np.zeros(n - 1, np.int64))
     assert match_counts([record], {gid: pred2}, MatchCriterion())[gid] == (0, 0)
+
+
+def test_display_refuses_an_image_over_the_pixel_limit(tmp_path):
+    from clump_d2.data.image_io import ImageSizeError
+
+    path = tmp_path / "big.png"
+    Image.fromarray(np.full((30, 40, 3), 90, np.uint8)).save(path)
+    assert display_image({"file_name": str(path)}, max_pixels=1200).shape == (30, 40, 3)
+    with pytest.raises(ImageSizeError, match="big.png"):
+        display_image({"file_name": str(path)}, max_pixels=1199)
+    cube_path = tmp_path / "cube.fits"
+    fits.PrimaryHDU(np.zeros((3, 30, 40), np.float32)).writeto(cube_path)
+    with pytest.raises(ImageSizeError, match="cube.fits"):
+        display_image({"file_name": str(cube_path)}, max_pixels=1199)
