@@ -27,6 +27,17 @@ def _run(cfg_factory, oracle, truth, table, out, *opts):
     return cat[cat["clump_id"] > 0].reset_index(drop=True)
 
 
+
+def _galaxy_table(split_json, image_key):
+    """The catalogue's input table for a simulated split: one row per image, its PSF."""
+    coco = json.loads(split_json.read_text())
+    rows = [{"galaxy_id": str(im["id"]), "image": f"images/{im[image_key]}",
+             "psf_fwhm_px": im["psf_fwhm_px"]} for im in coco["images"]]
+    table = split_json.parent.parent / "galaxies.csv"
+    pd.DataFrame(rows).to_csv(table, index=False)
+    return table
+
+
 def test_png_flags_calibrated_fits_flags_unchanged(inference_cfg, oracle, coco_truth, tmp_path):
     params = SyntheticParams(image_size=96, disc_re=(8.0, 14.0), empty_fraction=0.0)
     thresholds = ["PHOTOMETRY.GIANT_THRESHOLDS_PCT", "(3.0, 8.0, 30.0)"]
@@ -35,11 +46,7 @@ def test_png_flags_calibrated_fits_flags_unchanged(inference_cfg, oracle, coco_t
 
     # PNG: flags on the predicted u-band fraction
     png = make_split(tmp_path / "png", "val", 4, seed=2, params=params, show_progress=False)
-    coco = json.loads(png.read_text())
-    rows = [{"galaxy_id": str(im["id"]), "image": f"images/{im['file_name']}",
-             "psf_fwhm_px": im["psf_fwhm_px"]} for im in coco["images"]]
-    table = tmp_path / "png" / "galaxies.csv"
-    pd.DataFrame(rows).to_csv(table, index=False)
+    table = _galaxy_table(png, "file_name")
     truth = coco_truth(png)
     cal_run = _run(inference_cfg, oracle, truth, table, tmp_path / "png_cal.parquet", *key)
     raw_run = _run(inference_cfg, oracle, truth, table, tmp_path / "png_raw.parquet", *none)
@@ -66,11 +73,7 @@ def test_png_flags_calibrated_fits_flags_unchanged(inference_cfg, oracle, coco_t
                          fits_bunit="nanomaggy",
                          params=SyntheticParams(image_size=64, disc_re=(6.0, 12.0),
                                                 empty_fraction=0.0))
-    coco = json.loads(fits_js.read_text())
-    rows = [{"galaxy_id": str(im["id"]), "image": f"images/{im['fits_file']}",
-             "psf_fwhm_px": im["psf_fwhm_px"]} for im in coco["images"]]
-    table = tmp_path / "fits" / "galaxies.csv"
-    pd.DataFrame(rows).to_csv(table, index=False)
+    table = _galaxy_table(fits_js, "fits_file")
     truth = coco_truth(fits_js)
     with_key = _run(inference_cfg, oracle, truth, table, tmp_path / "fits_cal.parquet", *key)
     without = _run(inference_cfg, oracle, truth, table, tmp_path / "fits_raw.parquet", *none)
