@@ -90,47 +90,83 @@ class Recipe:
 
 
 _GZ2 = "{shared}/gz2_sdss_1400/jpegs"
+# The real-host set (and its hosts.json, whose test hosts are the held-out measurement's) and
+# the simulated single-epoch galaxies, as scripts/sdss_eval.sh makes them.
+_HOST_ARGS = ("--hosts", _GZ2, "--pretrain-holdout", "0.3", "--val", "100", "--clump-frac",
+              "0.01", "0.15", "--psf-full-image")
+_REAL_HOSTS = Step("datasets/gz2hosts1pc/split.json", (
+    "tools/make_real_hosts.py", "--out", "datasets/gz2hosts1pc", *_HOST_ARGS))
+_SDSS1E = Step("datasets/sdss1e/annotations/train.json", (
+    "tools/eval_real.py", "simulate", "--out", "datasets/sdss1e", "--preset", "single_epoch",
+    "--num-train", "800", "--num-val", "100"))
+_HELDOUT_ARGV = (
+    "tools/inject_recover.py", "--images", _GZ2 + "/*/*.jpg", "--ids-from",
+    "datasets/gz2hosts1pc/hosts.json:test", "--crop-size", "200", "--psf-from-image",
+    "--group-by", "parent", "--flux-fractions", "0.01", "0.03", "0.1", "--trials", "1",
+    # the selection function's radius bins (x host R50; also the injection range)
+    "--radius-edges", "0.3", "0.7", "1.2", "2.0", "--as-catalogue")
+_HELDOUT_DESCRIPTION = (
+    "injection-recovery on the 420 held-out real SDSS hosts (gz2_sdss_1400, never "
+    "trained on): 3 PSF-shaped clumps per host at 1, 3 and 10 % of the host's r light, "
+    "PSF from the image; detections as the catalogue lists them (TTA, NMS, PSF "
+    "merging, bulge rule) at the operating point; false detections per galaxy outside "
+    "injected clumps and the host's own knots (docs/sdss_domain.md)")
+_OPERATING_POINT_RULE = (
+    "chosen on the 100 validation hosts only: the lowest score at which the catalogue's "
+    "detections make no more false detections per galaxy than the classical finder at its "
+    "own F1-best point")
+_DATA_LICENCE = (
+    "SDSS images are public SDSS data products (acknowledge SDSS and Galaxy Zoo 2, "
+    "Willett et al. 2013); the simulated galaxies are made by this repository (Apache-2.0)")
+_PSEUDO_LABELS = "output/self_train/round1/pseudo_labels.json"
+
 RECIPES: Dict[str, Recipe] = {
     "sdss_lite0": Recipe(
         name="sdss_lite0",
         title="Faster R-CNN + FPN on ImageNet EfficientNet-Lite0 for single-epoch SDSS "
               "cut-outs (real hosts with injected clumps)",
         source_config="configs/RealData/sdss_realhosts_lite0.yaml",
-        steps=(
-            Step("datasets/gz2hosts1pc/split.json", (
-                "tools/make_real_hosts.py", "--hosts", _GZ2, "--out", "datasets/gz2hosts1pc",
-                "--pretrain-holdout", "0.3", "--val", "100", "--clump-frac", "0.01", "0.15",
-                "--psf-full-image")),
-            Step("datasets/sdss1e/annotations/train.json", (
-                "tools/eval_real.py", "simulate", "--out", "datasets/sdss1e", "--preset",
-                "single_epoch", "--num-train", "800", "--num-val", "100")),
-        ),
-        heldout_argv=(
-            "tools/inject_recover.py", "--images", _GZ2 + "/*/*.jpg", "--ids-from",
-            "datasets/gz2hosts1pc/hosts.json:test", "--crop-size", "200", "--psf-from-image",
-            "--group-by", "parent", "--flux-fractions", "0.01", "0.03", "0.1", "--trials", "1",
-            # the selection function's radius bins (x host R50; also the injection range)
-            "--radius-edges", "0.3", "0.7", "1.2", "2.0", "--as-catalogue"),
-        heldout_description=(
-            "injection-recovery on the 420 held-out real SDSS hosts (gz2_sdss_1400, never "
-            "trained on): 3 PSF-shaped clumps per host at 1, 3 and 10 % of the host's r light, "
-            "PSF from the image; detections as the catalogue lists them (TTA, NMS, PSF "
-            "merging, bulge rule) at the operating point; false detections per galaxy outside "
-            "injected clumps and the host's own knots (docs/sdss_domain.md)"),
+        steps=(_REAL_HOSTS, _SDSS1E),
+        heldout_argv=_HELDOUT_ARGV,
+        heldout_description=_HELDOUT_DESCRIPTION,
         operating_point_how=(
-            "chosen on the 100 validation hosts only, with the test-time augmentation's view "
-            "count (scripts/sdss_tta_views.sh; scripts/sdss_eval.sh chooses it the same way): "
-            "the lowest score at which the catalogue's detections make no more false "
-            "detections per galaxy than the classical finder at its own F1-best point, with "
-            "the fewest views that keep >= 0.95 of 3 % and >= 0.98 of 10 % clumps there"),
+            _OPERATING_POINT_RULE + ", with the test-time augmentation's view count "
+            "(scripts/sdss_tta_views.sh; scripts/sdss_eval.sh chooses it the same way): the "
+            "fewest views that keep >= 0.95 of 3 % and >= 0.98 of 10 % clumps there"),
         training_data=(
             "880 real SDSS DR7 galaxies of the Galaxy Zoo 2 kind (gz2_sdss_1400, 3 versions "
             "each with PSF-shaped clumps of 1-15 % of the host's r light injected, the host's "
             "own knots as ignore regions) + 800 simulated single-epoch SDSS galaxies"),
-        data_licence=(
-            "SDSS images are public SDSS data products (acknowledge SDSS and Galaxy Zoo 2, "
-            "Willett et al. 2013); the simulated galaxies are made by this repository "
-            "(Apache-2.0)"),
+        data_licence=_DATA_LICENCE,
+    ),
+    # Self-training, round 1 (docs/sdss_domain.md): sdss_lite0 and the classical finder label
+    # the train hosts' own knots; the agreed ones teach the network what real clumps look like.
+    "sdss_lite0_st": Recipe(
+        name="sdss_lite0_st",
+        title="sdss_lite0 self-trained on the real hosts' own knots (round 1): more real "
+              "clumps found at single-epoch depth, fewer faint injected ones",
+        source_config="configs/RealData/sdss_realhosts_lite0_st.yaml",
+        steps=(
+            _REAL_HOSTS, _SDSS1E,
+            Step(_PSEUDO_LABELS, (
+                "tools/self_train.py", "label", "--config-file",
+                "configs/RealData/sdss_realhosts_lite0.yaml", "--weights", "zoo:sdss_lite0",
+                "--hosts", _GZ2, "--ids-from", "datasets/gz2hosts1pc/hosts.json:train",
+                "--out", _PSEUDO_LABELS)),
+            Step("datasets/gz2hosts1pc_st/split.json", (
+                "tools/make_real_hosts.py", "--out", "datasets/gz2hosts1pc_st", *_HOST_ARGS,
+                "--pseudo-labels", _PSEUDO_LABELS)),
+        ),
+        heldout_argv=_HELDOUT_ARGV,
+        heldout_description=_HELDOUT_DESCRIPTION,
+        operating_point_how=(
+            _OPERATING_POINT_RULE + " (scripts/self_train.sh), with sdss_lite0's 2 views"),
+        training_data=(
+            "as sdss_lite0 (the same 880 real SDSS hosts with the same injected clumps + 800 "
+            "simulated single-epoch galaxies), but the hosts' own knots that sdss_lite0 (score "
+            ">= 0.5, 2-view TTA) and the classical finder (S/N >= 6) agree on, off the nucleus, "
+            "are clump labels (195 knots in 145 hosts); the other knots stay ignore regions"),
+        data_licence=_DATA_LICENCE,
     ),
 }
 

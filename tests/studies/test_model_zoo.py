@@ -281,3 +281,45 @@ def test_exported_weights_are_the_same_bytes_every_time(tiny_checkpoint, tmp_pat
     second = zoo_study.export_weights(tiny_checkpoint, tmp_path / "b.safetensors")
     assert first["sha256"] == second["sha256"]
     assert (tmp_path / "a.safetensors").read_bytes() == (tmp_path / "b.safetensors").read_bytes()
+
+
+def test_every_shipped_entry_is_whole(monkeypatch):
+    """Each entry in the package: weights matching its card's sha256 and its config's model
+    tensor for tensor, the card's operating point in the config and in its recipe's."""
+    from detectron2.modeling import build_model
+
+    from clump_d2.modeling.checkpoint import read_safetensors
+
+    monkeypatch.delenv("CLUMP_D2_ZOO", raising=False)
+    names = model_zoo.list_models()
+    assert {"sdss_lite0", "sdss_lite0_st"} <= set(names)
+    for name in names:
+        entry = model_zoo.get_entry(name)
+        card = entry.card
+        weights = Path(model_zoo.resolve_weights(f"zoo:{name}"))  # sha256 checked
+        assert model_zoo.sha256_file(weights) == card["weights"]["sha256"]
+        cfg = build_config(f"zoo:{name}", ["MODEL.DEVICE", "cpu"])
+        thresh = card["operating_point"]["score_thresh"]
+        assert cfg.TEST.CLUMP_EVAL.SCORE_THRESH == pytest.approx(thresh)
+        recipe = zoo_study.get_recipe(name)
+        source = zoo_study.merged_config(str(REPO / recipe.source_config), recipe.config_opts)
+        assert source.TEST.CLUMP_EVAL.SCORE_THRESH == pytest.approx(thresh)
+        state = read_safetensors(weights)
+        model_state = build_model(cfg).state_dict()
+        assert set(state) == set(model_state), name
+        assert all(state[k].shape == model_state[k].shape for k in state), name
+
+
+def test_self_trained_recipe_labels_train_hosts_only_and_uses_its_labels():
+    recipe = zoo_study.get_recipe("sdss_lite0_st")
+    label = next(s for s in recipe.steps if s.argv[0] == "tools/self_train.py")
+    data = next(s for s in recipe.steps if "--pseudo-labels" in s.argv)
+    ids_from = label.argv[label.argv.index("--ids-from") + 1]
+    assert ids_from.endswith("hosts.json:train")
+    assert data.argv[data.argv.index("--pseudo-labels") + 1] == label.creates
+    assert label.argv[label.argv.index("--out") + 1] == label.creates
+    # the same hosts and injected clumps as sdss_lite0's set, and the same held-out test
+    base = zoo_study.get_recipe("sdss_lite0")
+    hosts_args = base.steps[0].argv[base.steps[0].argv.index("--hosts"):]
+    assert data.argv[-len(hosts_args) - 2:-2] == hosts_args
+    assert recipe.heldout_argv == base.heldout_argv
