@@ -13,3 +13,20 @@ inject_hosts() {
         --crop-size 200 --psf-from-image --group-by parent --flux-fractions 0.01 0.03 0.1 \
         --trials 1 --radius-edges 0.3 0.7 1.2 2.0 --as-catalogue --output-dir "$out" "$@"
 }
+
+# baseline_thresh REAL_EVAL_JSON: the classical finder's F1-best score on the validation hosts
+# (tools/eval_real.py evaluate --tune-split val), its operating point.
+baseline_thresh() {
+    $PY -c "import json,sys; print(round(next(r['thresh'] for r in json.load(open(sys.argv[1]))
+    if r['method'] == 'classical_baseline'), 4))" "$1"
+}
+
+# network_thresh SWEEP_JSON REAL_EVAL_JSON METHOD: the network's operating point, from the
+# injection sweep on the validation hosts: the lowest score no noisier than the baseline at its
+# point; when none is, METHOD's F1-best score in REAL_EVAL_JSON.
+network_thresh() {
+    $PY -c "import json,sys; s = json.load(open(sys.argv[1]))['sweeps']
+pick = next(v['within_baseline_false_rate'] for k, v in s.items() if k != 'classical baseline')
+print(pick['thresh'] if pick else round(next(r['thresh'] for r in json.load(open(sys.argv[2]))
+    if r['method'] == sys.argv[3]), 4))" "$1" "$2" "$3"
+}

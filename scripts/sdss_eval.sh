@@ -77,16 +77,12 @@ inject() {  # hosts key in hosts.json, output dir, then arguments
     $PY tools/eval_real.py evaluate --dataset $SET --tune-split val --test-split test \
         --config $CFG --model sdss_realhosts_lite0=$MODEL --output-dir $E/hosts_eval \
         TEST.DIHEDRAL_TTA.ENABLED False
-BASE_T=$($PY -c "import json,sys; print(round(next(r['thresh'] for r in json.load(open(sys.argv[1]))
-    if r['method'] == 'classical_baseline'), 4))" $E/hosts_eval/real_eval.json)
+BASE_T=$(baseline_thresh $E/hosts_eval/real_eval.json)
 [ -f $E/inject_val/injection_sweep.json ] ||
     inject val $E/inject_val --baseline-thresh "$BASE_T"
 # (none at or below the baseline's false rate: the network's F1-best of step 1)
-NET_T=$($PY -c "import json,sys; s = json.load(open(sys.argv[1]))['sweeps']
-pick = next(v['within_baseline_false_rate'] for k, v in s.items() if k != 'classical baseline')
-print(pick['thresh'] if pick else round(next(r['thresh'] for r in json.load(open(sys.argv[2]))
-    if r['method'] == 'sdss_realhosts_lite0'), 4))" \
-    $E/inject_val/injection_sweep.json $E/hosts_eval/real_eval.json)
+NET_T=$(network_thresh $E/inject_val/injection_sweep.json $E/hosts_eval/real_eval.json \
+    sdss_realhosts_lite0)
 echo "operating points: classical baseline $BASE_T, network $NET_T (the config's TEST.CLUMP_EVAL.SCORE_THRESH)"
 [ -f $E/inject/injection_table.md ] ||
     inject test $E/inject --baseline-thresh "$BASE_T" TEST.CLUMP_EVAL.SCORE_THRESH "$NET_T"

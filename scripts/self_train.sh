@@ -98,16 +98,11 @@ inject() {  # hosts key in hosts.json, output dir, then arguments
 [ -f $R/hosts_eval/real_eval.json ] ||
     $PY tools/eval_real.py evaluate --dataset $ST --tune-split val --test-split test \
         --config $CFG --model $NAME=$W --output-dir $R/hosts_eval TEST.DIHEDRAL_TTA.ENABLED False
-BASE_T=$($PY -c "import json,sys; print(round(next(r['thresh'] for r in json.load(open(sys.argv[1]))
-    if r['method'] == 'classical_baseline'), 4))" $R/hosts_eval/real_eval.json)
+BASE_T=$(baseline_thresh $R/hosts_eval/real_eval.json)
 [ -f $R/inject_val/injection_sweep.json ] ||
     inject val $R/inject_val --baseline-thresh "$BASE_T"
 # (none at or below the baseline's false rate: the network's F1-best of the step above)
-NET_T=$($PY -c "import json,sys; s = json.load(open(sys.argv[1]))['sweeps']
-pick = next(v['within_baseline_false_rate'] for k, v in s.items() if k != 'classical baseline')
-print(pick['thresh'] if pick else round(next(r['thresh'] for r in json.load(open(sys.argv[2]))
-    if r['method'] == sys.argv[3]), 4))" \
-    $R/inject_val/injection_sweep.json $R/hosts_eval/real_eval.json $NAME)
+NET_T=$(network_thresh $R/inject_val/injection_sweep.json $R/hosts_eval/real_eval.json $NAME)
 echo "operating points: classical baseline $BASE_T, network $NET_T"
 [ -f $R/inject/injection_table.md ] ||
     inject test $R/inject --baseline-thresh "$BASE_T" TEST.CLUMP_EVAL.SCORE_THRESH "$NET_T"

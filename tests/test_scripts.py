@@ -41,3 +41,26 @@ def test_s82_xfit_args(tmp_path):
     lines = _run('s82_xfit_args ft root "{tune}"; printf "%s\\n" "${XFIT[@]}"', tmp_path)
     assert lines == ["--threshold-from", "ft=root/{tune}_a/model_final.pth@gzh_s82c_{tune}_b",
                      "--threshold-from", "ft=root/{tune}_b/model_final.pth@gzh_s82c_{tune}_a"]
+
+
+def test_operating_point_functions(tmp_path):
+    """inject_hosts.sh's baseline_thresh / network_thresh: the baseline's F1-best score; the
+    network's lowest score within the baseline's false rate, else its F1-best score."""
+    import json
+    import sys
+
+    real = tmp_path / "real_eval.json"
+    real.write_text(json.dumps([{"method": "net", "thresh": 0.55559},
+                                {"method": "classical_baseline", "thresh": 0.31234}]))
+    picked, none = tmp_path / "picked.json", tmp_path / "none.json"
+    sweep = {"classical baseline": {"within_baseline_false_rate": None}}
+    picked.write_text(json.dumps({"sweeps": {**sweep, "w.pth": {
+        "within_baseline_false_rate": {"thresh": 0.7}}}}))
+    none.write_text(json.dumps({"sweeps": {**sweep, "w.pth": {
+        "within_baseline_false_rate": None}}}))
+    out = subprocess.run(
+        ["bash", "-c", f". scripts/inject_hosts.sh; PY={sys.executable}; "
+                       f"baseline_thresh {real}; network_thresh {picked} {real} net; "
+                       f"network_thresh {none} {real} net"],
+        cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["0.3123", "0.7", "0.5556"]
