@@ -11,8 +11,14 @@
 #      -> $E/<ds>_paper/paper_eval.md.
 #
 #   bash scripts/real_clumps_eval.sh
-#   MODELS="sdss_lite0=zoo:sdss_lite0 st=output/realdata/sdss_realhosts_lite0_st/model_final.pth" \
-#       E=output/sdss_domain/real24 bash scripts/real_clumps_eval.sh
+#   MODELS="sdss_lite0=zoo:sdss_lite0 sdss_lite0_st=zoo:sdss_lite0_st" bash scripts/real_clumps_eval.sh
+#   FINETUNE=1 MODELS=... bash scripts/real_clumps_eval.sh   # also fine-tuned on the coadds
+#
+# FINETUNE=1: each model also fine-tuned on each coadd fold as the docs' S82 fine-tunes are
+# (configs/RealData/finetune_sdss_lite0_gzh_s82.yaml: the fold's 12 galaxies + 36 simulated
+# catalogue galaxies, 300 iterations; scripts/s82_finetune.sh) with the four half-split
+# fine-tunes that cross-fit its threshold -> $E/finetune/<name>/; evaluated on the other fold
+# as above -> $E/gzh_s82c_ft_pooled/real_eval_folds.md and $E/gzh_s82c_ft_paper/paper_eval.md.
 #
 # A step whose output exists is skipped (delete it to redo it). Needs datasets/gzh_s82c
 # (scripts/real_eval.sh) and datasets/gzh_s82_1e (tools/eval_real.py degrade).
@@ -43,6 +49,47 @@ for ds in $DATASETS; do
             "${model_args[@]}" --flag-pct 3 1.2 calibrated --output-dir "$E/${ds}_paper" \
             TEST.CLUMP_EVAL.MATCH distance
 done
+if [ -n "${FINETUNE:-}" ]; then
+    FT_CFG=${FT_CFG:-configs/RealData/finetune_sdss_lite0_gzh_s82.yaml}
+    [ -f datasets/sdsscatmix/annotations/train.json ] ||
+        $PY tools/eval_real.py simulate --preset catalogue --out datasets/sdsscatmix \
+            --num-train 36 --num-val 0 --seed 1
+    # shellcheck source=scripts/s82_finetune.sh
+    . scripts/s82_finetune.sh
+    for m in $MODELS; do
+        name=${m%%=*} weights=${m#*=} root=$E/finetune/${m%%=*}
+        s82_finetune "$FT_CFG" "$root/on_train" train test MODEL.WEIGHTS "$weights"
+        s82_finetune "$FT_CFG" "$root/on_test" test train MODEL.WEIGHTS "$weights"
+        s82_finetune_halves "$FT_CFG" "$root" MODEL.WEIGHTS "$weights"
+    done
+    # ft_args TUNE: the fine-tuned models of fold split TUNE (or the template {tune}), each
+    # with its cross-fitted threshold
+    ft_args() {
+        FT_ARGS=()
+        for m in $MODELS; do
+            s82_xfit_args "${m%%=*}_ft" "$E/finetune/${m%%=*}" "$1"
+            FT_ARGS+=(--model "${m%%=*}_ft=$E/finetune/${m%%=*}/on_$1/model_final.pth" "${XFIT[@]}")
+        done
+    }
+    for fold in train:test test:train; do
+        tune=${fold%%:*} test=${fold##*:}
+        o=$E/gzh_s82c_ft_${tune}_to_${test}
+        ft_args "$tune"
+        [ -f "$o/real_eval.json" ] ||
+            $PY tools/eval_real.py evaluate --dataset gzh_s82c --config "$CFG" \
+                --tune-split "$tune" --test-split "$test" --baseline-colour 0 "${FT_ARGS[@]}" \
+                --output-dir "$o" TEST.CLUMP_EVAL.MATCH distance
+    done
+    [ -f "$E/gzh_s82c_ft_pooled/real_eval_folds.md" ] ||
+        $PY tools/eval_real.py pool --fold "train→test=$E/gzh_s82c_ft_train_to_test" \
+            --fold "test→train=$E/gzh_s82c_ft_test_to_train" --output-dir "$E/gzh_s82c_ft_pooled"
+    ft_args "{tune}"
+    [ -f "$E/gzh_s82c_ft_paper/paper_eval.md" ] ||
+        $PY tools/eval_real.py paper --dataset gzh_s82c --config "$CFG" --baseline-colour 0 \
+            "${FT_ARGS[@]}" --flag-pct 3 1.2 calibrated --output-dir "$E/gzh_s82c_ft_paper" \
+            TEST.CLUMP_EVAL.MATCH distance
+    echo "fine-tuned on the coadds: $E/gzh_s82c_ft_pooled/real_eval_folds.md, $E/gzh_s82c_ft_paper/paper_eval.md"
+fi
 echo "coadds, pooled:          $E/gzh_s82c_pooled/real_eval_folds.md"
 echo "single-epoch, pooled:    $E/gzh_s82_1e_pooled/real_eval_folds.md"
 echo "paper's definition:      $E/<dataset>_paper/paper_eval.md"

@@ -64,3 +64,29 @@ def test_operating_point_functions(tmp_path):
                        f"network_thresh {none} {real} net"],
         cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["0.3123", "0.7", "0.5556"]
+
+
+def test_real_clumps_eval_commands(tmp_path):
+    """real_clumps_eval.sh (PYTHON=echo): each model on both datasets and folds; with
+    FINETUNE=1 also fine-tuned from its weights on each fold and its halves, thresholds
+    cross-fitted by the halves."""
+    import os
+
+    env = {**os.environ, "PYTHON": "echo", "E": str(tmp_path), "MODELS": "a=zoo:a",
+           "FINETUNE": "1"}
+    out = subprocess.run(["bash", "scripts/real_clumps_eval.sh"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, check=True).stdout.splitlines()
+    evaluate = [line for line in out if line.startswith("tools/eval_real.py evaluate")]
+    assert [line.split("--dataset ")[1].split()[0] for line in evaluate] == \
+        ["gzh_s82c", "gzh_s82c", "gzh_s82_1e", "gzh_s82_1e", "gzh_s82c", "gzh_s82c"]
+    assert all("--model a=zoo:a" in line for line in evaluate[:4])
+    train = [line for line in out if line.startswith("tools/train_net.py")]
+    assert len(train) == 6 and all(line.endswith("MODEL.WEIGHTS zoo:a") for line in train)
+    assert {line.split("OUTPUT_DIR ")[1].split()[0] for line in train} == {
+        f"{tmp_path}/finetune/a/{d}" for d in
+        ("on_train", "on_test", "train_a", "train_b", "test_a", "test_b")}
+    assert (f"--model a_ft={tmp_path}/finetune/a/on_train/model_final.pth --threshold-from "
+            f"a_ft={tmp_path}/finetune/a/train_a/model_final.pth@gzh_s82c_train_b") \
+        in evaluate[4]
+    paper = [line for line in out if line.startswith("tools/eval_real.py paper")]
+    assert len(paper) == 3 and "on_{tune}" in paper[2] and "calibrated" in paper[0]
