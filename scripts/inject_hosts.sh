@@ -14,6 +14,15 @@ inject_hosts() {
         --trials 1 --radius-edges 0.3 0.7 1.2 2.0 --as-catalogue --output-dir "$out" "$@"
 }
 
+# inject_vs_baseline HOSTS_JSON CONFIG WEIGHTS KEY OUTPUT_DIR [ARG ...]: a model (its config
+# and weights) beside the classical finder, judged at every score (--sweep), as
+# sdss_eval.sh and self_train.sh choose and check an operating point.
+inject_vs_baseline() {
+    local hosts_json=$1 cfg=$2 weights=$3 key=$4 out=$5; shift 5
+    inject_hosts "$hosts_json" "$key" "$out" --sweep --baseline --config-file "$cfg" \
+        --weights "$weights" "$@"
+}
+
 # baseline_thresh REAL_EVAL_JSON: the classical finder's F1-best score on the validation hosts
 # (tools/eval_real.py evaluate --tune-split val), its operating point.
 baseline_thresh() {

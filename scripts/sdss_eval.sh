@@ -67,11 +67,6 @@ esac
 # (3) The injection table on the held-out hosts at those points, with the whole trade-off.
 # shellcheck source=scripts/inject_hosts.sh
 . scripts/inject_hosts.sh
-inject() {  # hosts key in hosts.json, output dir, then arguments
-    local key=$1 out=$2; shift 2
-    inject_hosts datasets/$SET/hosts.json "$key" "$out" --sweep --baseline \
-        --config-file $CFG --weights $MODEL "$@"
-}
 # (Step 1 without the config's test-time augmentation: 1,560 images, 8x cheaper.)
 [ -f $E/hosts_eval/real_eval.json ] ||
     $PY tools/eval_real.py evaluate --dataset $SET --tune-split val --test-split test \
@@ -79,13 +74,14 @@ inject() {  # hosts key in hosts.json, output dir, then arguments
         TEST.DIHEDRAL_TTA.ENABLED False
 BASE_T=$(baseline_thresh $E/hosts_eval/real_eval.json)
 [ -f $E/inject_val/injection_sweep.json ] ||
-    inject val $E/inject_val --baseline-thresh "$BASE_T"
+    inject_vs_baseline datasets/$SET/hosts.json $CFG $MODEL val $E/inject_val --baseline-thresh "$BASE_T"
 # (none at or below the baseline's false rate: the network's F1-best of step 1)
 NET_T=$(network_thresh $E/inject_val/injection_sweep.json $E/hosts_eval/real_eval.json \
     sdss_realhosts_lite0)
 echo "operating points: classical baseline $BASE_T, network $NET_T (the config's TEST.CLUMP_EVAL.SCORE_THRESH)"
 [ -f $E/inject/injection_table.md ] ||
-    inject test $E/inject --baseline-thresh "$BASE_T" TEST.CLUMP_EVAL.SCORE_THRESH "$NET_T"
+    inject_vs_baseline datasets/$SET/hosts.json $CFG $MODEL test $E/inject \
+       --baseline-thresh "$BASE_T" TEST.CLUMP_EVAL.SCORE_THRESH "$NET_T"
 
 # The real GZH S82 galaxies: the model as it is (no fine-tuning on them) and fine-tuned on
 # each fold's split (threshold cross-fitted with the half-split fine-tunes), thresholds chosen

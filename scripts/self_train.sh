@@ -86,26 +86,22 @@ cmp -s datasets/$SRC/hosts.json datasets/$ST/hosts.json || {
 W=$OUT/model_final.pth
 
 # 4. Operating points on the validation hosts, then the held-out injection table, exactly as
-# scripts/sdss_eval.sh (its inject() and threshold choice) does for the recommended model.
+# scripts/sdss_eval.sh (inject_vs_baseline, the threshold choice) does for the recommended one.
 # shellcheck source=scripts/inject_hosts.sh
 . scripts/inject_hosts.sh
-inject() {  # hosts key in hosts.json, output dir, then arguments
-    local key=$1 out=$2; shift 2
-    inject_hosts datasets/$ST/hosts.json "$key" "$out" --sweep --baseline \
-        --config-file $CFG --weights $W "$@"
-}
 # (Without the config's test-time augmentation, as sdss_eval.sh's step 1.)
 [ -f $R/hosts_eval/real_eval.json ] ||
     $PY tools/eval_real.py evaluate --dataset $ST --tune-split val --test-split test \
         --config $CFG --model $NAME=$W --output-dir $R/hosts_eval TEST.DIHEDRAL_TTA.ENABLED False
 BASE_T=$(baseline_thresh $R/hosts_eval/real_eval.json)
 [ -f $R/inject_val/injection_sweep.json ] ||
-    inject val $R/inject_val --baseline-thresh "$BASE_T"
+    inject_vs_baseline datasets/$ST/hosts.json $CFG $W val $R/inject_val --baseline-thresh "$BASE_T"
 # (none at or below the baseline's false rate: the network's F1-best of the step above)
 NET_T=$(network_thresh $R/inject_val/injection_sweep.json $R/hosts_eval/real_eval.json $NAME)
 echo "operating points: classical baseline $BASE_T, network $NET_T"
 [ -f $R/inject/injection_table.md ] ||
-    inject test $R/inject --baseline-thresh "$BASE_T" TEST.CLUMP_EVAL.SCORE_THRESH "$NET_T"
+    inject_vs_baseline datasets/$ST/hosts.json $CFG $W test $R/inject \
+       --baseline-thresh "$BASE_T" TEST.CLUMP_EVAL.SCORE_THRESH "$NET_T"
 
 echo "pseudo-labels:        $LABELS"
 echo "dataset:              datasets/$ST (split.json: the label file's sha256 and counts)"

@@ -199,19 +199,24 @@ def coco_json_text(coco: Dict[str, Any]) -> str:
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to ``path`` all or nothing.
+    """Write ``text`` (UTF-8) to ``path`` all or nothing (:func:`atomic_write_bytes`)."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
 
-    The text goes to a temporary file beside ``path`` (same file system), is flushed to disk,
-    and is renamed over ``path``: a kill or a full disk at any moment leaves either the old
-    file or the new one, never a truncated one (a stale ``.<name>.tmp-<pid>`` at worst).
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` all or nothing.
+
+    The bytes go to a temporary file beside ``path`` (same file system), are flushed to disk,
+    and the file is renamed over ``path``: a kill or a full disk at any moment leaves either the
+    old file or the new one, never a truncated one (a stale ``.<name>.tmp-<pid>`` at worst).
     """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with naming_path(path):  # a full disk names the file it could not write
             path.parent.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "w", encoding="utf-8") as f:
-                f.write(text)
+            with open(tmp, "wb") as f:
+                f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)

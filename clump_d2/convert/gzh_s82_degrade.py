@@ -70,7 +70,8 @@ from scipy import ndimage as ndi
 from scipy.signal import fftconvolve
 from tqdm import tqdm
 
-from clump_d2.convert.coco_writer import ConversionReport
+from clump_d2.convert.coco_writer import (ConversionReport, atomic_write_bytes,
+                                          atomic_write_text)
 from clump_d2.convert.gzh_s82 import (CROP_OFFSET, DEFAULT_SEED, catalogue_coco, fold_splits,
                                       gzh_paths)
 from clump_d2.convert.layout import write_dataset
@@ -486,12 +487,7 @@ class Calibration:
     per_image: Dict = field(default_factory=dict)
 
     def to_json(self, path: str | os.PathLike) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps(_clean(asdict(self)), indent=1))
-        os.replace(tmp, path)
-        return path
+        return atomic_write_text(path, json.dumps(_clean(asdict(self)), indent=1))
 
     @classmethod
     def from_json(cls, path: str | os.PathLike) -> "Calibration":
@@ -696,12 +692,6 @@ def _subset(coco: Dict, image_ids: set) -> Dict:
             "images": images, "annotations": anns}
 
 
-def _write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def degrade_galaxy(galaxy: CoaddGalaxy, image: Dict, annotations: Sequence[Dict],
                    cal: Calibration, realisation: int, seed: int, snr_min: float,
                    q: float = 10.0, quality: int = 75) -> Tuple[bytes, Dict, List[Dict]]:
@@ -805,7 +795,7 @@ def degrade_gzh_s82(gzh_dir: str | os.PathLike, out_dir: str | os.PathLike,
         data, record, new = degrade_galaxy(coadds[str(im["galaxy_id"])], im,
                                            by_image.get(im["id"], []), calibration, k, seed,
                                            snr_min)
-        _write_bytes(out_dir / "images" / record["file_name"], data)
+        atomic_write_bytes(out_dir / "images" / record["file_name"], data)
         images.append(record)
         anns.extend(new)
     img_t.add_read(len(coco["images"]) * realisations)

@@ -41,6 +41,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import pandas as pd
 
+from clump_d2.convert.coco_writer import atomic_write_text
 from clump_d2.evaluation.metrics import wilson_interval
 
 logger = logging.getLogger(__name__)
@@ -131,16 +132,13 @@ def write_selection_function(table: Sequence[Dict], output_dir: str | os.PathLik
     ``selection_function.json`` (``settings``, e.g. the injection and matching rules, and the
     same rows) into ``output_dir``; returns their paths."""
     out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
     paths = {"csv": out / CSV_NAME, "json": out / JSON_NAME}
     frame = pd.DataFrame(list(table), columns=SELECTION_COLUMNS)
-    tmp = paths["csv"].with_name(f".{CSV_NAME}.tmp{os.getpid()}")
-    frame.to_csv(tmp, index=False)
-    os.replace(tmp, paths["csv"])
+    atomic_write_text(paths["csv"], frame.to_csv(index=False))
     rows = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
             for r in frame.to_dict("records")]
-    paths["json"].write_text(json.dumps({"settings": settings or {}, "rows": rows}, indent=2,
-                                        default=str))
+    atomic_write_text(paths["json"], json.dumps({"settings": settings or {}, "rows": rows},
+                                                indent=2, default=str))
     return paths
 
 

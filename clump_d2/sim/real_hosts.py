@@ -56,7 +56,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from clump_d2.baselines.classical import ClassicalParams, find_clumps
-from clump_d2.data.files import naming_path, read_json
+from clump_d2.convert.coco_writer import atomic_write_text
+from clump_d2.data.files import read_json
 from clump_d2.data.image_io import (COLOUR_SUFFIXES, DEFAULT_MAX_PIXELS, read_display_image,
                                     unique_image_ids)
 from clump_d2.data.datasets.builtin import check_split_name
@@ -543,12 +544,8 @@ def make_real_host_dataset(host_dir: str | os.PathLike, out_dir: str | os.PathLi
         if pseudo_labels is not None:
             coco["info"]["pseudo_labels"] = {**pseudo_labels.record(),
                                              "labels_in_split": n_pseudo}
-        json_path = out_dir / "annotations" / f"{split}.json"
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = json_path.with_suffix(".json.tmp")
-        with naming_path(json_path):  # a full disk names the file, not just ENOSPC
-            tmp.write_text(json.dumps(coco))
-            tmp.replace(json_path)
+        json_path = atomic_write_text(out_dir / "annotations" / f"{split}.json",
+                                      json.dumps(coco))
         n_clumps = sum(not a["iscrowd"] for a in annotations)
         logger.info("%s: %d hosts (%d skipped), %d images, %d clumps (%d pseudo-labels), "
                     "%d ignore regions -> %s", split, len(hids), len(skipped), len(images),

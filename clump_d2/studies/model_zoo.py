@@ -25,7 +25,6 @@ import os
 import platform
 import re
 import shlex
-import shutil
 import subprocess
 import sys
 import time
@@ -39,6 +38,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from clump_d2 import model_zoo
 from clump_d2.config import add_clump_config
+from clump_d2.convert.coco_writer import atomic_write_bytes, atomic_write_text
 from clump_d2.data.tables import markdown_table
 from clump_d2.evaluation import selection
 from clump_d2.modeling.checkpoint import CorruptCheckpointError, read_safetensors, safe_torch_load
@@ -367,19 +367,15 @@ def export_weights(checkpoint: str | os.PathLike, dest: str | os.PathLike,
                    dtype: str = "float16") -> Dict:
     """Write the model tensors of ``checkpoint`` to ``dest`` (``.safetensors``), floating-point
     tensors cast to ``dtype`` (integer buffers kept); returns size, sha256 and dtype."""
-    from safetensors.torch import save_file  # optional dependency, needed for writing only
+    from safetensors.torch import save  # optional dependency, needed for writing only
 
     target = {"float16": torch.float16, "float32": torch.float32}[dtype]
     state = {k: (v.to(target) if v.is_floating_point() else v).contiguous()
              for k, v in read_model_state(checkpoint).items()}
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(dest.name + ".tmp")
     # One metadata entry: the format keeps metadata in a hash map, so two entries can be
     # written in either order, and the same weights would get another sha256 each time.
-    save_file(state, str(tmp), metadata={"clump_d2": json.dumps(
-        {"source": Path(checkpoint).name, "dtype": dtype}, sort_keys=True)})
-    os.replace(tmp, dest)
+    dest = atomic_write_bytes(dest, save(state, metadata={"clump_d2": json.dumps(
+        {"source": Path(checkpoint).name, "dtype": dtype}, sort_keys=True)}))
     return {"file": dest.name, "dtype": dtype, "bytes": dest.stat().st_size,
             "tensors": len(state), "sha256": model_zoo.sha256_file(dest)}
 
@@ -457,13 +453,13 @@ def package(name: str, checkpoint: str | os.PathLike, figures: Dict,
     sf_summary = None
     if selection_function is not None:
         sf = selection.SelectionFunction.read(selection_function)  # refuses a wrong table
-        shutil.copyfile(selection_function, sf_file)
+        atomic_write_bytes(sf_file, Path(selection_function).read_bytes())
         cfg.INFERENCE.SELECTION_FUNCTION = model_zoo.ZOO_PREFIX + recipe.name
         sf_summary = selection_summary(sf)
     elif sf_file.exists():  # an earlier packaging's table would describe other weights
         sf_file.unlink()
-    (folder / model_zoo.registry.CONFIG_FILE).write_text(
-        f"# clump_d2 model zoo: {recipe.name} (complete config, written by "
+    atomic_write_text(
+        folder / model_zoo.registry.CONFIG_FILE, f"# clump_d2 model zoo: {recipe.name} (complete config, written by "
         f"tools/model_zoo.py package from {recipe.source_config})\n" + cfg.dump())
     card = {
         "name": recipe.name,
@@ -504,8 +500,9 @@ def package(name: str, checkpoint: str | os.PathLike, figures: Dict,
                     "steps": [list(s.argv) for s in recipe.steps]},
         "packaged": _dt.date.today().isoformat(),
     }
-    (folder / model_zoo.registry.CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
-    (folder / "MODEL_CARD.md").write_text(card_markdown(card))
+    # Every file of the entry all or nothing; the card, which names the weights' sha256, last.
+    atomic_write_text(folder / "MODEL_CARD.md", card_markdown(card))
+    atomic_write_text(folder / model_zoo.registry.CARD_FILE, json.dumps(card, indent=2) + "\n")
     return folder
 
 

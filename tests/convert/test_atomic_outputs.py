@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from clump_d2.convert.coco_writer import atomic_write_text, is_safe_relative_name
+from clump_d2.convert.coco_writer import (atomic_write_bytes, atomic_write_text,
+                                          is_safe_relative_name)
 from clump_d2.convert.layout import place_images, recover_dataset
 from clump_d2.data.datasets import register_all_clump_datasets
 
@@ -137,6 +138,15 @@ def test_atomic_write_text_replaces_whole_file(tmp_path):
     atomic_write_text(f, "old")
     atomic_write_text(f, "new")
     assert f.read_text() == "new" and sorted(p.name for p in f.parent.iterdir()) == ["x.json"]
+
+
+def test_atomic_write_bytes_writes_exact_bytes_and_text_is_utf8(tmp_path):
+    f = tmp_path / "b" / "img.jpg"
+    data = bytes(range(256)) * 3
+    assert atomic_write_bytes(f, data) == f and f.read_bytes() == data
+    atomic_write_text(f, "µ")
+    assert f.read_bytes() == "µ".encode("utf-8")
+    assert sorted(p.name for p in f.parent.iterdir()) == ["img.jpg"]
 
 
 def test_resplit_into_fewer_splits_leaves_no_stale_split(tmp_path, cli):
