@@ -833,7 +833,7 @@ def degrade_gzh_s82(gzh_dir: str | os.PathLike, out_dir: str | os.PathLike,
         unit[name] = (sub, rep)
     written = write_dataset(out_dir, unit)
     summary = dataset_summary({k: v[0] for k, v in unit.items()})
-    (out_dir / "degrade_summary.json").write_text(json.dumps(_clean(summary), indent=1))
+    atomic_write_text(out_dir / "degrade_summary.json", json.dumps(_clean(summary), indent=1))
     for name, row in summary.items():
         logger.info("%s: %d images, %d labels, %d ignore regions (giants >= 3 %% u: %d labels "
                     "of %d)", name, row["images"], row["labels"], row["ignored"],

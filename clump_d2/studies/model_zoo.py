@@ -241,7 +241,7 @@ def rebuild(name: str, out_dir: str | os.PathLike, shared: str = DEFAULT_SHARED,
     done = final.exists()
     seconds = 0.0 if done else run(train_argv, root)
     record["train"] = {"argv": train_argv, "skipped": done, "seconds": round(seconds, 1)}
-    (out / "rebuild.json").write_text(json.dumps(record, indent=2))
+    atomic_write_text(out / "rebuild.json", json.dumps(record, indent=2))
     if not final.exists():
         raise model_zoo.ModelZooError(f"training finished without {final}")
     return final
