@@ -15,6 +15,10 @@
     python tools/make_real_hosts.py --hosts ../shared/realdata/gz2_sdss_1400/jpegs \
         --out datasets/gz2hosts1pc_st --pretrain-holdout 0.3 --val 100 \
         --clump-frac 0.01 0.15 --psf-full-image --pseudo-labels PSEUDO_LABELS.json
+    # a clump population like the real one (docs/real_clumps.md): fainter, nearer the centre,
+    # wider than the PSF
+    python tools/make_real_hosts.py ... --clump-frac 0.003 0.15 --bulge-fwhm 1.0 \
+        --radius-r50 0.15 2.0 --width-psf 1.0 2.5
 
 Registers as ``<out folder name>_<split>``. Logic: :mod:`clump_d2.sim.real_hosts`.
 """
@@ -26,8 +30,8 @@ from pathlib import Path
 import numpy as np
 
 import clump_d2  # noqa: F401  (compat first)
-from clump_d2.cli import (non_negative_int, open_fraction, positive_float, positive_int,
-                          split_fraction)
+from clump_d2.cli import (non_negative_float, non_negative_int, open_fraction, positive_float,
+                          positive_int, split_fraction)
 from clump_d2.data.files import read_json
 from clump_d2.pretrain.images import list_image_folder, split_by_galaxy, write_split
 from clump_d2.sim.real_hosts import (PseudoLabelError, RealHostParams, load_pseudo_labels,
@@ -60,6 +64,18 @@ def main(argv=None):
                         default=RealHostParams.clump_frac,
                         help="injected clumps' r flux / host r flux, log-uniform (default: "
                              "Clump Scout depth, %(default)s)")
+    parser.add_argument("--bulge-fwhm", type=non_negative_float,
+                        default=RealHostParams.bulge_fwhm,
+                        help="no injected clump within this many PSF FWHM of the centre "
+                             "(default %(default)s)")
+    parser.add_argument("--radius-r50", type=non_negative_float, nargs=2, metavar=("LO", "HI"),
+                        default=RealHostParams.radius_r50,
+                        help="injected clumps' distance from the centre, uniform in this "
+                             "range x the host's R50 (default %(default)s)")
+    parser.add_argument("--width-psf", type=positive_float, nargs=2, metavar=("LO", "HI"),
+                        default=RealHostParams.width_psf,
+                        help="injected clumps' FWHM in PSF FWHMs, log-uniform (default "
+                             "%(default)s: point-like)")
     parser.add_argument("--psf-full-image", action="store_true",
                         help="measure each PSF on the whole image, not the crop (as "
                              "inject_recover.py --psf-from-image does; more images qualify)")
@@ -78,13 +94,19 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.clump_frac[0] > args.clump_frac[1]:
         parser.error(f"--clump-frac: LO {args.clump_frac[0]} > HI {args.clump_frac[1]}")
+    if args.width_psf[0] > args.width_psf[1]:
+        parser.error(f"--width-psf: LO {args.width_psf[0]} > HI {args.width_psf[1]}")
+    if args.radius_r50[0] > args.radius_r50[1]:
+        parser.error(f"--radius-r50: LO {args.radius_r50[0]} > HI {args.radius_r50[1]}")
     fractions = dict(args.fractions)
     if len(fractions) != len(args.fractions):
         parser.error("--fractions: a split is named twice")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     params = RealHostParams(versions_per_host=args.versions, seed=args.seed,
                             clump_frac=tuple(args.clump_frac),
-                            psf_full_image=args.psf_full_image, max_pixels=args.max_pixels)
+                            psf_full_image=args.psf_full_image, max_pixels=args.max_pixels,
+                            bulge_fwhm=args.bulge_fwhm, radius_r50=tuple(args.radius_r50),
+                            width_psf=tuple(args.width_psf))
     if args.split_json and args.pretrain_holdout is not None:
         parser.error("give --split-json or --pretrain-holdout, not both")
     split, lists = None, None

@@ -11,6 +11,10 @@
     # it by galaxy, write the table (PHOTOMETRY.DISPLAY_GIANT_CALIBRATION's default):
     python tools/measure_clumps.py calibrate-giant --gzh ../shared/realdata/gzh_s82_clumps \
         --output docs/giant_calibration.md
+    # how wide real clumps and a real-host set's own knots are, in PSF FWHMs:
+    python tools/measure_clumps.py widths --output output/widths/widths.md \
+        --set "GZH S82 catalogue=datasets/gzh_s82c/annotations/all.json" \
+        --set "GZ2 host knots=datasets/gz2hosts1pc/annotations/train.json:knots:stars"
 
 Positions are Detectron2's continuous pixel coordinates; the image column holds a path (PNG,
 JPEG, FITS, or a FITS ``{band}`` template). Trailing ``KEY VALUE`` pairs set config keys
@@ -22,9 +26,10 @@ import logging
 import sys
 
 import clump_d2  # noqa: F401  (fills detectron2 0.6's gaps before detectron2 is used)
-from clump_d2.cli import non_negative_float
+from clump_d2.cli import non_negative_float, positive_int
 from clump_d2.config import add_clump_config
 from clump_d2.photometry.measure import PhotometryOptions, measure_table_file
+from clump_d2.studies.clump_widths import write_widths
 from clump_d2.studies.giant_calibration import run_giant_calibration
 from clump_d2.studies.photometry_check import run_photometry_check
 from detectron2.config import get_cfg
@@ -72,11 +77,28 @@ def main(argv=None) -> int:
                    help="markdown report (e.g. docs/giant_calibration.md)")
     g.add_argument("--clumps-output", default=None,
                    help="per-clump rows (.csv/.parquet/.fits): display photometry and truth")
+    w = sub.add_parser("widths", help="how wide real clumps (or a real-host set's own knots) "
+                                      "are, in PSF FWHMs (clump_d2.studies.clump_widths)")
+    w.add_argument("--set", action="append", required=True, metavar="NAME=JSON[:knots][:stars]",
+                   help="a COCO dataset whose images carry psf_fwhm_px; ':knots' measures its "
+                        "host_knot ignore regions, ':stars' only images whose PSF was "
+                        "measured on stars; repeat for several rows")
+    w.add_argument("--output", required=True, help="Markdown table (+ .json with every clump)")
+    w.add_argument("--limit", type=positive_int, default=None,
+                   help="the first N images of each set with something to measure")
     for q in (m, c, g):
         q.add_argument("--config-file", default="", help="YAML config (PHOTOMETRY.* keys)")
         q.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.command == "widths":
+        words = ["python", "tools/measure_clumps.py", *(argv if argv is not None else sys.argv[1:])]
+        try:
+            out = write_widths(args.set, args.output, " ".join(words), args.limit)
+        except ValueError as e:
+            p.error(str(e))
+        print(out.read_text())
+        return 0
     if args.command == "calibrate-giant":
         args.bands = None
         words = ["python", "tools/measure_clumps.py", *(argv if argv is not None else sys.argv[1:])]

@@ -58,11 +58,13 @@ def host_properties(linear: np.ndarray, fwhm: float) -> Dict:
 
 
 def inject(linear: np.ndarray, positions: Sequence[Tuple[float, float]],
-           fluxes: Sequence[Sequence[float]], fwhm: float) -> np.ndarray:
-    """Add Gaussian-PSF clumps to a linear (H, W, C) image; ``fluxes[k]`` per channel."""
+           fluxes: Sequence[Sequence[float]], fwhm: "float | Sequence[float]") -> np.ndarray:
+    """Add Gaussian clumps to a linear (H, W, C) image; ``fluxes[k]`` per channel. ``fwhm``:
+    the PSF's (point-like clumps), or one FWHM per clump (resolved clumps: wider)."""
     out = np.array(linear, dtype=np.float64, copy=True)
-    for (x, y), f in zip(positions, fluxes):
-        stamp = gaussian_psf_stamp(out.shape[:2], x, y, fwhm)
+    widths = [float(fwhm)] * len(positions) if np.ndim(fwhm) == 0 else list(fwhm)
+    for (x, y), f, width in zip(positions, fluxes, widths):
+        stamp = gaussian_psf_stamp(out.shape[:2], x, y, width)
         out += stamp[:, :, None] * np.asarray(f, dtype=np.float64)[None, None, :]
     return out
 

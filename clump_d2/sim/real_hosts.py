@@ -87,6 +87,9 @@ class RealHostParams:
     clump_count_probs: Tuple[float, ...] = SdssRealism().clump_count_probs
     odd_fraction: float = 0.276
     radius_r50: Tuple[float, float] = (0.3, 2.0)  # radius range, x host R50
+    # Clump FWHM / PSF FWHM, log-uniform: (1, 1) point-like clumps (datasets before this
+    # option); real knots and catalogued clumps are wider than the PSF (docs/real_clumps.md).
+    width_psf: Tuple[float, float] = (1.0, 1.0)
     sep_fwhm: float = 2.0  # minimum distance between clumps / to host knots, x FWHM
     bulge_fwhm: float = 1.5  # minimum distance to the centre, x FWHM
     ignore_snr: float = 6.0  # host peaks at or above this S/N become ignore regions
@@ -231,6 +234,15 @@ def prepare_host(path: Path, hid: str, params: RealHostParams) -> PreparedHost:
                         found["snr"][keep], origin)
 
 
+def _width(rng: np.random.Generator, width_psf: Tuple[float, float]) -> float:
+    """A clump's FWHM in PSF FWHMs, log-uniform; (1, 1) draws nothing, so that datasets made
+    before ``width_psf`` keep their random stream and images."""
+    lo, hi = width_psf
+    if lo == hi == 1.0:
+        return 1.0
+    return float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
+
+
 def inject_version(prep: PreparedHost, version: int, params: RealHostParams,
                    colours=None, extra_avoid: Sequence[Tuple[float, float]] = ()
                    ) -> Tuple[np.ndarray, List[Dict]]:
@@ -260,10 +272,12 @@ def inject_version(prep: PreparedHost, version: int, params: RealHostParams,
         flux = frac * float(host_flux[params.ref_channel]) * host_colour * factors
         fluxes.append(flux)
         clumps.append({"x": float(x), "y": float(y), "odd": bool(odd), "flux_frac": frac,
-                       "distance_r50": float(u), "colour_factors": factors.tolist()})
+                       "distance_r50": float(u), "colour_factors": factors.tolist(),
+                       "fwhm_px": prep.fwhm * _width(rng, params.width_psf)})
     if not clumps:
         return prep.rgb.copy(), []
-    injected = inject(prep.linear, [(c["x"], c["y"]) for c in clumps], fluxes, prep.fwhm)
+    injected = inject(prep.linear, [(c["x"], c["y"]) for c in clumps], fluxes,
+                      [c["fwhm_px"] for c in clumps])
     return DisplayStretch(params.q).display(injected), clumps
 
 
@@ -513,7 +527,7 @@ def make_real_host_dataset(host_dir: str | os.PathLike, out_dir: str | os.PathLi
                         "area": box[2] * box[3], "iscrowd": 0,
                         "category_id": 2 if c["odd"] else 1, "flux_frac": c["flux_frac"],
                         "distance_r50": c["distance_r50"], "x": c["x"], "y": c["y"],
-                        "psf_fwhm_px": prep.fwhm})
+                        "psf_fwhm_px": prep.fwhm, "clump_fwhm_px": c["fwhm_px"]})
                 for i, ((x, y), snr) in enumerate(zip(prep.knots, prep.knot_snr)):
                     if i in pos_knots:  # agreed by the detector and the finder: a real clump
                         ann = _pseudo_annotation(pos_knots[i], prep.fwhm, params.crop_size)

@@ -73,6 +73,36 @@ def test_injected_clumps_have_the_requested_flux(hosts):
         assert 0.03 <= c["flux_frac"] <= 0.15
 
 
+def test_wide_clumps_have_the_requested_width_and_flux(hosts):
+    """width_psf: each clump a Gaussian of its own FWHM (its second moment says so), the same
+    flux; (1, 1) draws nothing, so older datasets keep their clumps."""
+    from dataclasses import replace
+
+    path = sorted(hosts.rglob("*.jpg"))[0]
+    prep = prepare_host(path, "non_spiral/1000", PARAMS)
+    one = replace(PARAMS, clump_count_probs=(1.0,))  # no neighbour's light in the aperture
+    wide = replace(one, width_psf=(1.8, 2.0))
+    rgb, clumps = inject_version(prep, 0, wide)
+    assert len(clumps) == 1
+    disp = DisplayStretch(PARAMS.q)
+    diff = (disp.linearise(rgb, np.random.default_rng(0))
+            - disp.linearise(prep.rgb, np.random.default_rng(0)))[..., 1]
+    yy, xx = np.mgrid[0:80, 0:80] + 0.5
+    for c in clumps:
+        assert 1.8 * prep.fwhm <= c["fwhm_px"] <= 2.0 * prep.fwhm
+        r = np.hypot(xx - c["x"], yy - c["y"])
+        ap = r < 1.2 * c["fwhm_px"]
+        w = np.clip(diff[ap], 0, None)
+        sigma = np.sqrt((w * r[ap] ** 2).sum() / w.sum() / 2)
+        # (the aperture cuts the wings, the 8-bit display adds its steps)
+        assert sigma == pytest.approx(c["fwhm_px"] / 2.3548, rel=0.15)
+        assert sigma > 1.4 * prep.fwhm / 2.3548  # wider than a point-like clump could be
+        flux = diff[r < 2 * c["fwhm_px"]].sum() / prep.host["flux"][1]
+        assert flux == pytest.approx(c["flux_frac"], rel=0.25)
+    _, point = inject_version(prep, 0, one)
+    assert [c["fwhm_px"] for c in point] == [prep.fwhm]
+
+
 def test_dataset_written_deterministically(hosts, tmp_path):
     out_a = make_real_host_dataset(hosts, tmp_path / "a", {"train": 0.5, "test": 0.5}, PARAMS,
                                    show_progress=False)
@@ -158,6 +188,23 @@ def test_tool_pretrain_holdout_equals_the_pretraining_split(tmp_path, load_tool,
         fracs += [x["flux_frac"] for x in anns if not x["iscrowd"]]
     # --clump-frac sets the injected population's depth
     assert fracs and min(fracs) >= 0.02 * 0.999 and max(fracs) <= 0.04 * 1.001
+    # --bulge-fwhm, --radius-r50 and --width-psf set where and how wide the clumps are
+    c = tool.main(["--hosts", str(hosts), "--out", str(tmp_path / "c"), "--versions", "2",
+                   "--pretrain-holdout", "0.25", "--val", "2", *depth, "--bulge-fwhm", "0.5",
+                   "--radius-r50", "0.2", "0.4", "--width-psf", "1.5", "1.6"])
+    coco = json.loads(c["train"].read_text())
+    params = coco["info"]["params"]
+    assert (params["bulge_fwhm"], params["radius_r50"], params["width_psf"]) == \
+        (0.5, [0.2, 0.4], [1.5, 1.6])
+    images = {im["id"]: im for im in coco["images"]}
+    injected = [x for x in coco["annotations"] if "flux_frac" in x]
+    assert injected
+    for x in injected:
+        im = images[x["image_id"]]
+        assert 0.2 <= x["distance_r50"] <= 0.4
+        assert np.hypot(x["x"] - im["centre_x"], x["y"] - im["centre_y"]) >= \
+            0.5 * im["psf_fwhm_px"] - 1e-9
+        assert 1.5 * im["psf_fwhm_px"] - 1e-9 <= x["clump_fwhm_px"] <= 1.6 * im["psf_fwhm_px"]
     with pytest.raises(SystemExit):
         tool.main(["--hosts", str(hosts), "--out", str(tmp_path / "c"), "--pretrain-holdout",
                    "0.25", "--split-json", str(tmp_path / "pre" / "split.json")])
@@ -177,7 +224,10 @@ def test_split_names_and_numbers_are_checked_before_anything_is_written(tmp_path
     for bad, what in ((["--fractions", "../../x=1"], "is not a plain split name"),
                       (["--fractions", "train=1.5"], "'1.5' is not a number in [0, 1]"),
                       (["--clump-frac", "-0.1", "0.2"], "'-0.1' is not a number > 0"),
-                      (["--versions", "0"], "'0' is not an integer >= 1")):
+                      (["--versions", "0"], "'0' is not an integer >= 1"),
+                      (["--radius-r50", "2", "1"], "--radius-r50: LO 2.0 > HI 1.0"),
+                      (["--width-psf", "2", "1"], "--width-psf: LO 2.0 > HI 1.0"),
+                      (["--bulge-fwhm", "-1"], "'-1' is not a number >= 0")):
         with pytest.raises(SystemExit) as e:
             tool.main(["--hosts", str(tmp_path / "hosts"), "--out", str(out), *bad])
         assert e.value.code == 2 and what in capsys.readouterr().err
