@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Injected clumps that look like real ones (docs/real_clumps.md, "A real clump population"), end
 # to end, for one VARIANT of the real-host set:
-#   deep: the clumps reach real clumps' fluxes (0.3-15 % of the host's r light) and radii (from
-#         1 PSF FWHM / 0.15 R50 of the centre)        -> configs/RealData/sdss_realhosts_lite0_deep.yaml
+#   deep: the clumps reach real clumps' fluxes (0.3-15 % of the host's r light) and radii
+#         (from 1 PSF FWHM / 0.15 R50 of the centre): configs/RealData/…_deep.yaml
 #   wide: deep, and each clump as wide as the hosts' own knots (FWHM 1-2.5 x the PSF's,
-#         log-uniform; tools/measure_clumps.py widths) -> configs/RealData/sdss_realhosts_lite0_wide.yaml
+#         log-uniform; tools/measure_clumps.py widths): configs/RealData/…_wide.yaml
 # Both with the round-1 self-training pseudo-labels (scripts/self_train.sh makes them). Then the
 # measurements of every SDSS model: the operating point on the validation hosts and the held-out
 # injection table (scripts/self_train.sh's steps 3-4 -> output/self_train/$VARIANT/), and the
