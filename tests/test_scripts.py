@@ -90,3 +90,19 @@ def test_real_clumps_eval_commands(tmp_path):
         in evaluate[4]
     paper = [line for line in out if line.startswith("tools/eval_real.py paper")]
     assert len(paper) == 3 and "on_{tune}" in paper[2] and "calibrated" in paper[0]
+
+
+def test_real_population_variants():
+    """real_population.sh knows its two variants (their set options differ by --width-psf
+    only) and refuses any other before running anything."""
+    import os
+
+    out = subprocess.run(["bash", "scripts/real_population.sh"], cwd=ROOT,
+                         env={**os.environ, "VARIANT": "bogus", "PYTHON": "false"},
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and "VARIANT must be deep or wide, not 'bogus'" in out.stderr
+    text = (ROOT / "scripts" / "real_population.sh").read_text()
+    assert 'wide) SET_ARGS="$DEEP --width-psf 1.0 2.5"' in text
+    for variant in ("deep", "wide"):  # each variant's config names its own dataset
+        cfg = (ROOT / "configs" / "RealData" / f"sdss_realhosts_lite0_{variant}.yaml").read_text()
+        assert f'TRAIN: ("gz2hosts{variant}_train", "sdss1e_train")' in cfg
