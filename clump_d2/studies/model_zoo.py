@@ -120,6 +120,13 @@ _DATA_LICENCE = (
     "Willett et al. 2013); the simulated galaxies are made by this repository (Apache-2.0)")
 _PSEUDO_LABELS = "output/self_train/round1/pseudo_labels.json"
 
+# Round-1 pseudo-labels: the shipped sdss_lite0 and the classical finder vote on the train hosts'
+# own knots (scripts/self_train.sh).
+_LABEL_STEP = Step(_PSEUDO_LABELS, (
+    "tools/self_train.py", "label", "--config-file", "configs/RealData/sdss_realhosts_lite0.yaml",
+    "--weights", "zoo:sdss_lite0", "--hosts", _GZ2, "--ids-from",
+    "datasets/gz2hosts1pc/hosts.json:train", "--out", _PSEUDO_LABELS))
+
 RECIPES: Dict[str, Recipe] = {
     "sdss_lite0": Recipe(
         name="sdss_lite0",
@@ -148,11 +155,7 @@ RECIPES: Dict[str, Recipe] = {
         source_config="configs/RealData/sdss_realhosts_lite0_st.yaml",
         steps=(
             _REAL_HOSTS, _SDSS1E,
-            Step(_PSEUDO_LABELS, (
-                "tools/self_train.py", "label", "--config-file",
-                "configs/RealData/sdss_realhosts_lite0.yaml", "--weights", "zoo:sdss_lite0",
-                "--hosts", _GZ2, "--ids-from", "datasets/gz2hosts1pc/hosts.json:train",
-                "--out", _PSEUDO_LABELS)),
+            _LABEL_STEP,
             Step("datasets/gz2hosts1pc_st/split.json", (
                 "tools/make_real_hosts.py", "--out", "datasets/gz2hosts1pc_st", *_HOST_ARGS,
                 "--pseudo-labels", _PSEUDO_LABELS)),
@@ -166,6 +169,33 @@ RECIPES: Dict[str, Recipe] = {
             "simulated single-epoch galaxies), but the hosts' own knots that sdss_lite0 (score "
             ">= 0.5, 2-view TTA) and the classical finder (S/N >= 6) agree on, off the nucleus, "
             "are clump labels (195 knots in 145 hosts); the other knots stay ignore regions"),
+        data_licence=_DATA_LICENCE,
+    ),
+    # A real clump population (docs/real_clumps.md): sdss_lite0_st's labels, and injected clumps
+    # that reach real clumps' fluxes and radii (scripts/real_population.sh, VARIANT=deep).
+    "sdss_lite0_deep": Recipe(
+        name="sdss_lite0_deep",
+        title="sdss_lite0 self-trained, with injected clumps down to 0.3 % of the host and to "
+              "1 PSF FWHM from its centre: the most real clumps found, at single-epoch depth "
+              "and on coadds",
+        source_config="configs/RealData/sdss_realhosts_lite0_deep.yaml",
+        steps=(
+            _REAL_HOSTS, _SDSS1E, _LABEL_STEP,
+            Step("datasets/gz2hostsdeep/split.json", (
+                "tools/make_real_hosts.py", "--out", "datasets/gz2hostsdeep", *_HOST_ARGS[:-4],
+                "--clump-frac", "0.003", "0.15", "--psf-full-image", "--bulge-fwhm", "1.0",
+                "--radius-r50", "0.15", "2.0", "--pseudo-labels", _PSEUDO_LABELS)),
+        ),
+        heldout_argv=_HELDOUT_ARGV,
+        heldout_description=_HELDOUT_DESCRIPTION,
+        operating_point_how=(
+            _OPERATING_POINT_RULE + " (scripts/self_train.sh via scripts/real_population.sh), "
+            "with sdss_lite0's 2 views"),
+        training_data=(
+            "the same 880 real SDSS hosts as sdss_lite0 with sdss_lite0_st's 195 agreed knots as "
+            "clump labels, 3 versions each with PSF-shaped clumps of 0.3-15 % of the host's r "
+            "light injected from 1 PSF FWHM and 0.15 R50 of the centre (the host's other knots "
+            "ignore regions) + 800 simulated single-epoch SDSS galaxies"),
         data_licence=_DATA_LICENCE,
     ),
 }

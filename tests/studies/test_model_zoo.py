@@ -323,3 +323,19 @@ def test_self_trained_recipe_labels_train_hosts_only_and_uses_its_labels():
     hosts_args = base.steps[0].argv[base.steps[0].argv.index("--hosts"):]
     assert data.argv[-len(hosts_args) - 2:-2] == hosts_args
     assert recipe.heldout_argv == base.heldout_argv
+
+
+def test_deep_recipe_makes_the_set_real_population_sh_makes():
+    """sdss_lite0_deep's data step and scripts/real_population.sh (VARIANT=deep) build the same
+    real-host set: the same options, the round-1 labels, the same held-out test."""
+    import shlex
+
+    recipe = zoo_study.get_recipe("sdss_lite0_deep")
+    data = recipe.steps[-1].argv
+    script = (REPO / "scripts" / "real_population.sh").read_text()
+    deep = shlex.split(script.split('DEEP="', 1)[1].split('"', 1)[0])
+    start = data.index("--clump-frac")
+    assert list(data[start:start + len(deep)]) == deep
+    assert data[data.index("--pseudo-labels") + 1] == zoo_study.get_recipe(
+        "sdss_lite0_st").steps[2].creates
+    assert recipe.heldout_argv == zoo_study.get_recipe("sdss_lite0").heldout_argv
