@@ -22,6 +22,7 @@ The logic lives in :mod:`clump_d2.studies.realdata` (see its docstring for the r
 """
 import argparse
 import logging
+from pathlib import Path
 import sys
 
 import clump_d2  # noqa: F401  (compat first)
@@ -61,6 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fraction of galaxies for fine-tuning (the rest is the test split)")
     p.add_argument("--galaxies", type=positive_int, default=None,
                    help="first N galaxies only")
+    o = sub.add_parser("orientation", help="per galaxy of a prepared GZH S82 set: the image's "
+                       "mean grey under its clump positions turned 0/90/180/270 degrees "
+                       "(positions turned the wrong way fall off the galaxy)")
+    o.add_argument("--dataset-dir", default="datasets/gzh_s82c", help="a prepared set")
+    o.add_argument("--output", default=None, help="Markdown table (default: printed only)")
     g = sub.add_parser("degrade", help="the GZH S82 galaxies degraded to single-epoch SDSS "
                        "depth and seeing (calibrated on single-epoch images) -> the splits of "
                        "prepare, clumps below the S/N limit as ignore regions")
@@ -150,11 +156,25 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--fold", action="append", default=[], metavar="LABEL=DIR", required=True,
                    help="an evaluate --output-dir and its label (repeatable)")
     f.add_argument("--output-dir", required=True)
+    for q in (p, g):
+        q.add_argument("--rotate-galaxy", action="append", default=[], type=rotation_spec,
+                       metavar="GALAXY_ID=QUARTER_TURNS",
+                       help="turn a galaxy's catalogue positions by quarter turns about the "
+                            "image centre before anything else (off by default: the catalogue "
+                            "as published; see `orientation`); repeatable")
     d = sub.add_parser("detectability", help="S/N census of a labelled dataset's clumps, "
                        "unlisted peaks and noise peaks (clump_d2.studies.detectability)")
     d.add_argument("--dataset", default="gzh_s82c_all", help="registered dataset")
     d.add_argument("--output-dir", default="output/realdata/detectability")
     return parser
+
+
+def rotation_spec(text: str):
+    """``GALAXY_ID=QUARTER_TURNS`` -> (id, turns in 0-3)."""
+    gid, sep, turns = text.partition("=")
+    if not sep or not gid or turns not in ("0", "1", "2", "3"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not GALAXY_ID=QUARTER_TURNS (turns 0-3)")
+    return gid, int(turns)
 
 
 def flag_spec(text: str):
@@ -205,15 +225,34 @@ def main(argv=None):
     if args.command == "prepare":
         f = args.train_fraction
         paths = prepare_gzh_s82(args.gzh, args.out, {"train": f, "test": 1 - f}, args.seed,
-                                galaxies=args.galaxies)
+                                galaxies=args.galaxies, rotations=dict(args.rotate_galaxy))
         print("\n".join(f"{k}: {v}" for k, v in paths.items()))
+    elif args.command == "orientation":
+        from clump_d2.convert.gzh_s82 import orientation_scores
+        from clump_d2.data.files import read_json
+        from clump_d2.data.tables import markdown_table
+
+        ann = Path(args.dataset_dir) / "annotations" / "all.json"
+        rows = orientation_scores(read_json(ann, "--dataset-dir"),
+                                  Path(args.dataset_dir) / "images")
+        table = markdown_table(rows, ["galaxy_id", "clumps", "grey_0", "grey_1", "grey_2",
+                                      "grey_3", "best_turns", "gain"],
+                               formats={k: "{:.1f}".format for k in
+                                        ("grey_0", "grey_1", "grey_2", "grey_3", "gain")})
+        text = (f"Mean grey level (0-255) of each galaxy's image under its clump positions "
+                f"turned by 0-3 quarter turns (`python tools/eval_real.py orientation "
+                f"--dataset-dir {args.dataset_dir}`):\n\n" + table)
+        if args.output:
+            Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.output).write_text(text)
+        print(text)
     elif args.command == "degrade":
         if not (args.single_epoch or args.calibration):
             parser.error("degrade needs --single-epoch DIR or --calibration JSON")
         paths = make_degraded_dataset(
             args.gzh, args.out, args.single_epoch, args.calibration, args.single_epoch_limit,
             args.depth_factor, args.seeing_arcsec, args.realisations, args.seed, args.galaxies,
-            args.snr_min)
+            args.snr_min, rotations=dict(args.rotate_galaxy))
         print("\n".join(f"{k}: {v}" for k, v in paths.items()))
     elif args.command == "simulate":
         paths = simulate_sdss(args.out, args.num_train, args.num_val, args.seed,

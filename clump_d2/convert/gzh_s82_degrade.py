@@ -745,7 +745,8 @@ def degrade_galaxy(galaxy: CoaddGalaxy, image: Dict, annotations: Sequence[Dict]
 def degrade_gzh_s82(gzh_dir: str | os.PathLike, out_dir: str | os.PathLike,
                     calibration: Calibration, realisations: int = 3, seed: int = DEFAULT_SEED,
                     galaxies: Optional[Sequence[str]] = None, snr_min: float = DEFAULT_SNR_MIN,
-                    split_seed: int = DEFAULT_SEED, progress: bool = True) -> Dict[str, Path]:
+                    split_seed: int = DEFAULT_SEED, progress: bool = True,
+                    rotations: Optional[Dict[str, int]] = None) -> Dict[str, Path]:
     """Write the degraded GZH S82 dataset: ``realisations`` noise draws of each galaxy.
 
     Splits as :func:`~clump_d2.convert.gzh_s82.prepare_gzh_s82` writes them (``all``, ``train``,
@@ -763,13 +764,15 @@ def degrade_gzh_s82(gzh_dir: str | os.PathLike, out_dir: str | os.PathLike,
         galaxies: galaxy ids to write (default: all).
         snr_min: clumps below this S/N become ignore regions.
         split_seed: the folds' seed (prepare's default: the folds of ``gzh_s82c``).
+        rotations: {galaxy id: quarter turns} of its catalogue positions
+            (:func:`~clump_d2.convert.gzh_s82.catalogue_coco`).
 
     Returns:
         {split: JSON path}.
     """
     if not 1 <= realisations <= 100:
         raise ValueError(f"realisations must be 1-100, got {realisations}")
-    coco, _ = catalogue_coco(gzh_dir)
+    coco, _ = catalogue_coco(gzh_dir, rotations=rotations)
     folds = fold_splits(coco, seed=split_seed)
     known = {str(im["galaxy_id"]) for im in coco["images"]}
     chosen = sorted(known) if galaxies is None else [str(g) for g in galaxies]
@@ -927,8 +930,8 @@ def make_degraded_dataset(gzh_dir: str | os.PathLike, out_dir: str | os.PathLike
                           depth_factor: Optional[float] = None,
                           seeing_arcsec: Optional[float] = None, realisations: int = 3,
                           seed: int = DEFAULT_SEED, galaxies: Optional[Sequence[str]] = None,
-                          snr_min: float = DEFAULT_SNR_MIN, progress: bool = True
-                          ) -> Dict[str, Path]:
+                          snr_min: float = DEFAULT_SNR_MIN, progress: bool = True,
+                          rotations: Optional[Dict[str, int]] = None) -> Dict[str, Path]:
     """Calibrate (or read a calibration) and write the degraded dataset, the calibration
     (``<out>/calibration.json``) and its figure (``<out>/calibration.png``).
 
@@ -960,7 +963,7 @@ def make_degraded_dataset(gzh_dir: str | os.PathLike, out_dir: str | os.PathLike
                         seeing_arcsec=seeing_arcsec, progress=progress)
         cal.params["single_epoch_dir"] = os.fspath(single_epoch_dir)
     written = degrade_gzh_s82(gzh_dir, out_dir, cal, realisations, seed, galaxies, snr_min,
-                              progress=progress)
+                              progress=progress, rotations=rotations)
     cal.params.update(realisations=realisations, seed=seed, snr_min=snr_min)
     written["calibration"] = cal.to_json(out_dir / CALIBRATION_FILE)
     examples = []
