@@ -90,6 +90,6 @@ if [ -n "${FINETUNE:-}" ]; then
             TEST.CLUMP_EVAL.MATCH distance
     echo "fine-tuned on the coadds: $E/gzh_s82c_ft_pooled/real_eval_folds.md, $E/gzh_s82c_ft_paper/paper_eval.md"
 fi
-echo "coadds, pooled:          $E/gzh_s82c_pooled/real_eval_folds.md"
-echo "single-epoch, pooled:    $E/gzh_s82_1e_pooled/real_eval_folds.md"
-echo "paper's definition:      $E/<dataset>_paper/paper_eval.md"
+for ds in $DATASETS; do
+    echo "$ds, pooled: $E/${ds}_pooled/real_eval_folds.md; paper's definition: $E/${ds}_paper/paper_eval.md"
+done
