@@ -193,17 +193,16 @@ def orientation_scores(coco: Dict, image_dir: str | os.PathLike) -> List[Dict]:
     """Per galaxy of a crop-frame COCO dict: its clump count and the mean grey level of its
     image under its clumps' positions turned by 0, 1, 2 and 3 quarter turns about the crop
     centre (``grey_0`` ... ``grey_3``); sorted by how much the best turn beats none."""
-    from PIL import Image
+    from clump_d2.data.image_io import read_display_image  # (the bounded reader)
 
-    by_image: Dict[int, List[Dict]] = {}
+    clumps_of: Dict[int, List[Dict]] = {}
     for a in coco["annotations"]:
-        by_image.setdefault(a["image_id"], []).append(a)
+        clumps_of.setdefault(a["image_id"], []).append(a)
     rows = []
-    for im in coco["images"]:
-        anns = by_image.get(im["id"], [])
-        if not anns:
-            continue
-        grey = np.asarray(Image.open(Path(image_dir) / im["file_name"]).convert("L"), float)
+    for im in (im for im in coco["images"] if im["id"] in clumps_of):
+        anns = clumps_of[im["id"]]
+        grey = np.asarray(read_display_image(Path(image_dir) / im["file_name"], "L"),
+                          float)[..., 0]
         if "crop" in im and grey.shape[0] > im["height"]:
             x0, y0, w, h = im["crop"]
             grey = grey[y0:y0 + h, x0:x0 + w]
