@@ -22,8 +22,8 @@ The logic lives in :mod:`clump_d2.studies.realdata` (see its docstring for the r
 """
 import argparse
 import logging
-from pathlib import Path
 import sys
+from pathlib import Path
 
 import clump_d2  # noqa: F401  (compat first)
 import clump_d2.data  # noqa: F401  (registers the datasets)
@@ -32,8 +32,11 @@ from detectron2.data import DatasetCatalog
 from clump_d2.baselines import ClassicalParams
 from clump_d2.cli import (non_negative_int, open_fraction, positive_float, positive_int,
                           unit_float)
-from clump_d2.convert.gzh_s82 import DEFAULT_SEED, prepare_gzh_s82
+from clump_d2.convert.coco_writer import atomic_write_text
+from clump_d2.convert.gzh_s82 import DEFAULT_SEED, orientation_scores, prepare_gzh_s82
 from clump_d2.convert.gzh_s82_degrade import DEFAULT_SNR_MIN, make_degraded_dataset
+from clump_d2.data.files import read_json
+from clump_d2.data.tables import markdown_table
 from clump_d2.sim.synthetic import SIM_PRESETS, simulate_sdss
 from clump_d2.studies.detectability import dataset_census, summarise_census, write_census
 from clump_d2.photometry import PhotometryOptions
@@ -228,10 +231,6 @@ def main(argv=None):
                                 galaxies=args.galaxies, rotations=dict(args.rotate_galaxy))
         print("\n".join(f"{k}: {v}" for k, v in paths.items()))
     elif args.command == "orientation":
-        from clump_d2.convert.gzh_s82 import orientation_scores
-        from clump_d2.data.files import read_json
-        from clump_d2.data.tables import markdown_table
-
         ann = Path(args.dataset_dir) / "annotations" / "all.json"
         rows = orientation_scores(read_json(ann, "--dataset-dir"),
                                   Path(args.dataset_dir) / "images")
@@ -243,8 +242,7 @@ def main(argv=None):
                 f"turned by 0-3 quarter turns (`python tools/eval_real.py orientation "
                 f"--dataset-dir {args.dataset_dir}`):\n\n" + table)
         if args.output:
-            Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.output).write_text(text)
+            atomic_write_text(args.output, text)
         print(text)
     elif args.command == "degrade":
         if not (args.single_epoch or args.calibration):

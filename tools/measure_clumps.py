@@ -91,8 +91,9 @@ def main(argv=None) -> int:
         q.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # the command as typed, for the written tables
+    words = ["python", "tools/measure_clumps.py", *(argv if argv is not None else sys.argv[1:])]
     if args.command == "widths":
-        words = ["python", "tools/measure_clumps.py", *(argv if argv is not None else sys.argv[1:])]
         try:
             out = write_widths(args.set, args.output, " ".join(words), args.limit)
         except ValueError as e:
@@ -101,7 +102,6 @@ def main(argv=None) -> int:
         return 0
     if args.command == "calibrate-giant":
         args.bands = None
-        words = ["python", "tools/measure_clumps.py", *(argv if argv is not None else sys.argv[1:])]
         run_giant_calibration(args.gzh, args.output, build_options(args), args.clumps_output,
                               command=" ".join(words))
         return 0

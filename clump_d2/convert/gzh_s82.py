@@ -12,10 +12,10 @@ flux per band of the catalogue, the u band defining giant clumps).
 **Orientation.** :func:`orientation_scores` measures, per galaxy, the mean grey level of the
 JPEG under its catalogue positions turned by 0, 90, 180 and 270 degrees about the image centre:
 clumps lie on the galaxy, so positions turned the wrong way fall on fainter pixels. The
-catalogue's positions of galaxy 8647474690867200065 (26 of the 24 galaxies' 133 clumps) sit
-across its disc, a quarter turn from it (docs/real_clumps.md). ``rotations`` ({galaxy id: quarter
-turns}) turns a galaxy's clumps and rejected candidates before anything else; it is off by
-default (the catalogue as published) and recorded in each split's ``info.rotations``.
+catalogue's positions of galaxy 8647474690867200065 (26 of the 133 clumps of the 24 galaxies)
+sit across its disc, a quarter turn from it (docs/real_clumps.md). ``rotations`` ({galaxy id:
+quarter turns}) turns a galaxy's clumps and rejected candidates before anything else; it is off
+by default (the catalogue as published) and recorded in each split's ``info.rotations``.
 """
 from __future__ import annotations
 

@@ -29,6 +29,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from clump_d2.convert.gzh_s82_degrade import robust_sigma
 from clump_d2.data.image_io import read_display_image
 from clump_d2.data.psf import FWHM_PER_SIGMA, gaussian_psf
 from clump_d2.data.stretch import DisplayStretch
@@ -50,13 +51,11 @@ def _clipped_plane(dx: np.ndarray, dy: np.ndarray, values: np.ndarray,
     for _ in range(rounds):
         coef = np.linalg.lstsq(design[keep], values[keep], rcond=None)[0]
         resid = values - design @ coef
-        sigma = 1.4826 * np.median(np.abs(resid[keep] - np.median(resid[keep])))
-        new = np.abs(resid) <= 3 * max(sigma, 1e-12)
+        new = np.abs(resid) <= 3 * max(robust_sigma(resid[keep]), 1e-12)
         if new.sum() < 6 or (new == keep).all():
             break
         keep = new
-    resid = values - design @ coef
-    return coef, float(1.4826 * np.median(np.abs(resid[keep] - np.median(resid[keep]))))
+    return coef, robust_sigma((values - design @ coef)[keep])
 
 
 def moment_ratio(image: np.ndarray, x: float, y: float, fwhm: float,
@@ -209,7 +208,7 @@ def write_widths(sets: Sequence[str], output: str | os.PathLike, command: str = 
                                        min_snr=min_snr, limit=limit)
         rows.append(summary_row(name, results[name]))
     columns = list(rows[0])
-    curve = ratio_curve()
+    curve = next(iter(results.values()))["curve"]  # the same response for every set
     md = ["# Clump widths in PSF FWHMs", "",
           f"Written by `{command}` on a {machine_description()} "
           "(clump_d2.studies.clump_widths: plane-subtracted r light within 1.5 PSF FWHM, its "

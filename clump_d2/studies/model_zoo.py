@@ -92,8 +92,8 @@ class Recipe:
 _GZ2 = "{shared}/gz2_sdss_1400/jpegs"
 # The real-host set (and its hosts.json, whose test hosts are the held-out measurement's) and
 # the simulated single-epoch galaxies, as scripts/sdss_eval.sh makes them.
-_HOST_ARGS = ("--hosts", _GZ2, "--pretrain-holdout", "0.3", "--val", "100", "--clump-frac",
-              "0.01", "0.15", "--psf-full-image")
+_HOST_SPLIT_ARGS = ("--hosts", _GZ2, "--pretrain-holdout", "0.3", "--val", "100")
+_HOST_ARGS = (*_HOST_SPLIT_ARGS, "--clump-frac", "0.01", "0.15", "--psf-full-image")
 _REAL_HOSTS = Step("datasets/gz2hosts1pc/split.json", (
     "tools/make_real_hosts.py", "--out", "datasets/gz2hosts1pc", *_HOST_ARGS))
 _SDSS1E = Step("datasets/sdss1e/annotations/train.json", (
@@ -182,7 +182,7 @@ RECIPES: Dict[str, Recipe] = {
         steps=(
             _REAL_HOSTS, _SDSS1E, _LABEL_STEP,
             Step("datasets/gz2hostsdeep/split.json", (
-                "tools/make_real_hosts.py", "--out", "datasets/gz2hostsdeep", *_HOST_ARGS[:-4],
+                "tools/make_real_hosts.py", "--out", "datasets/gz2hostsdeep", *_HOST_SPLIT_ARGS,
                 "--clump-frac", "0.003", "0.15", "--psf-full-image", "--bulge-fwhm", "1.0",
                 "--radius-r50", "0.15", "2.0", "--pseudo-labels", _PSEUDO_LABELS)),
         ),
@@ -488,9 +488,9 @@ def package(name: str, checkpoint: str | os.PathLike, figures: Dict,
         sf_summary = selection_summary(sf)
     elif sf_file.exists():  # an earlier packaging's table would describe other weights
         sf_file.unlink()
-    atomic_write_text(
-        folder / model_zoo.registry.CONFIG_FILE, f"# clump_d2 model zoo: {recipe.name} (complete config, written by "
-        f"tools/model_zoo.py package from {recipe.source_config})\n" + cfg.dump())
+    atomic_write_text(folder / model_zoo.registry.CONFIG_FILE,
+                      f"# clump_d2 model zoo: {recipe.name} (complete config, written by "
+                      f"tools/model_zoo.py package from {recipe.source_config})\n" + cfg.dump())
     card = {
         "name": recipe.name,
         "title": recipe.title,

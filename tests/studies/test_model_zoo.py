@@ -302,6 +302,8 @@ def test_every_shipped_entry_is_whole(monkeypatch):
         thresh = card["operating_point"]["score_thresh"]
         assert cfg.TEST.CLUMP_EVAL.SCORE_THRESH == pytest.approx(thresh)
         recipe = zoo_study.get_recipe(name)
+        # the card tells how to rebuild: the recipe's own steps
+        assert card["rebuild"]["steps"] == [list(s.argv) for s in recipe.steps], name
         source = zoo_study.merged_config(str(REPO / recipe.source_config), recipe.config_opts)
         assert source.TEST.CLUMP_EVAL.SCORE_THRESH == pytest.approx(thresh)
         state = read_safetensors(weights)
